@@ -1,0 +1,111 @@
+"""The core's face: the one module the UI and the CLI call. It returns entities and plain data, never rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobs.intake.builtin import BUILTIN_DATASETS, BUILTIN_MODELS
+from jobs.intake.datasets import DatasetRequest, add_dataset, load_split, split_class_counts
+from jobs.intake.models import IntakeResult, ModelRequest, add_model
+from jobs.params import describe
+from jobs.registry import all_kinds, get_kind
+from jobs.submit import submit
+from storage import catalog, queue, settings
+from storage.entities import Dataset, Job, Model, Variant, Worker
+from storage.orm import JobStatus
+
+__all__ = [
+    "BUILTIN_DATASETS",
+    "BUILTIN_MODELS",
+    "DatasetRequest",
+    "IntakeResult",
+    "ModelRequest",
+    "add_dataset",
+    "add_model",
+    "submit",
+    "JobStatus",
+]
+
+
+def list_models() -> list[Model]:
+    return catalog.list_models()
+
+
+def get_model(ref: int | str) -> Model:
+    return catalog.get_model(ref)
+
+
+def list_datasets() -> list[Dataset]:
+    return catalog.list_datasets()
+
+
+def get_dataset(ref: int | str) -> Dataset:
+    return catalog.get_dataset(ref)
+
+
+def preview_dataset(ref: int | str, split: str = "train", rows: int = 20) -> list[dict[str, Any]]:
+    return load_split(catalog.get_dataset(ref), split).head(rows).to_dict(orient="records")
+
+
+def dataset_distribution(ref: int | str) -> dict[str, dict[str, int]]:
+    return split_class_counts(catalog.get_dataset(ref))
+
+
+def list_variants(model: int | str | None = None) -> list[Variant]:
+    return catalog.list_variants(catalog.get_model(model).id if model is not None else None)
+
+
+def get_variant(ref: int | str) -> Variant:
+    return catalog.get_variant(ref)
+
+
+def list_jobs(status: str | None = None, limit: int = 200) -> list[Job]:
+    return queue.list_jobs(JobStatus(status) if status else None, limit=limit)
+
+
+def get_job(job_id: int | str) -> Job:
+    return queue.get_job(job_id)
+
+
+def job_log(job_id: int | str) -> str:
+    return queue.job_log(queue.get_job(job_id).id)
+
+
+def cancel_job(job_id: int | str) -> Job:
+    return queue.request_cancel(job_id)
+
+
+def job_counts() -> dict[str, int]:
+    return queue.count_by_status()
+
+
+def live_workers() -> list[Worker]:
+    return queue.live_workers(settings.get("WORKBENCH_STALE_AFTER_S"))
+
+
+def job_kinds() -> list[dict[str, Any]]:
+    """Each registered kind with its parameters, for forms and `workbench jobs kinds`."""
+    return [
+        {
+            "name": k.name,
+            "summary": k.summary,
+            "device": k.device,
+            "needs_variant": k.needs_variant,
+            "needs_dataset": k.needs_dataset,
+            "params": [vars(f) for f in describe(k.params_cls)],
+        }
+        for k in all_kinds()
+    ]
+
+
+def kind_defaults(name: str) -> dict[str, Any]:
+    return {f.name: f.default for f in describe(get_kind(name).params_cls)}
+
+
+def peek_columns(path: str) -> list[str]:
+    """Column names of an uploaded table, to offer as text / label choices before intake."""
+    from pathlib import Path
+
+    from jobs.intake.datasets import read_table
+
+    return [str(c) for c in read_table(Path(path)).columns]

@@ -1,0 +1,83 @@
+"""Entry point of the process that runs one job: `python -m jobs.child JOB_ID`.
+
+The worker starts one such process per job, so a crash, an out-of-memory kill or a segfault here ends this
+process only; the worker sees the exit status and records why. On success the new variant (if any) and the
+job's final status are written in one transaction.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import faulthandler
+import os
+import signal
+import sys
+import traceback
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: get SIGKILL when the worker dies, so an orphaned job cannot run on beside its re-queued copy."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the worker died before prctl took effect
+        os._exit(1)
+
+
+def main(argv: list[str]) -> int:
+    job_id = int(argv[0])
+    if len(argv) > 1:
+        _die_with_parent(int(argv[1]))
+    faulthandler.enable()  # a segfault still leaves a Python stack in the job log
+
+    from jobs.context import JobCancelled, JobContext, JobResult
+    from jobs.params import parse_params
+    from jobs.registry import get_kind
+    from storage import catalog, queue
+    from storage.db import session_scope
+    from storage.errors import WorkbenchError
+    from storage.orm import JobStatus
+
+    job = queue.get_job(job_id)
+    ctx = JobContext(job)
+    try:
+        kind = get_kind(job.kind)
+        params = parse_params(kind.params_cls, job.params)
+        outcome = kind.run(params, ctx) or JobResult()
+        if isinstance(outcome, dict):
+            outcome = JobResult(result=outcome)
+        with session_scope() as s:
+            variant_id = None
+            if outcome.new_variant is not None:
+                variant_id = catalog.create_variant(session=s, **outcome.new_variant).id
+            won = queue.finish(
+                job_id,
+                JobStatus.SUCCEEDED,
+                message="done",
+                result=outcome.result,
+                produced_variant_id=variant_id,
+                session=s,
+            )
+            if not won:  # cancelled or swept while finishing: keep nothing it made
+                s.rollback()
+                ctx.log("job was no longer running when it finished; its outputs were discarded")
+                return 0
+        return 0
+    except JobCancelled:
+        queue.finish(job_id, JobStatus.CANCELLED, message="cancelled by user")
+        return 0
+    except WorkbenchError as exc:
+        ctx.log(f"error: {exc}")
+        queue.finish(job_id, JobStatus.FAILED, message=f"failed: {exc}", error=str(exc))
+        return 1
+    except Exception as exc:
+        tb = traceback.format_exc()
+        ctx.log(tb)
+        queue.finish(job_id, JobStatus.FAILED, message=f"failed: {type(exc).__name__}: {exc}", error=tb)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,75 @@
+"""The job-kind registry: name -> (typed params, run function, what the kind needs).
+
+A new kind is one module in `jobs/kinds/` with `@register(...)`; the runner, the CLI and the UI find it here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from storage import settings
+from storage.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    params_cls: type
+    run: Callable[[Any, Any], dict[str, Any] | None]
+    summary: str
+    needs_variant: bool = True
+    needs_dataset: bool = False
+    device: str = "cpu"  # cpu | cuda | any: which workers may claim it
+
+
+_KINDS: dict[str, JobKind] = {}
+
+
+def register(
+    name: str,
+    params_cls: type,
+    *,
+    summary: str,
+    needs_variant: bool = True,
+    needs_dataset: bool = False,
+    device: str = "cpu",
+) -> Callable:
+    if device not in ("cpu", "cuda", "any"):
+        raise ValueError(f"device must be cpu, cuda or any, not {device!r}")
+
+    def decorate(fn: Callable) -> Callable:
+        if name in _KINDS:
+            raise ValueError(f"job kind {name!r} is registered twice ({_KINDS[name].run.__module__} and {fn.__module__})")
+        _KINDS[name] = JobKind(name, params_cls, fn, summary, needs_variant, needs_dataset, device)
+        return fn
+
+    return decorate
+
+
+_loaded = False
+
+
+def load_kinds() -> None:
+    """Import the built-in kinds and any WORKBENCH_PLUGINS modules (each registers its kinds on import)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    importlib.import_module("jobs.kinds")
+    for module in filter(None, (m.strip() for m in settings.get("WORKBENCH_PLUGINS").split(","))):
+        importlib.import_module(module)
+
+
+def get_kind(name: str) -> JobKind:
+    load_kinds()
+    kind = _KINDS.get(name)
+    if kind is None:
+        raise InvalidInput(f"unknown job kind {name!r}; known kinds: {', '.join(sorted(_KINDS))}")
+    return kind
+
+
+def all_kinds() -> list[JobKind]:
+    load_kinds()
+    return [_KINDS[k] for k in sorted(_KINDS)]

@@ -1,0 +1,209 @@
+"""The worker: claims queued jobs and runs each in its own child process.
+
+One loop, no threads touching the DB: reap finished children, stop cancelled ones, heartbeat, sweep stale jobs
+of dead workers, claim new work up to `concurrency`. A reader thread per child only moves output lines into a
+buffer that the loop writes to the job's log.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+
+from jobs.devices import detect
+from storage import queue, settings
+from storage.orm import JobStatus
+
+TERMINATE_GRACE_S = 5.0
+LOG_TAIL_LINES = 20
+# Logs are read by people: no tqdm bars redrawn in place, no tokenizer fork warnings.
+CHILD_ENV = {"PYTHONUNBUFFERED": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+@dataclass
+class RunningJob:
+    job_id: int
+    process: subprocess.Popen
+    lines: deque = field(default_factory=deque)
+    tail: deque = field(default_factory=lambda: deque(maxlen=LOG_TAIL_LINES))
+    reader: threading.Thread | None = None
+    cancel_sent_at: float | None = None
+
+    def start_reader(self) -> None:
+        def pump() -> None:
+            assert self.process.stdout is not None
+            for raw in iter(self.process.stdout.readline, b""):
+                line = raw.decode("utf-8", errors="replace")
+                self.lines.append(line)
+                self.tail.append(line)
+
+        self.reader = threading.Thread(target=pump, daemon=True)
+        self.reader.start()
+
+    def drain(self) -> str:
+        out = []
+        while self.lines:
+            out.append(self.lines.popleft())
+        return "".join(out)
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        sig = signal.Signals(-returncode)
+        hint = " (the usual cause is running out of memory)" if sig is signal.SIGKILL else ""
+        return f"job process was killed by {sig.name} (signal {-returncode}){hint}"
+    return f"job process exited with code {returncode} without recording a result"
+
+
+class Worker:
+    def __init__(self, concurrency: int = 1, burst: bool = False, poll_interval: float = 0.5):
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.concurrency = concurrency
+        self.burst = burst
+        self.poll_interval = poll_interval
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.running: dict[int, RunningJob] = {}
+        self.heartbeat_s = settings.get("WORKBENCH_HEARTBEAT_S")
+        self.stale_after_s = settings.get("WORKBENCH_STALE_AFTER_S")
+        self._stop = threading.Event()
+        self.info = detect()
+
+    # ---- lifecycle ----------------------------------------------------------------------------------------
+
+    def stop(self, *_args) -> None:
+        self._stop.set()
+
+    def run(self) -> int:
+        """Run until stopped (or, in burst mode, until nothing is left to claim). Returns jobs processed."""
+        queue.register_worker(
+            self.id, socket.gethostname(), os.getpid(), self.info["devices"], self.info, self.concurrency
+        )
+        self._log(f"worker {self.id} started; devices: {', '.join(self.info['devices'])}; concurrency {self.concurrency}")
+        self._sweep()
+        processed = 0
+        last_beat = last_sweep = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                processed += self._reap()
+                self._stop_cancelled()
+                now = time.monotonic()
+                if now - last_beat >= self.heartbeat_s:
+                    queue.heartbeat(self.id, self.running)
+                    last_beat = now
+                if now - last_sweep >= max(self.stale_after_s / 2, 1.0):
+                    self._sweep()
+                    last_sweep = now
+                claimed = self._claim()
+                if self.burst and not self.running and not claimed:
+                    break
+                self._flush_logs()
+                self._stop.wait(self.poll_interval)
+        finally:
+            self._shutdown()
+        return processed
+
+    # ---- steps --------------------------------------------------------------------------------------------
+
+    def _claim(self) -> bool:
+        claimed = False
+        while len(self.running) < self.concurrency and not self._stop.is_set():
+            job = queue.claim_next(self.id, self.info["devices"])
+            if job is None:
+                break
+            self._start(job.id)
+            claimed = True
+        return claimed
+
+    def _start(self, job_id: int) -> None:
+        process = subprocess.Popen(
+            [sys.executable, "-u", "-m", "jobs.child", str(job_id), str(os.getpid())],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **CHILD_ENV},
+        )
+        entry = RunningJob(job_id, process)
+        entry.start_reader()
+        self.running[job_id] = entry
+        queue.set_pid(job_id, process.pid)
+        self._log(f"job {job_id}: started in process {process.pid}")
+
+    def _reap(self) -> int:
+        done = 0
+        for job_id, entry in list(self.running.items()):
+            returncode = entry.process.poll()
+            if returncode is None:
+                continue
+            if entry.reader is not None:
+                entry.reader.join(timeout=5)
+            queue.append_log(job_id, entry.drain())
+            job = queue.get_job(job_id)
+            if job.status is JobStatus.RUNNING:  # the child did not record an outcome itself
+                if job.cancel_requested:
+                    queue.finish(job_id, JobStatus.CANCELLED, message="cancelled by user")
+                else:
+                    reason = describe_exit(returncode)
+                    tail = "".join(entry.tail).strip()
+                    queue.append_log(job_id, f"\n{reason}\n")
+                    queue.finish(
+                        job_id, JobStatus.FAILED, message=f"failed: {reason}", error=f"{reason}\n{tail}".strip()
+                    )
+            final = queue.get_job(job_id)
+            self._log(f"job {job_id}: {final.status.value}")
+            del self.running[job_id]
+            done += 1
+        return done
+
+    def _stop_cancelled(self) -> None:
+        for job_id in queue.cancel_requested(self.running):
+            entry = self.running[job_id]
+            now = time.monotonic()
+            if entry.cancel_sent_at is None:
+                entry.process.terminate()
+                entry.cancel_sent_at = now
+            elif now - entry.cancel_sent_at > TERMINATE_GRACE_S:
+                entry.process.kill()
+
+    def _sweep(self) -> None:
+        for job_id, action in queue.sweep_stale(self.stale_after_s):
+            self._log(f"job {job_id}: its worker stopped heartbeating; {action}")
+
+    def _flush_logs(self) -> None:
+        for job_id, entry in self.running.items():
+            queue.append_log(job_id, entry.drain())
+
+    def _shutdown(self) -> None:
+        """Stop children and put their jobs back in the queue, so a restart picks them up again."""
+        for job_id, entry in list(self.running.items()):
+            entry.process.terminate()
+        deadline = time.monotonic() + TERMINATE_GRACE_S
+        for job_id, entry in list(self.running.items()):
+            try:
+                entry.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                entry.process.kill()
+                entry.process.wait()
+            queue.append_log(job_id, entry.drain())
+            queue.requeue(job_id, f"worker {self.id} shut down while the job ran; re-queued")
+        self.running.clear()
+        queue.worker_stopped(self.id)
+        self._log(f"worker {self.id} stopped")
+
+    def _log(self, message: str) -> None:
+        print(f"[worker] {message}", file=sys.stderr, flush=True)
+
+
+def run_worker(concurrency: int = 1, burst: bool = False, poll_interval: float = 0.5) -> int:
+    worker = Worker(concurrency=concurrency, burst=burst, poll_interval=poll_interval)
+    signal.signal(signal.SIGTERM, worker.stop)
+    signal.signal(signal.SIGINT, worker.stop)
+    return worker.run()

@@ -1,0 +1,148 @@
+"""Models, datasets, variants and evaluations: create, find and list, returning entities."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from storage.db import session_scope
+from storage.entities import Dataset, Evaluation, Model, Variant, from_row
+from storage.errors import Conflict, NotFound
+from storage.orm import SqlDataset, SqlEvaluation, SqlModel, SqlVariant
+
+
+def _by_ref(session: Session, orm_cls: type, ref: int | str, what: str):
+    """Find a row by id (an int or a string of digits) or by its unique name."""
+    ref_text = str(ref).strip()
+    row = None
+    if ref_text.isdigit():
+        row = session.get(orm_cls, int(ref_text))
+    if row is None and hasattr(orm_cls, "name") and not ref_text.isdigit():
+        row = session.scalars(select(orm_cls).where(orm_cls.name == ref_text)).first()
+    if row is None:
+        raise NotFound(f"no {what} {ref_text!r}; list them with `workbench {what}s list`")
+    return row
+
+
+def name_taken(orm_cls: type, name: str) -> bool:
+    with session_scope() as s:
+        return s.scalars(select(orm_cls.id).where(orm_cls.name == name)).first() is not None
+
+
+# ---- models -------------------------------------------------------------------------------------------------
+
+
+def create_model(*, name: str, source_kind: str, source: str, allow_pickle: bool, variant: dict[str, Any]) -> tuple[Model, Variant]:
+    """A model row and its root variant, in one transaction."""
+    try:
+        with session_scope() as s:
+            model = SqlModel(name=name, source_kind=source_kind, source=source, allow_pickle=allow_pickle, info={})
+            s.add(model)
+            s.flush()
+            root = SqlVariant(model_id=model.id, parent_id=None, **variant)
+            s.add(root)
+            s.flush()
+            return from_row(Model, model), from_row(Variant, root)
+    except IntegrityError:
+        raise Conflict(f"a model named {name!r} already exists; choose another name") from None
+
+
+def get_model(ref: int | str) -> Model:
+    with session_scope() as s:
+        return from_row(Model, _by_ref(s, SqlModel, ref, "model"))
+
+
+def list_models() -> list[Model]:
+    with session_scope() as s:
+        return [from_row(Model, r) for r in s.scalars(select(SqlModel).order_by(SqlModel.id))]
+
+
+def update_model_info(model_id: int, info: dict[str, Any]) -> Model:
+    with session_scope() as s:
+        row = _by_ref(s, SqlModel, model_id, "model")
+        row.info = {**(row.info or {}), **info}
+        s.flush()
+        return from_row(Model, row)
+
+
+def root_variant(model_id: int) -> Variant:
+    with session_scope() as s:
+        row = s.scalars(
+            select(SqlVariant).where(SqlVariant.model_id == model_id, SqlVariant.parent_id.is_(None)).order_by(SqlVariant.id)
+        ).first()
+        if row is None:
+            raise NotFound(f"model {model_id} has no root variant")
+        return from_row(Variant, row)
+
+
+# ---- variants -----------------------------------------------------------------------------------------------
+
+
+def create_variant(session: Session | None = None, **fields_: Any) -> Variant:
+    """A new variant row; pass `session` to make it part of a larger transaction (a job's final commit)."""
+    if session is not None:
+        row = SqlVariant(**fields_)
+        session.add(row)
+        session.flush()
+        return from_row(Variant, row)
+    with session_scope() as s:
+        return create_variant(session=s, **fields_)
+
+
+def get_variant(ref: int | str) -> Variant:
+    with session_scope() as s:
+        return from_row(Variant, _by_ref(s, SqlVariant, ref, "variant"))
+
+
+def list_variants(model_id: int | None = None) -> list[Variant]:
+    with session_scope() as s:
+        q = select(SqlVariant).order_by(SqlVariant.id)
+        if model_id is not None:
+            q = q.where(SqlVariant.model_id == model_id)
+        return [from_row(Variant, r) for r in s.scalars(q)]
+
+
+# ---- datasets -----------------------------------------------------------------------------------------------
+
+
+def create_dataset(**fields_: Any) -> Dataset:
+    try:
+        with session_scope() as s:
+            row = SqlDataset(**fields_)
+            s.add(row)
+            s.flush()
+            return from_row(Dataset, row)
+    except IntegrityError:
+        raise Conflict(f"a dataset named {fields_.get('name')!r} already exists; choose another name") from None
+
+
+def get_dataset(ref: int | str) -> Dataset:
+    with session_scope() as s:
+        return from_row(Dataset, _by_ref(s, SqlDataset, ref, "dataset"))
+
+
+def list_datasets() -> list[Dataset]:
+    with session_scope() as s:
+        return [from_row(Dataset, r) for r in s.scalars(select(SqlDataset).order_by(SqlDataset.id))]
+
+
+# ---- evaluations --------------------------------------------------------------------------------------------
+
+
+def add_evaluation(**fields_: Any) -> Evaluation:
+    with session_scope() as s:
+        row = SqlEvaluation(**fields_)
+        s.add(row)
+        s.flush()
+        return from_row(Evaluation, row)
+
+
+def list_evaluations(variant_id: int | None = None) -> list[Evaluation]:
+    with session_scope() as s:
+        q = select(SqlEvaluation).order_by(SqlEvaluation.id)
+        if variant_id is not None:
+            q = q.where(SqlEvaluation.variant_id == variant_id)
+        return [from_row(Evaluation, r) for r in s.scalars(q)]

@@ -1,0 +1,141 @@
+"""Plain, frozen records handed to callers. ORM rows never leave `storage`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime
+from typing import Any, TypeVar
+
+from storage.orm import JobStatus
+
+T = TypeVar("T")
+
+
+def from_row(cls: type[T], row: Any) -> T:
+    return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})  # type: ignore[arg-type]
+
+
+def to_dict(entity: Any) -> dict[str, Any]:
+    """JSON-friendly dict (datetimes as ISO strings, enums as values) for `--json` output and the UI."""
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, datetime):
+            return value.isoformat(timespec="seconds") + "Z"
+        if isinstance(value, JobStatus):
+            return value.value
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [convert(v) for v in value]
+        return value
+
+    return convert(asdict(entity))
+
+
+@dataclass(frozen=True)
+class Model:
+    id: int
+    name: str
+    source_kind: str
+    source: str
+    allow_pickle: bool
+    info: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Dataset:
+    id: int
+    name: str
+    source_kind: str
+    source: str
+    text_column: str
+    label_column: str
+    labels: list[str]
+    class_counts: dict[str, int]
+    num_rows: int
+    split_seed: int
+    split_fractions: dict[str, float]
+    split_sizes: dict[str, int]
+    artifact_dir: str
+    sha256: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Variant:
+    id: int
+    model_id: int
+    parent_id: int | None
+    name: str
+    artifact_dir: str
+    runtime: str
+    precision: str
+    recipe: dict[str, Any]
+    files: list[dict[str, Any]]
+    sha256: str
+    size_bytes: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Worker:
+    id: str
+    hostname: str
+    pid: int
+    devices: list[str]
+    device_info: dict[str, Any]
+    concurrency: int
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    kind: str
+    params: dict[str, Any]
+    status: JobStatus
+    device: str
+    progress: float
+    message: str
+    error: str | None
+    result: dict[str, Any]
+    model_id: int | None
+    variant_id: int | None
+    dataset_id: int | None
+    produced_variant_id: int | None
+    depends_on_id: int | None
+    worker_id: str | None
+    pid: int | None
+    attempts: int
+    max_attempts: int
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None:
+            return None
+        from storage.orm import utcnow
+
+        return ((self.finished_at or utcnow()) - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    id: int
+    variant_id: int
+    dataset_id: int
+    job_id: int | None
+    split: str
+    num_examples: int
+    accuracy: float
+    macro_f1: float
+    confusion: dict[str, Any]
+    agreement_with_parent: float | None
+    created_at: datetime

@@ -1,0 +1,327 @@
+"""The durable job queue: enqueue, atomic claim, progress, log, heartbeat, finish, cancel, stale sweep.
+
+Claiming is a compare-and-set (`UPDATE ... WHERE id = :id AND status = 'queued'`): exactly one worker sees a
+row count of 1, on SQLite and on any other database, without a table lock.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Iterable
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session, aliased
+
+from storage.db import session_scope
+from storage.entities import Job, Worker, from_row
+from storage.errors import Conflict, NotFound
+from storage.orm import JobStatus, SqlJob, SqlWorker, utcnow
+
+MAX_LOG_CHARS = 2_000_000
+CLAIM_CANDIDATES = 20
+
+
+def enqueue(
+    kind: str,
+    params: dict[str, Any],
+    *,
+    device: str = "cpu",
+    model_id: int | None = None,
+    variant_id: int | None = None,
+    dataset_id: int | None = None,
+    depends_on_id: int | None = None,
+    max_attempts: int = 2,
+    session: Session | None = None,
+) -> Job:
+    row = SqlJob(
+        kind=kind,
+        params=params,
+        status=JobStatus.QUEUED,
+        device=device,
+        model_id=model_id,
+        variant_id=variant_id,
+        dataset_id=dataset_id,
+        depends_on_id=depends_on_id,
+        max_attempts=max_attempts,
+        message="queued",
+        log="",
+        result={},
+    )
+    if session is not None:
+        session.add(row)
+        session.flush()
+        return from_row(Job, row)
+    with session_scope() as s:
+        s.add(row)
+        s.flush()
+        return from_row(Job, row)
+
+
+def get_job(job_id: int | str) -> Job:
+    with session_scope() as s:
+        row = s.get(SqlJob, int(job_id)) if str(job_id).isdigit() else None
+        if row is None:
+            raise NotFound(f"no job {job_id!r}; list them with `workbench jobs list`")
+        return from_row(Job, row)
+
+
+def list_jobs(status: JobStatus | None = None, limit: int = 200, kind: str | None = None) -> list[Job]:
+    with session_scope() as s:
+        q = select(SqlJob).order_by(SqlJob.id.desc()).limit(limit)
+        if status is not None:
+            q = q.where(SqlJob.status == status)
+        if kind is not None:
+            q = q.where(SqlJob.kind == kind)
+        return [from_row(Job, r) for r in s.scalars(q)]
+
+
+def job_log(job_id: int) -> str:
+    with session_scope() as s:
+        row = s.get(SqlJob, int(job_id))
+        if row is None:
+            raise NotFound(f"no job {job_id!r}")
+        return row.log or ""
+
+
+def claim_next(worker_id: str, devices: Iterable[str]) -> Job | None:
+    """Atomically move the oldest runnable queued job to running for this worker, or return None."""
+    devices = list(devices) + ["any"]
+    parent = aliased(SqlJob)
+    with session_scope() as s:
+        candidates = s.scalars(
+            select(SqlJob.id)
+            .outerjoin(parent, SqlJob.depends_on_id == parent.id)
+            .where(
+                SqlJob.status == JobStatus.QUEUED,
+                SqlJob.device.in_(devices),
+                or_(SqlJob.depends_on_id.is_(None), parent.status == JobStatus.SUCCEEDED),
+            )
+            .order_by(SqlJob.id)
+            .limit(CLAIM_CANDIDATES)
+        ).all()
+    for job_id in candidates:
+        now = utcnow()
+        with session_scope() as s:
+            won = s.execute(
+                update(SqlJob)
+                .where(SqlJob.id == job_id, SqlJob.status == JobStatus.QUEUED)
+                .values(
+                    status=JobStatus.RUNNING,
+                    worker_id=worker_id,
+                    started_at=now,
+                    heartbeat_at=now,
+                    attempts=SqlJob.attempts + 1,
+                    message="starting",
+                    progress=0.0,
+                )
+            ).rowcount
+        if won == 1:
+            return get_job(job_id)
+    return None
+
+
+def set_pid(job_id: int, pid: int) -> None:
+    with session_scope() as s:
+        s.execute(update(SqlJob).where(SqlJob.id == job_id).values(pid=pid))
+
+
+def set_progress(job_id: int, fraction: float, message: str) -> None:
+    fraction = min(max(float(fraction), 0.0), 1.0)
+    with session_scope() as s:
+        s.execute(
+            update(SqlJob)
+            .where(SqlJob.id == job_id, SqlJob.status == JobStatus.RUNNING)
+            .values(progress=fraction, message=message[:1000])
+        )
+
+
+def append_log(job_id: int, text: str) -> None:
+    if not text:
+        return
+    with session_scope() as s:
+        row = s.get(SqlJob, job_id)
+        if row is None:
+            return
+        log = (row.log or "") + text
+        if len(log) > MAX_LOG_CHARS:  # keep the tail: the end of a log says why a job stopped
+            log = "[... earlier log lines dropped ...]\n" + log[-MAX_LOG_CHARS:]
+        row.log = log
+
+
+def heartbeat(worker_id: str, job_ids: Iterable[int]) -> None:
+    now = utcnow()
+    job_ids = list(job_ids)
+    with session_scope() as s:
+        s.execute(update(SqlWorker).where(SqlWorker.id == worker_id).values(heartbeat_at=now))
+        if job_ids:
+            s.execute(
+                update(SqlJob)
+                .where(SqlJob.id.in_(job_ids), SqlJob.worker_id == worker_id, SqlJob.status == JobStatus.RUNNING)
+                .values(heartbeat_at=now)
+            )
+
+
+def finish(
+    job_id: int,
+    status: JobStatus,
+    *,
+    message: str | None = None,
+    error: str | None = None,
+    result: dict[str, Any] | None = None,
+    produced_variant_id: int | None = None,
+    session: Session | None = None,
+) -> bool:
+    """Move a running job to a final status. Returns False if it was no longer running (someone else won)."""
+    assert status.finished
+    values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error}
+    if status is JobStatus.SUCCEEDED:
+        values["progress"] = 1.0
+    if message is not None:
+        values["message"] = message[:1000]
+    if result is not None:
+        values["result"] = result
+    if produced_variant_id is not None:
+        values["produced_variant_id"] = produced_variant_id
+
+    def apply(s: Session) -> bool:
+        done = s.execute(
+            update(SqlJob).where(SqlJob.id == job_id, SqlJob.status == JobStatus.RUNNING).values(**values)
+        ).rowcount
+        if done and status is not JobStatus.SUCCEEDED:
+            _cancel_dependents(s, job_id, f"cancelled because job {job_id}, which it depends on, {status.value}")
+        return bool(done)
+
+    if session is not None:
+        return apply(session)
+    with session_scope() as s:
+        return apply(s)
+
+
+def _cancel_dependents(s: Session, job_id: int, reason: str) -> None:
+    pending = [job_id]
+    while pending:
+        parent_id = pending.pop()
+        children = s.scalars(
+            select(SqlJob.id).where(SqlJob.depends_on_id == parent_id, SqlJob.status == JobStatus.QUEUED)
+        ).all()
+        if children:
+            s.execute(
+                update(SqlJob)
+                .where(SqlJob.id.in_(children), SqlJob.status == JobStatus.QUEUED)
+                .values(status=JobStatus.CANCELLED, finished_at=utcnow(), message=reason, error=reason)
+            )
+            pending.extend(children)
+
+
+def request_cancel(job_id: int | str) -> Job:
+    """Queued jobs are cancelled at once; running ones are flagged and their worker stops the job process."""
+    job = get_job(job_id)
+    if job.status.finished:
+        raise Conflict(f"job {job.id} already {job.status.value}; nothing to cancel")
+    with session_scope() as s:
+        cancelled_now = s.execute(
+            update(SqlJob)
+            .where(SqlJob.id == job.id, SqlJob.status == JobStatus.QUEUED)
+            .values(status=JobStatus.CANCELLED, finished_at=utcnow(), message="cancelled by user", cancel_requested=True)
+        ).rowcount
+        if cancelled_now:
+            _cancel_dependents(s, job.id, f"cancelled because job {job.id}, which it depends on, was cancelled")
+        else:
+            s.execute(
+                update(SqlJob)
+                .where(SqlJob.id == job.id, SqlJob.status == JobStatus.RUNNING)
+                .values(cancel_requested=True, message="cancelling")
+            )
+    return get_job(job.id)
+
+
+def cancel_requested(job_ids: Iterable[int]) -> set[int]:
+    job_ids = list(job_ids)
+    if not job_ids:
+        return set()
+    with session_scope() as s:
+        return set(s.scalars(select(SqlJob.id).where(SqlJob.id.in_(job_ids), SqlJob.cancel_requested.is_(True))))
+
+
+def sweep_stale(stale_after_s: float) -> list[tuple[int, str]]:
+    """Running jobs whose worker stopped heartbeating: re-queue while attempts remain, else fail with the reason."""
+    cutoff = utcnow() - timedelta(seconds=stale_after_s)
+    actions: list[tuple[int, str]] = []
+    with session_scope() as s:
+        stale = s.scalars(
+            select(SqlJob).where(
+                SqlJob.status == JobStatus.RUNNING,
+                or_(SqlJob.heartbeat_at.is_(None), SqlJob.heartbeat_at < cutoff),
+            )
+        ).all()
+        for row in stale:
+            last = row.heartbeat_at.isoformat(timespec="seconds") + "Z" if row.heartbeat_at else "never"
+            reason = f"worker {row.worker_id} stopped heartbeating (last heartbeat {last})"
+            if row.attempts < row.max_attempts and not row.cancel_requested:
+                values = dict(status=JobStatus.QUEUED, worker_id=None, pid=None, message=f"re-queued: {reason}")
+                action = "requeued"
+            else:
+                values = dict(status=JobStatus.FAILED, finished_at=utcnow(), message="failed: worker lost", error=reason)
+                action = "failed"
+            done = s.execute(
+                update(SqlJob)
+                .where(SqlJob.id == row.id, SqlJob.status == JobStatus.RUNNING, SqlJob.heartbeat_at == row.heartbeat_at)
+                .values(**values)
+            ).rowcount
+            if done:
+                if action == "failed":
+                    _cancel_dependents(s, row.id, f"cancelled because job {row.id}, which it depends on, failed")
+                actions.append((row.id, action))
+    return actions
+
+
+# ---- workers ------------------------------------------------------------------------------------------------
+
+
+def register_worker(worker_id: str, hostname: str, pid: int, devices: list[str], device_info: dict, concurrency: int) -> Worker:
+    with session_scope() as s:
+        row = SqlWorker(
+            id=worker_id, hostname=hostname, pid=pid, devices=devices, device_info=device_info, concurrency=concurrency
+        )
+        s.add(row)
+        s.flush()
+        return from_row(Worker, row)
+
+
+def worker_stopped(worker_id: str) -> None:
+    with session_scope() as s:
+        s.execute(update(SqlWorker).where(SqlWorker.id == worker_id).values(stopped_at=utcnow()))
+
+
+def live_workers(stale_after_s: float) -> list[Worker]:
+    cutoff = utcnow() - timedelta(seconds=stale_after_s)
+    with session_scope() as s:
+        rows = s.scalars(
+            select(SqlWorker)
+            .where(SqlWorker.stopped_at.is_(None), SqlWorker.heartbeat_at >= cutoff)
+            .order_by(SqlWorker.started_at)
+        )
+        return [from_row(Worker, r) for r in rows]
+
+
+def count_by_status() -> dict[str, int]:
+    with session_scope() as s:
+        rows = s.execute(select(SqlJob.status, func.count()).group_by(SqlJob.status)).all()
+        return {status.value: n for status, n in rows}
+
+
+def requeue(job_id: int, reason: str) -> bool:
+    """Give a running job back to the queue (its worker is shutting down). Cancelled ones are closed instead."""
+    with session_scope() as s:
+        row = s.get(SqlJob, job_id)
+        if row is None or row.status is not JobStatus.RUNNING:
+            return False
+        if row.cancel_requested:
+            values = dict(status=JobStatus.CANCELLED, finished_at=utcnow(), message="cancelled by user")
+        else:
+            values = dict(status=JobStatus.QUEUED, worker_id=None, pid=None, message=reason)
+        return bool(
+            s.execute(
+                update(SqlJob).where(SqlJob.id == job_id, SqlJob.status == JobStatus.RUNNING).values(**values)
+            ).rowcount
+        )

@@ -1,0 +1,84 @@
+"""Every setting in one table (name, environment variable, default, help), read by the CLI, the app and docs.
+
+Settings are read from the environment each time they are asked for, so a test or a child process that sets
+WORKBENCH_HOME sees its own data directory.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    default: str
+    help: str
+    kind: type = str
+
+
+SETTINGS: dict[str, Setting] = {
+    s.env: s
+    for s in [
+        Setting("WORKBENCH_HOME", ".workbench", "Data directory: SQLite database, artifacts, job work dirs."),
+        Setting("WORKBENCH_DB_URL", "", "Any SQLAlchemy URL; empty means SQLite at $WORKBENCH_HOME/workbench.db."),
+        Setting("WORKBENCH_MAX_UPLOAD_MB", "1024", "Largest uploaded model archive or file, in MiB.", int),
+        Setting("WORKBENCH_MAX_EXTRACTED_MB", "4096", "Largest total size an archive may expand to, in MiB.", int),
+        Setting("WORKBENCH_MAX_DATASET_MB", "200", "Largest dataset file accepted, in MiB.", int),
+        Setting("WORKBENCH_HEARTBEAT_S", "2", "How often a worker heartbeats its running jobs, in seconds.", float),
+        Setting(
+            "WORKBENCH_STALE_AFTER_S",
+            "30",
+            "A running job whose worker has not heartbeated for this long is swept (re-queued or failed).",
+            float,
+        ),
+        Setting("WORKBENCH_MAX_ATTEMPTS", "2", "How many times a job is tried before a lost worker fails it.", int),
+        Setting(
+            "WORKBENCH_PLUGINS",
+            "",
+            "Comma-separated modules imported by workers and job processes to register extra job kinds.",
+        ),
+    ]
+}
+
+
+def get(env: str):
+    setting = SETTINGS[env]
+    raw = os.environ.get(env, "").strip() or setting.default
+    try:
+        return setting.kind(raw)
+    except ValueError:
+        from storage.errors import InvalidInput
+
+        raise InvalidInput(f"{env}={raw!r} is not a valid {setting.kind.__name__}: {setting.help}") from None
+
+
+def home() -> Path:
+    path = Path(get("WORKBENCH_HOME")).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def db_url() -> str:
+    return get("WORKBENCH_DB_URL") or f"sqlite:///{home() / 'workbench.db'}"
+
+
+def artifacts_dir() -> Path:
+    path = home() / "artifacts"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def staging_dir() -> Path:
+    """Where intake builds things before they are complete; same filesystem as artifacts so moves are atomic."""
+    path = home() / "staging"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def job_dir(job_id: int) -> Path:
+    path = home() / "jobs" / str(job_id)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,408 @@
+"""`workbench` command line: the same actions as the UI, each with --help and --json.
+
+Bad input exits with status 2 and one line on stderr, and writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any, Callable
+
+from storage.errors import WorkbenchError
+
+EXIT_BAD_INPUT = 2
+
+
+def _emit(args: argparse.Namespace, data: Any, human: Callable[[], str]) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        print(human())
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[str(r.get(c, "")) if r.get(c) is not None else "" for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def _mb(n: int | None) -> str:
+    return f"{n / 1e6:.1f} MB" if n else ""
+
+
+def _params(pairs: list[str], raw_json: str | None) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if raw_json:
+        try:
+            params.update(json.loads(raw_json))
+        except json.JSONDecodeError as exc:
+            raise WorkbenchError(f"--params is not valid JSON: {exc}") from None
+        if not isinstance(params, dict):
+            raise WorkbenchError("--params must be a JSON object")
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise WorkbenchError(f"--param {pair!r} must look like name=value")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+# ---- models -------------------------------------------------------------------------------------------------
+
+
+def cmd_models_add(args):
+    from jobs import api
+    from storage.entities import to_dict
+
+    result = api.add_model(api.ModelRequest(args.source, name=args.name, allow_pickle=args.allow_pickle))
+    data = {"model": to_dict(result.model), "variant": to_dict(result.variant), "notes": result.notes}
+
+    def human():
+        lines = [
+            f"added model {result.model.id} {result.model.name!r} ({result.model.source_kind}: {result.model.source})",
+            f"  root variant {result.variant.id}: {result.variant.runtime}, {_mb(result.variant.size_bytes)}, sha256 {result.variant.sha256}",
+        ]
+        lines += [f"  note: {n}" for n in result.notes]
+        lines.append("  an `inspect` job was queued; see `workbench jobs list`")
+        return "\n".join(lines)
+
+    _emit(args, data, human)
+
+
+def cmd_models_list(args):
+    from jobs import api
+    from storage.entities import to_dict
+
+    models = api.list_models()
+    rows = [
+        {
+            "id": m.id,
+            "name": m.name,
+            "source": f"{m.source_kind}:{m.source}" if m.source_kind != "builtin" else m.source,
+            "architecture": m.info.get("architecture", "(inspecting)"),
+            "params": f"{m.info['num_parameters'] / 1e6:.1f}M" if m.info.get("num_parameters") else "",
+            "task": m.info.get("task", ""),
+        }
+        for m in models
+    ]
+    _emit(args, [to_dict(m) for m in models], lambda: _table(rows, ["id", "name", "architecture", "params", "task", "source"]))
+
+
+def cmd_models_show(args):
+    from jobs import api
+    from storage.entities import to_dict
+
+    model = api.get_model(args.ref)
+    variants = api.list_variants(model.id)
+    data = {**to_dict(model), "variants": [to_dict(v) for v in variants]}
+
+    def human():
+        lines = [f"model {model.id} {model.name!r}", f"  source: {model.source_kind}: {model.source}"]
+        lines += [f"  {k}: {v}" for k, v in model.info.items() if k not in ("inputs", "outputs")]
+        lines.append("  variants:")
+        for v in variants:
+            lines.append(f"    {v.id} {v.name!r} {v.runtime}/{v.precision} {_mb(v.size_bytes)} sha256 {v.sha256}")
+            lines += [f"      {f['sha256']}  {f['path']} ({f['size']} bytes)" for f in v.files]
+        return "\n".join(lines)
+
+    _emit(args, data, human)
+
+
+# ---- datasets -----------------------------------------------------------------------------------------------
+
+
+def cmd_datasets_add(args):
+    from jobs import api
+    from storage.entities import to_dict
+
+    ds = api.add_dataset(
+        api.DatasetRequest(args.source, name=args.name, text_column=args.text_column, label_column=args.label_column, seed=args.seed)
+    )
+    _emit(
+        args,
+        to_dict(ds),
+        lambda: f"added dataset {ds.id} {ds.name!r}: {ds.num_rows} rows, {len(ds.labels)} labels "
+        f"({', '.join(ds.labels)}); split {ds.split_sizes} with seed {ds.split_seed}",
+    )
+
+
+def cmd_datasets_list(args):
+    from jobs import api
+    from storage.entities import to_dict
+
+    datasets = api.list_datasets()
+    rows = [
+        {"id": d.id, "name": d.name, "rows": d.num_rows, "labels": ", ".join(d.labels), "source": d.source} for d in datasets
+    ]
+    _emit(args, [to_dict(d) for d in datasets], lambda: _table(rows, ["id", "name", "rows", "labels", "source"]))
+
+
+def cmd_datasets_show(args):
+    from jobs import api
+    from storage.entities import to_dict
+
+    ds = api.get_dataset(args.ref)
+    preview = api.preview_dataset(ds.id, rows=args.preview)
+    data = {**to_dict(ds), "preview": preview}
+
+    def human():
+        lines = [
+            f"dataset {ds.id} {ds.name!r} ({ds.source_kind}: {ds.source}), text column {ds.text_column!r}, label column {ds.label_column!r}",
+            f"  {ds.num_rows} rows; split {ds.split_sizes} (seed {ds.split_seed}); sha256 {ds.sha256}",
+            "  classes: " + ", ".join(f"{k} {v}" for k, v in ds.class_counts.items()),
+        ]
+        lines += [f"  [{r['label']}] {r['text'][:100]}" for r in preview]
+        return "\n".join(lines)
+
+    _emit(args, data, human)
+
+
+# ---- jobs ---------------------------------------------------------------------------------------------------
+
+
+def _job_row(j) -> dict[str, Any]:
+    return {
+        "id": j.id,
+        "kind": j.kind,
+        "status": j.status.value,
+        "progress": f"{j.progress:.0%}",
+        "variant": j.variant_id or "",
+        "dataset": j.dataset_id or "",
+        "message": j.message[:60],
+        "seconds": f"{j.duration_s:.1f}" if j.duration_s is not None else "",
+    }
+
+
+def cmd_jobs_submit(args):
+    from jobs import api
+    from storage.entities import to_dict
+
+    job = api.submit(
+        args.kind,
+        _params(args.param, args.params),
+        model=args.model,
+        variant=args.variant,
+        dataset=args.dataset,
+        depends_on=args.depends_on,
+    )
+    if args.wait:
+        while not job.status.finished:
+            time.sleep(0.5)
+            job = api.get_job(job.id)
+    _emit(args, to_dict(job), lambda: f"job {job.id} ({job.kind}) {job.status.value}" + (f": {job.message}" if args.wait else ""))
+    if args.wait and job.status.value != "succeeded":
+        return 1
+
+
+def cmd_jobs_list(args):
+    from jobs import api
+    from storage.entities import to_dict
+
+    jobs = api.list_jobs(args.status, limit=args.limit)
+    _emit(args, [to_dict(j) for j in jobs], lambda: _table([_job_row(j) for j in jobs], list(_job_row(jobs[0]) if jobs else ["id"])))
+
+
+def cmd_jobs_show(args):
+    from jobs import api
+    from storage.entities import to_dict
+
+    job = api.get_job(args.id)
+
+    def human():
+        lines = [f"job {job.id} ({job.kind}): {job.status.value} {job.progress:.0%} - {job.message}"]
+        for key in ("params", "variant_id", "dataset_id", "produced_variant_id", "worker_id", "attempts", "created_at", "started_at", "finished_at"):
+            lines.append(f"  {key}: {getattr(job, key)}")
+        if job.error:
+            lines.append("  error: " + job.error.strip().replace("\n", "\n    "))
+        if job.result:
+            lines.append("  result: " + json.dumps(job.result, default=str))
+        return "\n".join(lines)
+
+    _emit(args, to_dict(job), human)
+
+
+def cmd_jobs_cancel(args):
+    from jobs import api
+    from storage.entities import to_dict
+
+    job = api.cancel_job(args.id)
+    _emit(args, to_dict(job), lambda: f"job {job.id}: {job.status.value} ({job.message})")
+
+
+def cmd_jobs_logs(args):
+    from jobs import api
+
+    if args.json:
+        print(json.dumps({"id": int(args.id), "log": api.job_log(args.id)}))
+        return
+    shown = 0
+    while True:
+        log = api.job_log(args.id)
+        sys.stdout.write(log[shown:])
+        sys.stdout.flush()
+        shown = len(log)
+        if not args.follow or api.get_job(args.id).status.finished:
+            break
+        time.sleep(1)
+
+
+def cmd_jobs_kinds(args):
+    from jobs import api
+
+    kinds = api.job_kinds()
+
+    def human():
+        lines = []
+        for k in kinds:
+            needs = ", ".join(n for n, flag in (("variant", k["needs_variant"]), ("dataset", k["needs_dataset"])) if flag)
+            lines.append(f"{k['name']}: {k['summary']} (needs {needs or 'nothing'}; device {k['device']})")
+            lines += [f"    {p['name']} = {p['default']!r}: {p['help']}" for p in k["params"]]
+        return "\n".join(lines)
+
+    _emit(args, kinds, human)
+
+
+# ---- variants -----------------------------------------------------------------------------------------------
+
+
+def cmd_variants_list(args):
+    from jobs import api
+    from storage.entities import to_dict
+
+    variants = api.list_variants(args.model)
+    rows = [
+        {"id": v.id, "model": v.model_id, "parent": v.parent_id or "", "name": v.name, "runtime": v.runtime,
+         "precision": v.precision, "size": _mb(v.size_bytes), "sha256": v.sha256[:16]}
+        for v in variants
+    ]
+    _emit(args, [to_dict(v) for v in variants], lambda: _table(rows, ["id", "model", "parent", "name", "runtime", "precision", "size", "sha256"]))
+
+
+def cmd_variants_show(args):
+    from jobs import api
+    from storage.entities import to_dict
+
+    v = api.get_variant(args.ref)
+
+    def human():
+        lines = [f"variant {v.id} {v.name!r}: {v.runtime}/{v.precision}, {_mb(v.size_bytes)}", f"  parent: {v.parent_id}",
+                 f"  artifact: {v.artifact_dir}", f"  sha256: {v.sha256}", f"  recipe: {json.dumps(v.recipe)}"]
+        lines += [f"    {f['sha256']}  {f['path']}" for f in v.files]
+        return "\n".join(lines)
+
+    _emit(args, to_dict(v), human)
+
+
+# ---- processes ----------------------------------------------------------------------------------------------
+
+
+def cmd_worker(args):
+    from jobs.worker import run_worker
+
+    run_worker(concurrency=args.concurrency, burst=args.burst)
+
+
+def cmd_serve(args):
+    from workbench.serve import serve
+
+    serve(host=args.host, port=args.port, with_worker=not args.no_worker, concurrency=args.concurrency)
+
+
+# ---- parser -------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description="Transformer Deployment Workbench")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def leaf(parent, name: str, fn: Callable, help_: str, json_flag: bool = True) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help_, description=help_)
+        p.set_defaults(fn=fn)
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="print JSON instead of text")
+        return p
+
+    p = leaf(sub, "serve", cmd_serve, "Start the web UI (and a worker beside it)", json_flag=False)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--no-worker", action="store_true", help="do not start a worker process beside the UI")
+    p.add_argument("--concurrency", type=int, default=1, help="jobs the worker runs at once")
+
+    p = leaf(sub, "worker", cmd_worker, "Run queued jobs, each in its own child process", json_flag=False)
+    p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    p.add_argument("--concurrency", type=int, default=1, help="jobs run at once")
+
+    models = sub.add_parser("models", help="Add, list and show models").add_subparsers(dest="action", required=True)
+    p = leaf(models, "add", cmd_models_add, "Add a model: builtin:minilm-l6, a HF directory, a .zip/.tar.gz, a .onnx, or a hub ID")
+    p.add_argument("source")
+    p.add_argument("--name")
+    p.add_argument("--allow-pickle", action="store_true", help="accept pickle checkpoints (loaded with weights_only)")
+    leaf(models, "list", cmd_models_list, "List models")
+    p = leaf(models, "show", cmd_models_show, "Show a model, its variants and file hashes")
+    p.add_argument("ref", help="model id or name")
+
+    datasets = sub.add_parser("datasets", help="Add, list and show datasets").add_subparsers(dest="action", required=True)
+    p = leaf(datasets, "add", cmd_datasets_add, "Add a dataset: builtin:tweet-sentiment, builtin:bbc-topics, or a CSV/JSONL/Parquet file")
+    p.add_argument("source")
+    p.add_argument("--name")
+    p.add_argument("--text-column")
+    p.add_argument("--label-column")
+    p.add_argument("--seed", type=int, default=42, help="seed of the stratified train/validation/test split")
+    leaf(datasets, "list", cmd_datasets_list, "List datasets")
+    p = leaf(datasets, "show", cmd_datasets_show, "Show a dataset with a preview")
+    p.add_argument("ref", help="dataset id or name")
+    p.add_argument("--preview", type=int, default=5, help="rows to preview")
+
+    jobs = sub.add_parser("jobs", help="Submit, list, show, cancel jobs and read their logs").add_subparsers(dest="action", required=True)
+    p = leaf(jobs, "submit", cmd_jobs_submit, "Queue a job")
+    p.add_argument("kind", help="job kind; see `workbench jobs kinds`")
+    p.add_argument("--model", help="model id or name (its original variant)")
+    p.add_argument("--variant", help="variant id")
+    p.add_argument("--dataset", help="dataset id or name")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="a parameter (repeatable)")
+    p.add_argument("--params", help="parameters as a JSON object")
+    p.add_argument("--depends-on", type=int, help="start only after this job succeeded")
+    p.add_argument("--wait", action="store_true", help="wait until the job finishes; exit 1 unless it succeeded")
+    p = leaf(jobs, "list", cmd_jobs_list, "List jobs, newest first")
+    p.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
+    p.add_argument("--limit", type=int, default=50)
+    p = leaf(jobs, "show", cmd_jobs_show, "Show one job")
+    p.add_argument("id")
+    p = leaf(jobs, "cancel", cmd_jobs_cancel, "Cancel a queued or running job")
+    p.add_argument("id")
+    p = leaf(jobs, "logs", cmd_jobs_logs, "Print a job's log")
+    p.add_argument("id")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing until the job finishes")
+    leaf(jobs, "kinds", cmd_jobs_kinds, "List job kinds and their parameters")
+
+    variants = sub.add_parser("variants", help="List and show variants").add_subparsers(dest="action", required=True)
+    p = leaf(variants, "list", cmd_variants_list, "List variants")
+    p.add_argument("--model", help="only this model's variants")
+    p = leaf(variants, "show", cmd_variants_show, "Show one variant with its recipe and file hashes")
+    p.add_argument("ref", help="variant id")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args) or 0
+    except WorkbenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

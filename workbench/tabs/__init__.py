@@ -1,0 +1,1 @@
+"""One module per tab; each has `build()` that lays out its components inside the current Blocks."""

@@ -1,0 +1,37 @@
+"""Small UI helpers shared by the tabs: turning core errors into messages and entities into table rows."""
+
+from __future__ import annotations
+
+import html
+from typing import Any, Callable
+
+from storage.errors import WorkbenchError
+
+
+def ok(message: str) -> str:
+    return f"✅ {message}"
+
+
+def fail(message: str) -> str:
+    return f"❌ {message}"
+
+
+def attempt(action: Callable[[], str]) -> str:
+    """Run a user action; a WorkbenchError becomes a one-line message instead of a traceback."""
+    try:
+        return ok(action())
+    except WorkbenchError as exc:
+        return fail(str(exc))
+
+
+def esc(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def mb(n: int | None) -> str:
+    return f"{n / 1e6:.1f} MB" if n else ""
+
+
+def ref_choices(items, label: Callable[[Any], str]) -> list[tuple[str, str]]:
+    """Dropdown choices as (label, id) pairs."""
+    return [(label(item), str(item.id)) for item in items]
