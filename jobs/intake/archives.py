@@ -69,7 +69,8 @@ def _extract_zip(archive: Path, dest: Path, limit: int) -> None:
             mode = info.external_attr >> 16
             if stat.S_ISLNK(mode):
                 raise InvalidInput(f"archive refused: member {info.filename!r} is a symbolic link")
-            if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            file_type = stat.S_IFMT(mode)  # zips written without Unix attributes carry no type bits
+            if file_type and file_type not in (stat.S_IFREG, stat.S_IFDIR):
                 raise InvalidInput(f"archive refused: member {info.filename!r} is not a regular file")
             total += info.file_size
             _check_total(total, limit)

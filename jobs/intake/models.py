@@ -96,14 +96,16 @@ def _hub_download(repo_id: str, dest: Path) -> None:
             f"cannot download {repo_id!r}: HF_HUB_OFFLINE is set; use builtin:minilm-l6, a local directory or an archive"
         )
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
     try:
         snapshot_download(repo_id, local_dir=dest, allow_patterns=HUB_PATTERNS, etag_timeout=HUB_TIMEOUT_S)
-    except Exception as exc:  # the hub client raises many types: connection, HTTP, auth, not found
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except GatedRepoError:
+        raise InvalidInput(f"{repo_id!r} is gated on the Hugging Face Hub; log in with a token that has access") from None
+    except RepositoryNotFoundError:
+        raise InvalidInput(f"{repo_id!r} was not found on the Hugging Face Hub (or is private)") from None
+    except Exception as exc:  # connection errors, timeouts, and "offline and not in the local cache"
         name = type(exc).__name__
-        if "NotFound" in name or "404" in text:
-            raise InvalidInput(f"{repo_id!r} was not found on the Hugging Face Hub (or is private)") from None
         raise InvalidInput(
             f"could not download {repo_id!r} from the Hugging Face Hub (offline or unreachable: {name}); "
             f"use builtin:minilm-l6, a local directory or an archive"

@@ -84,7 +84,7 @@ def build() -> None:
             )
             add_builtin = gr.Button("Add built-in dataset", variant="primary", elem_id="add-builtin-dataset")
         with gr.Column():
-            upload = gr.File(label="Upload CSV / TSV / JSONL / Parquet", file_types=[".csv", ".tsv", ".jsonl", ".json", ".parquet"])
+            upload = gr.File(label="Upload CSV / TSV / JSONL / Parquet", file_types=[".csv", ".tsv", ".jsonl", ".json", ".parquet"], elem_id="dataset-upload")
             with gr.Row():
                 text_col = gr.Dropdown(label="Text column", choices=[], allow_custom_value=True)
                 label_col = gr.Dropdown(label="Label column", choices=[], allow_custom_value=True)
@@ -97,7 +97,9 @@ def build() -> None:
     pick = gr.Dropdown(label="Preview", choices=[], interactive=True)
     summary = gr.Markdown()
     with gr.Row():
-        preview = gr.Dataframe(label="First rows of the train split", interactive=False, wrap=True, scale=3)
+        preview = gr.Dataframe(
+            value=pd.DataFrame(columns=["text", "label"]), label="First rows of the train split", interactive=False, wrap=True, scale=3
+        )
         chart = gr.Plot(label="Label distribution", scale=2, elem_id="label-chart")
 
     outputs = [status, table, pick, summary, preview, chart]

@@ -78,7 +78,7 @@ def build() -> None:
             add_path = gr.Button("Add from path / hub")
         with gr.Column():
             upload = gr.File(label="Upload .zip / .tar.gz of a model directory, or a .onnx file",
-                             file_types=[".zip", ".gz", ".tgz", ".onnx"])
+                             file_types=[".zip", ".gz", ".tgz", ".onnx"], elem_id="model-upload")
             add_upload = gr.Button("Add upload")
     with gr.Row():
         name = gr.Textbox(label="Name (optional)")

@@ -1,0 +1,86 @@
+"""The CLI end to end in real processes: built-in model and dataset, an `inspect` job run to success."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import run_cli, stored_files
+
+
+@pytest.fixture
+def cli_home(tmp_path, monkeypatch):
+    path = tmp_path / "home"
+    monkeypatch.setenv("WORKBENCH_HOME", str(path))
+    return path
+
+
+@pytest.mark.slow
+def test_builtin_model_and_dataset_then_inspect_to_success(cli_home):
+    model = json.loads(run_cli("models", "add", "builtin:minilm-l6", "--json").stdout)
+    assert model["model"]["name"] == "minilm-l6" and len(model["variant"]["sha256"]) == 64
+
+    dataset = json.loads(run_cli("datasets", "add", "builtin:bbc-topics", "--json").stdout)
+    assert dataset["labels"] == ["business", "entertainment", "politics", "sports", "tech"]
+
+    queued = json.loads(run_cli("jobs", "list", "--json").stdout)
+    assert [(j["kind"], j["status"]) for j in queued] == [("inspect", "queued")]
+
+    run_cli("worker", "--burst")
+
+    job = json.loads(run_cli("jobs", "show", str(queued[0]["id"]), "--json").stdout)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["result"]["num_parameters"] == 22_713_216
+    assert job["result"]["architecture"] == "BertModel" and job["result"]["has_classification_head"] is False
+
+    shown = json.loads(run_cli("models", "show", "minilm-l6", "--json").stdout)
+    assert shown["info"]["num_layers"] == 6 and shown["info"]["hidden_size"] == 384
+    assert shown["info"]["tokenizer"] and shown["variants"][0]["files"]
+    log = run_cli("jobs", "logs", str(job["id"])).stdout
+    assert "BertModel: 22.7M parameters" in log
+
+    human = run_cli("models", "list").stdout
+    assert "minilm-l6" in human and "22.7M" in human
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["models", "add", "/no/such/dir"], "no such file or directory"),
+        (["models", "add", "hub:org/model"], "HF_HUB_OFFLINE"),
+        (["datasets", "add", "builtin:nope"], "no built-in dataset 'nope'"),
+        (["jobs", "submit", "nope"], "unknown job kind 'nope'"),
+        (["jobs", "submit", "test-sleep", "--param", "seconds=-1"], "seconds must be >= 0"),
+        (["jobs", "submit", "inspect"], "needs a model or variant"),
+        (["jobs", "show", "999"], "no job '999'"),
+        (["jobs", "cancel", "999"], "no job '999'"),
+        (["variants", "show", "42"], "no variant '42'"),
+    ],
+)
+def test_bad_input_exits_non_zero_with_one_line_and_writes_nothing(cli_home, args, message):
+    proc = run_cli(*args, check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert json.loads(run_cli("jobs", "list", "--json").stdout) == []
+    assert stored_files(cli_home) == []
+
+
+def test_every_command_has_help(cli_home):
+    for args in (["serve"], ["worker"], ["models", "add"], ["models", "list"], ["models", "show"], ["datasets", "add"],
+                 ["datasets", "list"], ["datasets", "show"], ["jobs", "submit"], ["jobs", "list"], ["jobs", "show"],
+                 ["jobs", "cancel"], ["jobs", "logs"], ["variants", "list"], ["variants", "show"]):
+        proc = run_cli(*args, "--help")
+        assert "usage: workbench" in proc.stdout
+        if args[0] not in ("serve", "worker"):
+            assert "--json" in proc.stdout
+
+
+def test_cancel_via_cli(cli_home):
+    job = json.loads(run_cli("jobs", "submit", "test-sleep", "--param", "seconds=5", "--json").stdout)
+    cancelled = json.loads(run_cli("jobs", "cancel", str(job["id"]), "--json").stdout)
+    assert cancelled["status"] == "cancelled"
+    again = run_cli("jobs", "cancel", str(job["id"]), check=False)
+    assert again.returncode == 2 and "already cancelled" in again.stderr

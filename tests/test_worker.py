@@ -1,0 +1,220 @@
+"""The queue and the worker, with real worker processes and real job processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+
+from jobs.submit import submit
+from jobs.worker import Worker
+from storage import queue
+from storage.db import session_scope
+from storage.orm import JobStatus, SqlJob, utcnow
+from tests.conftest import REPO, wait_for
+
+
+def sleep_job(**params):
+    return submit("test-sleep", params)
+
+
+def start_worker_process(*args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "workbench", "worker", *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def test_burst_mode_runs_the_queue_to_empty(home):
+    jobs = [sleep_job(seconds=0.1) for _ in range(3)]
+    processed = Worker(burst=True, poll_interval=0.05).run()
+    assert processed == 3
+    for job in jobs:
+        done = queue.get_job(job.id)
+        assert done.status is JobStatus.SUCCEEDED and done.progress == 1.0 and done.attempts == 1
+        assert done.result["slept"] == 0.1 and done.result["pid"] != os.getpid()  # ran in its own process
+        assert "step" in queue.job_log(job.id)
+
+
+def test_a_job_that_raises_fails_with_its_traceback(home):
+    job = sleep_job(seconds=0, outcome="raise")
+    Worker(burst=True, poll_interval=0.05).run()
+    done = queue.get_job(job.id)
+    assert done.status is JobStatus.FAILED
+    assert "RuntimeError: this job was asked to fail" in done.error and "Traceback" in done.error
+    assert "this job was asked to fail" in done.message
+
+
+@pytest.mark.parametrize("outcome, reason", [("segfault", "SIGSEGV"), ("exit", "exited with code 3")])
+def test_a_crashing_job_process_fails_the_job_not_the_worker(home, outcome, reason):
+    crashing = sleep_job(seconds=0, outcome=outcome)
+    after = sleep_job(seconds=0)
+    Worker(burst=True, poll_interval=0.05).run()
+    assert reason in queue.get_job(crashing.id).error
+    assert queue.get_job(crashing.id).status is JobStatus.FAILED
+    assert queue.get_job(after.id).status is JobStatus.SUCCEEDED
+
+
+def test_a_job_killed_with_sigkill_ends_failed_with_the_reason(home):
+    job = sleep_job(seconds=30)
+    worker = Worker(poll_interval=0.05)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        pid = wait_for(lambda: queue.get_job(job.id).pid, what="job process")
+        wait_for(lambda: queue.get_job(job.id).progress > 0, what="progress")
+        os.kill(pid, signal.SIGKILL)
+        done = wait_for(lambda: (j := queue.get_job(job.id)).status.finished and j, what="job to finish")
+    finally:
+        worker.stop()
+        thread.join(30)
+    assert done.status is JobStatus.FAILED
+    assert "killed by SIGKILL" in done.error and "memory" in done.error
+    assert "killed by SIGKILL" in queue.job_log(job.id)
+
+
+def test_cancel_stops_a_running_job_process(home):
+    job = sleep_job(seconds=60)
+    worker = Worker(poll_interval=0.05)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        pid = wait_for(lambda: queue.get_job(job.id).pid, what="job process")
+        queue.request_cancel(job.id)
+        done = wait_for(lambda: (j := queue.get_job(job.id)).status.finished and j, timeout=30, what="cancel")
+    finally:
+        worker.stop()
+        thread.join(30)
+    assert done.status is JobStatus.CANCELLED
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_cancel_of_a_queued_job_is_immediate_and_cascades_to_dependents(home):
+    first = sleep_job()
+    child = submit("test-sleep", {}, depends_on=first.id)
+    assert queue.request_cancel(first.id).status is JobStatus.CANCELLED
+    assert queue.get_job(child.id).status is JobStatus.CANCELLED
+    assert f"job {first.id}" in queue.get_job(child.id).message
+
+
+def test_dependents_wait_for_their_parent_and_are_cancelled_when_it_fails(home):
+    ok_parent = sleep_job(seconds=0)
+    ok_child = submit("test-sleep", {"seconds": 0}, depends_on=ok_parent.id)
+    bad_parent = sleep_job(seconds=0, outcome="raise")
+    bad_child = submit("test-sleep", {"seconds": 0}, depends_on=bad_parent.id)
+    Worker(burst=True, poll_interval=0.05).run()
+    assert queue.get_job(ok_child.id).status is JobStatus.SUCCEEDED
+    assert queue.get_job(ok_child.id).started_at >= queue.get_job(ok_parent.id).finished_at
+    assert queue.get_job(bad_child.id).status is JobStatus.CANCELLED
+    assert "failed" in queue.get_job(bad_child.id).error
+
+
+def test_claim_is_atomic_under_racing_threads(home):
+    job = sleep_job()
+    barrier = threading.Barrier(8)
+    winners = []
+
+    def claim(i):
+        barrier.wait()
+        got = queue.claim_next(f"w{i}", ["cpu"])
+        if got:
+            winners.append(got.worker_id)
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1
+    assert queue.get_job(job.id).worker_id == winners[0]
+
+
+def test_two_worker_processes_never_run_the_same_job(home, tmp_path):
+    marker = tmp_path / "runs"
+    marker.mkdir()
+    jobs = [sleep_job(seconds=0.05, marker=str(marker)) for _ in range(8)]
+    workers = [start_worker_process("--burst", "--concurrency", "2") for _ in range(2)]
+    for w in workers:
+        w.wait(timeout=300)
+    runs = sorted(p.name.split("-")[0] for p in marker.iterdir())
+    assert runs == sorted(f"job{j.id}" for j in jobs)  # each job ran exactly once
+    finished = [queue.get_job(j.id) for j in jobs]
+    assert all(j.status is JobStatus.SUCCEEDED and j.attempts == 1 for j in finished)
+
+
+def test_jobs_needing_a_gpu_are_left_for_a_gpu_worker(home):
+    gpu_job = queue.enqueue("test-sleep", {}, device="cuda")
+    assert queue.claim_next("cpu-only", ["cpu"]) is None
+    assert queue.claim_next("gpu-box", ["cpu", "cuda"]).id == gpu_job.id
+
+
+def _make_stale(job_id: int, attempts: int):
+    with session_scope() as s:
+        s.execute(
+            update(SqlJob).where(SqlJob.id == job_id).values(
+                status=JobStatus.RUNNING, worker_id="gone", attempts=attempts, heartbeat_at=utcnow() - timedelta(minutes=5)
+            )
+        )
+
+
+def test_sweep_requeues_jobs_of_a_dead_worker_then_fails_them(home):
+    retry = sleep_job()
+    exhausted = sleep_job()
+    fresh = sleep_job()
+    _make_stale(retry.id, attempts=1)
+    _make_stale(exhausted.id, attempts=2)
+    queue.claim_next("alive", ["cpu"])  # `fresh` is running with a current heartbeat
+    assert queue.get_job(fresh.id).status is JobStatus.RUNNING
+
+    actions = dict(queue.sweep_stale(stale_after_s=30))
+    assert actions == {retry.id: "requeued", exhausted.id: "failed"}
+    assert queue.get_job(retry.id).status is JobStatus.QUEUED
+    failed = queue.get_job(exhausted.id)
+    assert failed.status is JobStatus.FAILED and "worker gone stopped heartbeating" in failed.error
+    assert queue.get_job(fresh.id).status is JobStatus.RUNNING
+
+
+def test_a_worker_killed_mid_job_is_swept_and_its_job_rerun(home):
+    env = {"WORKBENCH_STALE_AFTER_S": "2", "WORKBENCH_HEARTBEAT_S": "0.5"}
+    job = sleep_job(seconds=20)
+    first = start_worker_process(env=env)
+    child_pid = wait_for(lambda: queue.get_job(job.id).pid, what="job process")
+    first.kill()  # SIGKILL: no clean shutdown, no re-queue by the worker itself
+    first.wait()
+    # The job process dies with its worker (PR_SET_PDEATHSIG), so it cannot run on beside a re-run.
+    wait_for(lambda: not _alive(child_pid), timeout=10, what="orphaned job process to die")
+    assert queue.get_job(job.id).status is JobStatus.RUNNING  # until a sweep notices
+
+    second = start_worker_process(env=env)
+    try:
+        rerun = wait_for(lambda: (j := queue.get_job(job.id)).attempts == 2 and j.status is JobStatus.RUNNING and j,
+                         timeout=30, what="re-queued job to run again")
+        assert "re-queued" in rerun.message or rerun.pid != child_pid
+    finally:
+        second.terminate()
+        second.wait(30)
+    # A clean shutdown hands the job back to the queue instead of leaving it running.
+    assert queue.get_job(job.id).status is JobStatus.QUEUED
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0); read its state
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
