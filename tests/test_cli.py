@@ -84,3 +84,14 @@ def test_cancel_via_cli(cli_home):
     assert cancelled["status"] == "cancelled"
     again = run_cli("jobs", "cancel", str(job["id"]), check=False)
     assert again.returncode == 2 and "already cancelled" in again.stderr
+
+
+def test_serve_refuses_a_busy_port_with_one_line(cli_home):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = run_cli("serve", "--port", str(port), check=False)
+    assert proc.returncode == 2 and "cannot listen on 127.0.0.1" in proc.stderr and "Traceback" not in proc.stderr

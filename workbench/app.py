@@ -8,6 +8,8 @@ import gradio as gr
 
 from workbench.tabs import datasets, jobs, models
 
+TABS = [("Models", models), ("Datasets", datasets), ("Jobs", jobs)]
+
 ASSETS = Path(__file__).resolve().parent / "assets"
 CSS = (ASSETS / "style.css").read_text() if (ASSETS / "style.css").exists() else ""
 
@@ -16,13 +18,10 @@ def build_app() -> gr.Blocks:
     with gr.Blocks(title="Transformer Deployment Workbench") as app:
         gr.Markdown("# Transformer Deployment Workbench\nFrom a trained Transformer to a deployable one, with every result kept.")
         with gr.Tabs():
-            with gr.Tab("Models", id="models"):
-                models.build()
-            with gr.Tab("Datasets", id="datasets"):
-                datasets.build()
-            with gr.Tab("Jobs", id="jobs") as jobs_tab:
-                refresh_choices, choice_outputs = jobs.build()
-        # Models and datasets added in other tabs appear in the Jobs dropdowns when the tab is opened.
-        jobs_tab.select(refresh_choices, None, choice_outputs)
-        app.load(refresh_choices, None, choice_outputs)
+            for title, module in TABS:
+                with gr.Tab(title, id=title.lower()) as tab:
+                    refresh = module.build()
+                # What other tabs (or the worker) changed shows when a tab is opened or the page loads.
+                tab.select(refresh.fn, None, refresh.outputs)
+                app.load(refresh.fn, None, refresh.outputs)
     return app

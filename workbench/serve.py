@@ -5,10 +5,21 @@ from __future__ import annotations
 import atexit
 import os
 import signal
+import socket
 import subprocess
 import sys
 
 from storage import db, settings
+from storage.errors import WorkbenchError
+
+
+def check_port_free(host: str, port: int) -> None:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise WorkbenchError(f"cannot listen on {host}:{port} ({exc.strerror}); is the workbench already running? try --port") from None
 
 
 def start_worker(concurrency: int = 1) -> subprocess.Popen:
@@ -26,6 +37,7 @@ def stop_worker(process: subprocess.Popen) -> None:
 
 def serve(host: str = "127.0.0.1", port: int = 7860, with_worker: bool = True, concurrency: int = 1) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    check_port_free(host, port)
     db.engine()  # migrate before the worker starts, so only one process creates the schema
     worker = start_worker(concurrency) if with_worker else None
     if worker is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from storage.errors import WorkbenchError
@@ -35,3 +36,11 @@ def mb(n: int | None) -> str:
 def ref_choices(items, label: Callable[[Any], str]) -> list[tuple[str, str]]:
     """Dropdown choices as (label, id) pairs."""
     return [(label(item), str(item.id)) for item in items]
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """What a tab re-reads when the page loads or the tab is opened: a function and the components it fills."""
+
+    fn: Callable[[], tuple]
+    outputs: list

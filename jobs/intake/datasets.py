@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from jobs.intake.builtin import builtin_dataset
 from storage import catalog, files, settings
@@ -142,6 +141,8 @@ def _label_text(value) -> str:
 
 def stratified_split(df: pd.DataFrame, seed: int, fractions: dict[str, float] = DEFAULT_FRACTIONS) -> dict[str, pd.DataFrame]:
     """Deterministic stratified train / validation / test split."""
+    from sklearn.model_selection import train_test_split  # imported here: it costs every CLI call a second
+
     holdout = fractions["validation"] + fractions["test"]
     train, rest = train_test_split(df, test_size=holdout, stratify=df["label"], random_state=seed)
     validation, test = train_test_split(

@@ -8,7 +8,7 @@ import pandas as pd
 from jobs import api
 from storage.errors import WorkbenchError
 from workbench import charts
-from workbench.ui import attempt, fail, ref_choices
+from workbench.ui import Refresh, attempt, fail, ref_choices
 
 COLUMNS = ["id", "name", "rows", "labels", "split (train/val/test)", "source"]
 
@@ -29,7 +29,8 @@ def datasets_frame() -> pd.DataFrame:
 
 
 def _choices(selected: str | None = None):
-    return gr.update(choices=ref_choices(api.list_datasets(), lambda d: f"{d.id} · {d.name}"), value=selected)
+    choices = ref_choices(api.list_datasets(), lambda d: f"{d.id} · {d.name}")
+    return gr.update(choices=choices, value=selected) if selected else gr.update(choices=choices)
 
 
 def show(ref: str | None):
@@ -41,6 +42,7 @@ def show(ref: str | None):
         f"split seed {ds.split_seed} · sha256 `{ds.sha256[:16]}…`"
     )
     preview = pd.DataFrame(api.preview_dataset(ds.id, rows=20))
+    preview["text"] = preview["text"].str.slice(0, 300)  # whole articles would push the chart off screen
     return summary, preview, charts.label_distribution(api.dataset_distribution(ds.id), f"Labels of {ds.name}")
 
 
@@ -73,7 +75,7 @@ def _columns(path: str | None):
     return gr.update(choices=cols, value=guess_text), gr.update(choices=cols, value=guess_label), ""
 
 
-def build() -> None:
+def build() -> Refresh:
     gr.Markdown("Add a dataset. It is checked, then split train / validation / test (stratified, seeded) and stored.")
     with gr.Row():
         with gr.Column():
@@ -111,3 +113,4 @@ def build() -> None:
     )
     upload.change(_columns, upload, [text_col, label_col, status])
     pick.change(show, pick, [summary, preview, chart])
+    return Refresh(lambda: (datasets_frame(), _choices()), [table, pick])

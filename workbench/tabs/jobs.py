@@ -8,7 +8,7 @@ import gradio as gr
 
 from jobs import api
 from storage.errors import WorkbenchError
-from workbench.ui import attempt, esc, fail, ref_choices
+from workbench.ui import Refresh, attempt, esc, fail, ref_choices
 
 REFRESH_S = 1.5
 STATUS_COLORS = {
@@ -98,7 +98,7 @@ def _cancel(job_id: str | None):
     return attempt(lambda: f"job {job_id}: {api.cancel_job(job_id).message}"), jobs_html()
 
 
-def build() -> gr.Tab | None:
+def build() -> Refresh:
     workers = gr.Markdown(workers_line, elem_id="workers-line")
     with gr.Accordion("Submit a job", open=False):
         kinds = api.job_kinds()
@@ -127,7 +127,7 @@ def build() -> gr.Tab | None:
     cancel.click(_cancel, pick, [status, table])
     pick.change(job_detail, pick, [detail, log])
 
-    def refresh_choices():
+    def refresh():
         return gr.update(choices=_variant_choices()), gr.update(choices=_dataset_choices()), gr.update(choices=_job_choices())
 
-    return refresh_choices, [variant, dataset, pick]
+    return Refresh(refresh, [variant, dataset, pick])

@@ -6,7 +6,7 @@ import gradio as gr
 import pandas as pd
 
 from jobs import api
-from workbench.ui import attempt, mb, ref_choices
+from workbench.ui import Refresh, attempt, mb, ref_choices
 
 COLUMNS = ["id", "name", "architecture", "parameters", "task", "size", "source"]
 
@@ -63,7 +63,7 @@ def _add(source: str, name: str, allow_pickle: bool) -> str:
     return attempt(action)
 
 
-def build() -> None:
+def build() -> Refresh:
     gr.Markdown("Add a model, then watch its `inspect` job in **Jobs**. Only safetensors load by default; remote code never runs.")
     with gr.Row():
         with gr.Column():
@@ -102,3 +102,4 @@ def build() -> None:
     )
     refresh.click(lambda: (models_frame(), _choices()), None, [table, pick])
     pick.change(model_details, pick, details)
+    return Refresh(lambda: (models_frame(), _choices()), [table, pick])
