@@ -58,6 +58,7 @@ def main(argv: list[str]) -> int:
                 message="done",
                 result=outcome.result,
                 produced_variant_id=variant_id,
+                worker_id=job.worker_id,
                 session=s,
             )
             if not won:  # cancelled or swept while finishing: keep nothing it made
@@ -66,16 +67,18 @@ def main(argv: list[str]) -> int:
                 return 0
         return 0
     except JobCancelled:
-        queue.finish(job_id, JobStatus.CANCELLED, message="cancelled by user")
+        queue.finish(job_id, JobStatus.CANCELLED, message="cancelled by user", worker_id=job.worker_id)
         return 0
     except WorkbenchError as exc:
         ctx.log(f"error: {exc}")
-        queue.finish(job_id, JobStatus.FAILED, message=f"failed: {exc}", error=str(exc))
+        queue.finish(job_id, JobStatus.FAILED, message=f"failed: {exc}", error=str(exc), worker_id=job.worker_id)
         return 1
     except Exception as exc:
         tb = traceback.format_exc()
         ctx.log(tb)
-        queue.finish(job_id, JobStatus.FAILED, message=f"failed: {type(exc).__name__}: {exc}", error=tb)
+        queue.finish(
+            job_id, JobStatus.FAILED, message=f"failed: {type(exc).__name__}: {exc}", error=tb, worker_id=job.worker_id
+        )
         return 1
 
 

@@ -56,10 +56,13 @@ def load_kinds() -> None:
     global _loaded
     if _loaded:
         return
-    _loaded = True
     importlib.import_module("jobs.kinds")
     for module in filter(None, (m.strip() for m in settings.get("WORKBENCH_PLUGINS").split(","))):
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise InvalidInput(f"WORKBENCH_PLUGINS: cannot import {module!r}: {exc}") from None
+    _loaded = True
 
 
 def get_kind(name: str) -> JobKind:

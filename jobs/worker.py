@@ -18,11 +18,15 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
+from sqlalchemy.exc import OperationalError
+
 from jobs.devices import detect
 from storage import queue, settings
+from storage.errors import InvalidInput
 from storage.orm import JobStatus
 
 TERMINATE_GRACE_S = 5.0
+ERROR_BACKOFF_S = 2.0
 LOG_TAIL_LINES = 20
 # Logs are read by people: no tqdm bars redrawn in place, no tokenizer fork warnings.
 CHILD_ENV = {"PYTHONUNBUFFERED": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -66,7 +70,7 @@ def describe_exit(returncode: int) -> str:
 class Worker:
     def __init__(self, concurrency: int = 1, burst: bool = False, poll_interval: float = 0.5):
         if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+            raise InvalidInput(f"--concurrency must be at least 1, not {concurrency}")
         self.concurrency = concurrency
         self.burst = burst
         self.poll_interval = poll_interval
@@ -93,19 +97,23 @@ class Worker:
         last_beat = last_sweep = time.monotonic()
         try:
             while not self._stop.is_set():
-                processed += self._reap()
-                self._stop_cancelled()
-                now = time.monotonic()
-                if now - last_beat >= self.heartbeat_s:
-                    queue.heartbeat(self.id, self.running)
-                    last_beat = now
-                if now - last_sweep >= max(self.stale_after_s / 2, 1.0):
-                    self._sweep()
-                    last_sweep = now
-                claimed = self._claim()
-                if self.burst and not self.running and not claimed:
-                    break
-                self._flush_logs()
+                try:
+                    processed += self._reap()
+                    self._stop_cancelled()
+                    now = time.monotonic()
+                    if now - last_beat >= self.heartbeat_s:
+                        queue.heartbeat(self.id, self.running)
+                        last_beat = now
+                    if now - last_sweep >= max(self.stale_after_s / 2, 1.0):
+                        self._sweep()
+                        last_sweep = now
+                    claimed = self._claim()
+                    if self.burst and not self.running and not claimed:
+                        break
+                    self._flush_logs()
+                except OperationalError as exc:  # e.g. "database is locked" past the busy timeout: try again
+                    self._log(f"database error, retrying: {str(exc).splitlines()[0]}")
+                    self._stop.wait(ERROR_BACKOFF_S)
                 self._stop.wait(self.poll_interval)
         finally:
             self._shutdown()
@@ -149,13 +157,17 @@ class Worker:
             job = queue.get_job(job_id)
             if job.status is JobStatus.RUNNING:  # the child did not record an outcome itself
                 if job.cancel_requested:
-                    queue.finish(job_id, JobStatus.CANCELLED, message="cancelled by user")
+                    queue.finish(job_id, JobStatus.CANCELLED, message="cancelled by user", worker_id=self.id)
                 else:
                     reason = describe_exit(returncode)
                     tail = "".join(entry.tail).strip()
                     queue.append_log(job_id, f"\n{reason}\n")
                     queue.finish(
-                        job_id, JobStatus.FAILED, message=f"failed: {reason}", error=f"{reason}\n{tail}".strip()
+                        job_id,
+                        JobStatus.FAILED,
+                        message=f"failed: {reason}",
+                        error=f"{reason}\n{tail}".strip(),
+                        worker_id=self.id,
                     )
             final = queue.get_job(job_id)
             self._log(f"job {job_id}: {final.status.value}")
@@ -193,7 +205,7 @@ class Worker:
                 entry.process.kill()
                 entry.process.wait()
             queue.append_log(job_id, entry.drain())
-            queue.requeue(job_id, f"worker {self.id} shut down while the job ran; re-queued")
+            queue.requeue(job_id, self.id, f"worker {self.id} shut down while the job ran; re-queued")
         self.running.clear()
         queue.worker_stopped(self.id)
         self._log(f"worker {self.id} stopped")

@@ -47,14 +47,22 @@ def enqueue(
         log="",
         result={},
     )
-    if session is not None:
-        session.add(row)
-        session.flush()
-        return from_row(Job, row)
-    with session_scope() as s:
+    def insert(s: Session) -> Job:
+        if depends_on_id is not None:
+            parent = s.get(SqlJob, depends_on_id)
+            if parent is None:
+                raise NotFound(f"no job {depends_on_id} to depend on")
+            if parent.status in (JobStatus.FAILED, JobStatus.CANCELLED):  # it would wait forever
+                reason = f"cancelled because job {depends_on_id}, which it depends on, {parent.status.value}"
+                row.status, row.finished_at, row.message, row.error = JobStatus.CANCELLED, utcnow(), reason, reason
         s.add(row)
         s.flush()
         return from_row(Job, row)
+
+    if session is not None:
+        return insert(session)
+    with session_scope() as s:
+        return insert(s)
 
 
 def get_job(job_id: int | str) -> Job:
@@ -169,9 +177,14 @@ def finish(
     error: str | None = None,
     result: dict[str, Any] | None = None,
     produced_variant_id: int | None = None,
+    worker_id: str | None = None,
     session: Session | None = None,
 ) -> bool:
-    """Move a running job to a final status. Returns False if it was no longer running (someone else won)."""
+    """Move a running job to a final status. Returns False if it was no longer running (someone else won).
+
+    With `worker_id`, only that worker's attempt is finished: a worker that stalled past the stale sweep cannot
+    overwrite the attempt of the worker that took the job over.
+    """
     assert status.finished
     values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error}
     if status is JobStatus.SUCCEEDED:
@@ -184,9 +197,10 @@ def finish(
         values["produced_variant_id"] = produced_variant_id
 
     def apply(s: Session) -> bool:
-        done = s.execute(
-            update(SqlJob).where(SqlJob.id == job_id, SqlJob.status == JobStatus.RUNNING).values(**values)
-        ).rowcount
+        where = [SqlJob.id == job_id, SqlJob.status == JobStatus.RUNNING]
+        if worker_id is not None:
+            where.append(SqlJob.worker_id == worker_id)
+        done = s.execute(update(SqlJob).where(*where).values(**values)).rowcount
         if done and status is not JobStatus.SUCCEEDED:
             _cancel_dependents(s, job_id, f"cancelled because job {job_id}, which it depends on, {status.value}")
         return bool(done)
@@ -257,7 +271,10 @@ def sweep_stale(stale_after_s: float) -> list[tuple[int, str]]:
         for row in stale:
             last = row.heartbeat_at.isoformat(timespec="seconds") + "Z" if row.heartbeat_at else "never"
             reason = f"worker {row.worker_id} stopped heartbeating (last heartbeat {last})"
-            if row.attempts < row.max_attempts and not row.cancel_requested:
+            if row.cancel_requested:
+                values = dict(status=JobStatus.CANCELLED, finished_at=utcnow(), message="cancelled by user")
+                action = "cancelled"
+            elif row.attempts < row.max_attempts:
                 values = dict(status=JobStatus.QUEUED, worker_id=None, pid=None, message=f"re-queued: {reason}")
                 action = "requeued"
             else:
@@ -269,7 +286,7 @@ def sweep_stale(stale_after_s: float) -> list[tuple[int, str]]:
                 .values(**values)
             ).rowcount
             if done:
-                if action == "failed":
+                if action != "requeued":
                     _cancel_dependents(s, row.id, f"cancelled because job {row.id}, which it depends on, failed")
                 actions.append((row.id, action))
     return actions
@@ -310,11 +327,11 @@ def count_by_status() -> dict[str, int]:
         return {status.value: n for status, n in rows}
 
 
-def requeue(job_id: int, reason: str) -> bool:
+def requeue(job_id: int, worker_id: str, reason: str) -> bool:
     """Give a running job back to the queue (its worker is shutting down). Cancelled ones are closed instead."""
     with session_scope() as s:
         row = s.get(SqlJob, job_id)
-        if row is None or row.status is not JobStatus.RUNNING:
+        if row is None or row.status is not JobStatus.RUNNING or row.worker_id != worker_id:
             return False
         if row.cancel_requested:
             values = dict(status=JobStatus.CANCELLED, finished_at=utcnow(), message="cancelled by user")
@@ -322,6 +339,8 @@ def requeue(job_id: int, reason: str) -> bool:
             values = dict(status=JobStatus.QUEUED, worker_id=None, pid=None, message=reason)
         return bool(
             s.execute(
-                update(SqlJob).where(SqlJob.id == job_id, SqlJob.status == JobStatus.RUNNING).values(**values)
+                update(SqlJob)
+                .where(SqlJob.id == job_id, SqlJob.status == JobStatus.RUNNING, SqlJob.worker_id == worker_id)
+                .values(**values)
             ).rowcount
         )

@@ -126,6 +126,7 @@ def test_a_well_formed_archive_is_accepted(home, tmp_path):
         (lambda d: _tar(d / "hard.tar.gz", GOOD, link=("m/vocab.txt", "m/config.json", tarfile.LNKTYPE)), "is a link"),
         (lambda d: _tar(d / "dev.tar.gz", GOOD, link=("m/dev", "", tarfile.CHRTYPE)), "not a regular file"),
         (lambda d: _raw(d / "junk.zip", b"not a zip"), "not a valid zip"),
+        (lambda d: _raw(d / "cut.tar.gz", _tar(d / "whole.tar.gz", GOOD).read_bytes()[:60]), "damaged tar|not a valid tar"),
     ],
 )
 def test_hostile_archives_are_refused_and_leave_nothing(home, tmp_path, make, reason):
@@ -233,6 +234,13 @@ def test_malformed_datasets_are_refused_clearly_and_leave_nothing(home, tmp_path
     path = make(tmp_path)
     with pytest.raises(InvalidInput, match=reason):
         add_dataset(DatasetRequest(str(path), text_column=columns[0], label_column=columns[1]))
+    assert_nothing_stored(home)
+
+
+def test_split_seed_must_be_in_range(home, tmp_path):
+    path = _write(tmp_path / "f.csv", sample_frame())
+    with pytest.raises(InvalidInput, match="split seed must be between 0"):
+        add_dataset(DatasetRequest(str(path), seed=-1))
     assert_nothing_stored(home)
 
 

@@ -218,3 +218,27 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_job_depending_on_a_failed_job_is_cancelled_at_once(home):
+    parent = sleep_job(seconds=0, outcome="raise")
+    Worker(burst=True, poll_interval=0.05).run()
+    child = submit("test-sleep", {}, depends_on=parent.id)
+    assert child.status is JobStatus.CANCELLED and f"job {parent.id}" in child.message
+
+
+def test_only_the_worker_holding_a_job_can_finish_or_requeue_it(home):
+    job = sleep_job()
+    queue.claim_next("holder", ["cpu"])
+    assert not queue.finish(job.id, JobStatus.FAILED, error="stale", worker_id="someone-else")
+    assert not queue.requeue(job.id, "someone-else", "shutting down")
+    assert queue.get_job(job.id).status is JobStatus.RUNNING
+    assert queue.finish(job.id, JobStatus.SUCCEEDED, worker_id="holder")
+
+
+def test_sweep_closes_a_cancel_requested_job_as_cancelled(home):
+    job = sleep_job()
+    _make_stale(job.id, attempts=1)
+    queue.request_cancel(job.id)
+    assert dict(queue.sweep_stale(stale_after_s=30)) == {job.id: "cancelled"}
+    assert queue.get_job(job.id).status is JobStatus.CANCELLED

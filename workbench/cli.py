@@ -41,11 +41,12 @@ def _params(pairs: list[str], raw_json: str | None) -> dict[str, Any]:
     params: dict[str, Any] = {}
     if raw_json:
         try:
-            params.update(json.loads(raw_json))
+            parsed = json.loads(raw_json)
         except json.JSONDecodeError as exc:
             raise WorkbenchError(f"--params is not valid JSON: {exc}") from None
-        if not isinstance(params, dict):
-            raise WorkbenchError("--params must be a JSON object")
+        if not isinstance(parsed, dict):
+            raise WorkbenchError("--params must be a JSON object, like '{\"epochs\": 2}'")
+        params.update(parsed)
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
@@ -242,8 +243,9 @@ def cmd_jobs_cancel(args):
 def cmd_jobs_logs(args):
     from jobs import api
 
+    job = api.get_job(args.id)
     if args.json:
-        print(json.dumps({"id": int(args.id), "log": api.job_log(args.id)}))
+        print(json.dumps({"id": job.id, "log": api.job_log(job.id)}))
         return
     shown = 0
     while True:

@@ -38,6 +38,8 @@ def stop_worker(process: subprocess.Popen) -> None:
 def serve(host: str = "127.0.0.1", port: int = 7860, with_worker: bool = True, concurrency: int = 1) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     check_port_free(host, port)
+    if concurrency < 1:
+        raise WorkbenchError(f"--concurrency must be at least 1, not {concurrency}")
     db.engine()  # migrate before the worker starts, so only one process creates the schema
     worker = start_worker(concurrency) if with_worker else None
     if worker is not None:

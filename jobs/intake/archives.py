@@ -9,6 +9,7 @@ from __future__ import annotations
 import stat
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from storage import settings
@@ -74,30 +75,40 @@ def _extract_zip(archive: Path, dest: Path, limit: int) -> None:
                 raise InvalidInput(f"archive refused: member {info.filename!r} is not a regular file")
             total += info.file_size
             _check_total(total, limit)
-        for info in infos:
-            zf.extract(info, dest)
+        try:
+            for info in infos:
+                zf.extract(info, dest)
+        except (zipfile.BadZipFile, RuntimeError, NotImplementedError, EOFError, OSError) as exc:
+            raise InvalidInput(f"{archive.name}: damaged or unsupported zip ({exc})") from None
     _check_total(sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()), limit)
 
 
 def _extract_tar(archive: Path, dest: Path, limit: int) -> None:
     try:
         tf = tarfile.open(archive, "r:*")
-    except (tarfile.TarError, OSError):
-        raise InvalidInput(f"{archive.name}: not a valid tar archive") from None
-    with tf:
-        members = tf.getmembers()
-        _check_count(len(members))
-        total = 0
-        for m in members:
-            _check_name(m.name)
-            if m.issym() or m.islnk():
-                raise InvalidInput(f"archive refused: member {m.name!r} is a link (to {m.linkname!r})")
-            if not (m.isfile() or m.isdir()):
-                raise InvalidInput(f"archive refused: member {m.name!r} is not a regular file")
-            total += m.size
-            _check_total(total, limit)
-        # The 'data' filter is a second line of defence behind the checks above.
-        tf.extractall(dest, members=members, filter="data")
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise InvalidInput(f"{archive.name}: not a valid tar archive ({exc})") from None
+    try:
+        with tf:
+            _check_and_extract_tar(tf, dest, limit)
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise InvalidInput(f"{archive.name}: damaged tar archive ({exc})") from None
+
+
+def _check_and_extract_tar(tf: tarfile.TarFile, dest: Path, limit: int) -> None:
+    members = tf.getmembers()
+    _check_count(len(members))
+    total = 0
+    for m in members:
+        _check_name(m.name)
+        if m.issym() or m.islnk():
+            raise InvalidInput(f"archive refused: member {m.name!r} is a link (to {m.linkname!r})")
+        if not (m.isfile() or m.isdir()):
+            raise InvalidInput(f"archive refused: member {m.name!r} is not a regular file")
+        total += m.size
+        _check_total(total, limit)
+    # The 'data' filter is a second line of defence behind the checks above.
+    tf.extractall(dest, members=members, filter="data")
 
 
 def single_root(directory: Path) -> Path:

@@ -152,6 +152,8 @@ def stratified_split(df: pd.DataFrame, seed: int, fractions: dict[str, float] = 
 
 
 def add_dataset(request: DatasetRequest) -> Dataset:
+    if not 0 <= request.seed < 2**32:
+        raise InvalidInput(f"split seed must be between 0 and {2**32 - 1}, not {request.seed}")
     if request.source.startswith("builtin:"):
         builtin = builtin_dataset(request.source.removeprefix("builtin:"))
         source_kind, source, default_name = "builtin", request.source, builtin.name

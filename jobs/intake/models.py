@@ -17,6 +17,7 @@ from pathlib import Path
 
 from jobs.intake.archives import extract_archive, is_archive, single_root
 from jobs.intake.builtin import builtin_model
+from jobs.registry import get_kind
 from storage import catalog, files, settings
 from storage.entities import Model, Variant
 from storage.errors import InvalidInput
@@ -128,7 +129,10 @@ def _unique_name(base: str, explicit: bool) -> str:
 
 def add_model(request: ModelRequest) -> IntakeResult:
     """Store a model and its root variant, and queue an `inspect` job for it."""
-    source = request.source.strip()
+    source = (request.source or "").strip()
+    if not source:
+        raise InvalidInput("give a model source: builtin:minilm-l6, a directory, an archive, a .onnx file or a hub ID")
+    get_kind("inspect")  # fail before anything is stored if the job registry cannot load
     notes: list[str] = []
     with files.staging("model") as stage:
         model_dir = stage / "model"

@@ -52,7 +52,7 @@ def _add(source: str, name: str, text_col: str | None, label_col: str | None, se
     def action() -> str:
         ds = api.add_dataset(
             api.DatasetRequest(source, name=name or None, text_column=text_col or None,
-                               label_column=label_col or None, seed=int(seed))
+                               label_column=label_col or None, seed=int(seed if seed is not None else 42))
         )
         holder["id"] = str(ds.id)
         return f"Added dataset **{ds.name}**: {ds.num_rows:,} rows, labels {', '.join(ds.labels)}."
