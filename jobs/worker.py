@@ -195,7 +195,7 @@ class Worker:
 
     def _shutdown(self) -> None:
         """Stop children and put their jobs back in the queue, so a restart picks them up again."""
-        for job_id, entry in list(self.running.items()):
+        for entry in self.running.values():
             entry.process.terminate()
         deadline = time.monotonic() + TERMINATE_GRACE_S
         for job_id, entry in list(self.running.items()):

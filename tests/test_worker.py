@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -64,19 +65,29 @@ def test_a_crashing_job_process_fails_the_job_not_the_worker(home, outcome, reas
     assert queue.get_job(after.id).status is JobStatus.SUCCEEDED
 
 
-def test_a_job_killed_with_sigkill_ends_failed_with_the_reason(home):
-    job = sleep_job(seconds=30)
+@contextmanager
+def worker_in_thread():
     worker = Worker(poll_interval=0.05)
     thread = threading.Thread(target=worker.run)
     thread.start()
     try:
-        pid = wait_for(lambda: queue.get_job(job.id).pid, what="job process")
-        wait_for(lambda: queue.get_job(job.id).progress > 0, what="progress")
-        os.kill(pid, signal.SIGKILL)
-        done = wait_for(lambda: (j := queue.get_job(job.id)).status.finished and j, what="job to finish")
+        yield worker
     finally:
         worker.stop()
         thread.join(30)
+
+
+def finished(job_id: int, timeout: float = 60):
+    return wait_for(lambda: (j := queue.get_job(job_id)).status.finished and j, timeout=timeout, what=f"job {job_id} to finish")
+
+
+def test_a_job_killed_with_sigkill_ends_failed_with_the_reason(home):
+    job = sleep_job(seconds=30)
+    with worker_in_thread():
+        pid = wait_for(lambda: queue.get_job(job.id).pid, what="job process")
+        wait_for(lambda: queue.get_job(job.id).progress > 0, what="progress")
+        os.kill(pid, signal.SIGKILL)
+        done = finished(job.id)
     assert done.status is JobStatus.FAILED
     assert "killed by SIGKILL" in done.error and "memory" in done.error
     assert "killed by SIGKILL" in queue.job_log(job.id)
@@ -84,16 +95,10 @@ def test_a_job_killed_with_sigkill_ends_failed_with_the_reason(home):
 
 def test_cancel_stops_a_running_job_process(home):
     job = sleep_job(seconds=60)
-    worker = Worker(poll_interval=0.05)
-    thread = threading.Thread(target=worker.run)
-    thread.start()
-    try:
+    with worker_in_thread():
         pid = wait_for(lambda: queue.get_job(job.id).pid, what="job process")
         queue.request_cancel(job.id)
-        done = wait_for(lambda: (j := queue.get_job(job.id)).status.finished and j, timeout=30, what="cancel")
-    finally:
-        worker.stop()
-        thread.join(30)
+        done = finished(job.id, timeout=30)
     assert done.status is JobStatus.CANCELLED
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)

@@ -38,6 +38,18 @@ def ref_choices(items, label: Callable[[Any], str]) -> list[tuple[str, str]]:
     return [(label(item), str(item.id)) for item in items]
 
 
+def builtin_picker(builtins: dict, what: str, button_id: str):
+    """A dropdown of built-in (offline) models or datasets and its Add button."""
+    import gradio as gr
+
+    dropdown = gr.Dropdown(
+        choices=[(f"{b.name}: {b.description}", f"builtin:{b.name}") for b in builtins.values()],
+        value=f"builtin:{next(iter(builtins))}",
+        label=f"Built-in {what} (offline)",
+    )
+    return dropdown, gr.Button(f"Add built-in {what}", variant="primary", elem_id=button_id)
+
+
 @dataclass(frozen=True)
 class Refresh:
     """What a tab re-reads when the page loads or the tab is opened: a function and the components it fills."""

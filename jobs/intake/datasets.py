@@ -148,7 +148,7 @@ def stratified_split(df: pd.DataFrame, seed: int, fractions: dict[str, float] = 
     validation, test = train_test_split(
         rest, test_size=fractions["test"] / holdout, stratify=rest["label"], random_state=seed
     )
-    return {name: part.reset_index(drop=True) for name, part in zip(SPLITS, (train, validation, test))}
+    return {name: part.reset_index(drop=True) for name, part in zip(SPLITS, (train, validation, test), strict=True)}
 
 
 def add_dataset(request: DatasetRequest) -> Dataset:

@@ -8,7 +8,7 @@ import pandas as pd
 from jobs import api
 from storage.errors import WorkbenchError
 from workbench import charts
-from workbench.ui import Refresh, attempt, fail, ref_choices
+from workbench.ui import Refresh, attempt, builtin_picker, fail, ref_choices
 
 COLUMNS = ["id", "name", "rows", "labels", "split (train/val/test)", "source"]
 
@@ -79,12 +79,7 @@ def build() -> Refresh:
     gr.Markdown("Add a dataset. It is checked, then split train / validation / test (stratified, seeded) and stored.")
     with gr.Row():
         with gr.Column():
-            builtin = gr.Dropdown(
-                choices=[(f"{d.name}: {d.description}", f"builtin:{d.name}") for d in api.BUILTIN_DATASETS.values()],
-                value=f"builtin:{next(iter(api.BUILTIN_DATASETS))}",
-                label="Built-in dataset (offline)",
-            )
-            add_builtin = gr.Button("Add built-in dataset", variant="primary", elem_id="add-builtin-dataset")
+            builtin, add_builtin = builtin_picker(api.BUILTIN_DATASETS, "dataset", "add-builtin-dataset")
         with gr.Column():
             upload = gr.File(label="Upload CSV / TSV / JSONL / Parquet", file_types=[".csv", ".tsv", ".jsonl", ".json", ".parquet"], elem_id="dataset-upload")
             with gr.Row():

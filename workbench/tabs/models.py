@@ -6,7 +6,7 @@ import gradio as gr
 import pandas as pd
 
 from jobs import api
-from workbench.ui import Refresh, attempt, mb, ref_choices
+from workbench.ui import Refresh, attempt, builtin_picker, mb, ref_choices
 
 COLUMNS = ["id", "name", "architecture", "parameters", "task", "size", "source"]
 
@@ -67,12 +67,7 @@ def build() -> Refresh:
     gr.Markdown("Add a model, then watch its `inspect` job in **Jobs**. Only safetensors load by default; remote code never runs.")
     with gr.Row():
         with gr.Column():
-            builtin = gr.Dropdown(
-                choices=[(f"{m.name}: {m.description}", f"builtin:{m.name}") for m in api.BUILTIN_MODELS.values()],
-                value=f"builtin:{next(iter(api.BUILTIN_MODELS))}",
-                label="Built-in model (offline)",
-            )
-            add_builtin = gr.Button("Add built-in model", variant="primary", elem_id="add-builtin-model")
+            builtin, add_builtin = builtin_picker(api.BUILTIN_MODELS, "model", "add-builtin-model")
         with gr.Column():
             path = gr.Textbox(label="Local directory or Hugging Face Hub ID", placeholder="/path/to/model or org/name")
             add_path = gr.Button("Add from path / hub")
