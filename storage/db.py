@@ -5,7 +5,6 @@ from __future__ import annotations
 import fcntl
 import threading
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator
 
 from sqlalchemy import create_engine, event
@@ -88,7 +87,3 @@ def dispose_all() -> None:
             eng.dispose()
         _engines.clear()
         _migrated.clear()
-
-
-def sqlite_path(url: str) -> Path | None:
-    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
