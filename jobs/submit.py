@@ -32,8 +32,6 @@ def submit(
     dataset_entity = catalog.get_dataset(dataset) if dataset is not None else None
     if kind.needs_dataset and dataset_entity is None:
         raise InvalidInput(f"job kind {kind.name!r} needs a dataset (--dataset)")
-    if depends_on is not None:
-        queue.get_job(depends_on)
 
     return queue.enqueue(
         kind.name,

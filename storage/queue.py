@@ -53,7 +53,7 @@ def enqueue(
             if parent is None:
                 raise NotFound(f"no job {depends_on_id} to depend on")
             if parent.status in (JobStatus.FAILED, JobStatus.CANCELLED):  # it would wait forever
-                reason = f"cancelled because job {depends_on_id}, which it depends on, {parent.status.value}"
+                reason = _dependency_reason(depends_on_id, parent.status)
                 row.status, row.finished_at, row.message, row.error = JobStatus.CANCELLED, utcnow(), reason, reason
         s.add(row)
         s.flush()
@@ -202,7 +202,7 @@ def finish(
             where.append(SqlJob.worker_id == worker_id)
         done = s.execute(update(SqlJob).where(*where).values(**values)).rowcount
         if done and status is not JobStatus.SUCCEEDED:
-            _cancel_dependents(s, job_id, f"cancelled because job {job_id}, which it depends on, {status.value}")
+            _cancel_dependents(s, job_id, status)
         return bool(done)
 
     if session is not None:
@@ -211,7 +211,13 @@ def finish(
         return apply(s)
 
 
-def _cancel_dependents(s: Session, job_id: int, reason: str) -> None:
+def _dependency_reason(parent_id: int, parent_status: JobStatus) -> str:
+    return f"cancelled because job {parent_id}, which it depends on, {parent_status.value}"
+
+
+def _cancel_dependents(s: Session, job_id: int, status: JobStatus) -> None:
+    """Cancel the queued jobs that wait on `job_id` (which ended `status`), and theirs, with the reason."""
+    reason = _dependency_reason(job_id, status)
     pending = [job_id]
     while pending:
         parent_id = pending.pop()
@@ -239,7 +245,7 @@ def request_cancel(job_id: int | str) -> Job:
             .values(status=JobStatus.CANCELLED, finished_at=utcnow(), message="cancelled by user", cancel_requested=True)
         ).rowcount
         if cancelled_now:
-            _cancel_dependents(s, job.id, f"cancelled because job {job.id}, which it depends on, was cancelled")
+            _cancel_dependents(s, job.id, JobStatus.CANCELLED)
         else:
             s.execute(
                 update(SqlJob)
@@ -286,8 +292,8 @@ def sweep_stale(stale_after_s: float) -> list[tuple[int, str]]:
                 .values(**values)
             ).rowcount
             if done:
-                if action != "requeued":
-                    _cancel_dependents(s, row.id, f"cancelled because job {row.id}, which it depends on, failed")
+                if values["status"] is not JobStatus.QUEUED:
+                    _cancel_dependents(s, row.id, values["status"])
                 actions.append((row.id, action))
     return actions
 

@@ -243,7 +243,10 @@ def test_only_the_worker_holding_a_job_can_finish_or_requeue_it(home):
 
 def test_sweep_closes_a_cancel_requested_job_as_cancelled(home):
     job = sleep_job()
+    dependent = submit("test-sleep", {}, depends_on=job.id)
     _make_stale(job.id, attempts=1)
     queue.request_cancel(job.id)
     assert dict(queue.sweep_stale(stale_after_s=30)) == {job.id: "cancelled"}
     assert queue.get_job(job.id).status is JobStatus.CANCELLED
+    closed = queue.get_job(dependent.id)
+    assert closed.status is JobStatus.CANCELLED and closed.message.endswith(f"job {job.id}, which it depends on, cancelled")

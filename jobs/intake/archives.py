@@ -16,6 +16,8 @@ from storage import settings
 from storage.errors import InvalidInput
 
 MAX_MEMBERS = 10_000
+# What a truncated or corrupt .tar / .tar.gz raises while it is opened or read.
+TAR_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
 
 
@@ -86,12 +88,12 @@ def _extract_zip(archive: Path, dest: Path, limit: int) -> None:
 def _extract_tar(archive: Path, dest: Path, limit: int) -> None:
     try:
         tf = tarfile.open(archive, "r:*")
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+    except TAR_ERRORS as exc:
         raise InvalidInput(f"{archive.name}: not a valid tar archive ({exc})") from None
     try:
         with tf:
             _check_and_extract_tar(tf, dest, limit)
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+    except TAR_ERRORS as exc:
         raise InvalidInput(f"{archive.name}: damaged tar archive ({exc})") from None
 
 
