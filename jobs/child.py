@@ -51,7 +51,11 @@ def main(argv: list[str]) -> int:
         with session_scope() as s:
             variant_id = None
             if outcome.new_variant is not None:
-                variant_id = catalog.create_variant(session=s, **outcome.new_variant).id
+                from jobs.kinds.evaluate import queue_evaluation
+
+                variant = catalog.create_variant(session=s, **outcome.new_variant)
+                variant_id = variant.id
+                queue_evaluation(s, job, variant)  # no variant without its accuracy
             won = queue.finish(
                 job_id,
                 JobStatus.SUCCEEDED,

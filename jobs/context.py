@@ -9,8 +9,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from storage import catalog, queue, settings
+from storage import catalog, files, queue, settings
 from storage.entities import Dataset, Job, Model, Variant
+from storage.errors import InvalidInput
 
 
 class JobCancelled(Exception):
@@ -38,7 +39,20 @@ class JobContext:
 
     @cached_property
     def variant(self) -> Variant | None:
-        return catalog.get_variant(self.job.variant_id) if self.job.variant_id else None
+        """The input variant: the job's own, or (in a pipeline) the one its parent job produced."""
+        if self.job.variant_id:
+            return catalog.get_variant(self.job.variant_id)
+        if self.job.depends_on_id:
+            parent = queue.get_job(self.job.depends_on_id)
+            if parent.produced_variant_id:
+                queue.set_input_variant(self.job.id, parent.produced_variant_id)
+                return catalog.get_variant(parent.produced_variant_id)
+        return None
+
+    def require_variant(self) -> Variant:
+        if self.variant is None:
+            raise InvalidInput(f"job {self.job.id} ({self.job.kind}) has no input variant")
+        return self.variant
 
     @cached_property
     def model(self) -> Model | None:
@@ -48,7 +62,46 @@ class JobContext:
 
     @cached_property
     def dataset(self) -> Dataset | None:
-        return catalog.get_dataset(self.job.dataset_id) if self.job.dataset_id else None
+        """The job's dataset, or else the one its input variant was trained on."""
+        if self.job.dataset_id:
+            return catalog.get_dataset(self.job.dataset_id)
+        if self.variant is not None and self.variant.dataset_id:
+            return catalog.get_dataset(self.variant.dataset_id)
+        return None
+
+    def require_dataset(self) -> Dataset:
+        if self.dataset is None:
+            raise InvalidInput(f"{self.job.kind} needs a dataset: pass one, or start from a variant trained on one")
+        return self.dataset
+
+    def output_variant(
+        self, source_dir: Path, *, runtime: str, precision: str, step: str, info: dict[str, Any] | None = None,
+        dataset_id: int | None = None, result: dict[str, Any] | None = None,
+    ) -> JobResult:
+        """Commit `source_dir` to the artifact store and describe the new variant the job's success creates.
+
+        The recipe is the parent's recipe plus this step (kind and params), so a variant can be re-run on new data.
+        """
+        parent = self.require_variant()
+        entries = files.manifest(source_dir)
+        sha = files.manifest_sha256(entries)
+        artifact, _ = files.commit_dir(source_dir, "variants", sha)
+        steps = list(parent.recipe.get("steps", [])) + [{"kind": self.job.kind, "params": self.job.params, "job_id": self.job.id}]
+        variant = dict(
+            model_id=parent.model_id,
+            parent_id=parent.id,
+            name=f"{parent.name.removesuffix(' (original)')} > {step}",
+            artifact_dir=str(artifact),
+            runtime=runtime,
+            precision=precision,
+            recipe={"steps": steps},
+            files=entries,
+            sha256=sha,
+            size_bytes=sum(e["size"] for e in entries),
+            dataset_id=dataset_id if dataset_id is not None else (self.dataset.id if self.dataset else parent.dataset_id),
+            info=info or {},
+        )
+        return JobResult(result=result or {}, new_variant=variant)
 
     def progress(self, fraction: float, message: str) -> None:
         """Log progress (0-1) with a short message; DB writes are thinned so a tight loop cannot flood it."""

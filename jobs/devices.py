@@ -44,3 +44,13 @@ def detect() -> dict[str, Any]:
         pass
     info["devices"] = devices
     return info
+
+
+def fast_bf16(device: str = "cpu") -> bool:
+    """Whether bfloat16 matmuls are fast here: AMX or AVX-512 BF16 on CPU, Ampere or newer on CUDA."""
+    if device.startswith("cuda"):
+        import torch
+
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    flags = set(cpu_info()["cpu_flags"])
+    return bool(flags & {"amx_bf16", "avx512_bf16"})

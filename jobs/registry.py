@@ -22,9 +22,30 @@ class JobKind:
     needs_variant: bool = True
     needs_dataset: bool = False
     device: str = "cpu"  # cpu | cuda | any: which workers may claim it
+    # explain(params, dataset) -> {param: "value (why)"} for params left on auto, shown before launch
+    explain: Callable[[Any, Any], dict[str, str]] | None = None
+    # available() -> (ok, reason): whether this installation can run the kind at all (TensorRT needs a GPU)
+    available: Callable[[], tuple[bool, str]] | None = None
+    # output_runtime(params, input_runtime) -> runtime of the variant it yields; raises InvalidInput when the
+    # input cannot be used, so a job or a whole pipeline is refused before anything is queued
+    output_runtime: Callable[[Any, str], str] | None = None
+
+    def availability(self) -> tuple[bool, str]:
+        return self.available() if self.available else (True, "")
 
 
 _KINDS: dict[str, JobKind] = {}
+
+
+def takes(kind: str, accepts: tuple[str, ...], produces: str | None = None) -> Callable[[Any, str], str]:
+    """An `output_runtime` rule declared as data: which input runtimes a kind takes and what it yields."""
+
+    def rule(_params: Any, runtime: str) -> str:
+        if runtime not in accepts:
+            raise InvalidInput(f"{kind} takes a {' or '.join(accepts)} variant, not {runtime}")
+        return produces or runtime
+
+    return rule
 
 
 def register(
@@ -35,6 +56,9 @@ def register(
     needs_variant: bool = True,
     needs_dataset: bool = False,
     device: str = "cpu",
+    explain: Callable[[Any, Any], dict[str, str]] | None = None,
+    available: Callable[[], tuple[bool, str]] | None = None,
+    output_runtime: Callable[[Any, str], str] | None = None,
 ) -> Callable:
     if device not in ("cpu", "cuda", "any"):
         raise ValueError(f"device must be cpu, cuda or any, not {device!r}")
@@ -42,7 +66,9 @@ def register(
     def decorate(fn: Callable) -> Callable:
         if name in _KINDS:
             raise ValueError(f"job kind {name!r} is registered twice ({_KINDS[name].run.__module__} and {fn.__module__})")
-        _KINDS[name] = JobKind(name, params_cls, fn, summary, needs_variant, needs_dataset, device)
+        _KINDS[name] = JobKind(
+            name, params_cls, fn, summary, needs_variant, needs_dataset, device, explain, available, output_runtime
+        )
         return fn
 
     return decorate

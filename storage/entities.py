@@ -75,6 +75,8 @@ class Variant:
     files: list[dict[str, Any]]
     sha256: str
     size_bytes: int
+    dataset_id: int | None
+    info: dict[str, Any]
     created_at: datetime
 
 
@@ -107,6 +109,9 @@ class Job:
     dataset_id: int | None
     produced_variant_id: int | None
     depends_on_id: int | None
+    pipeline: str | None
+    priority: int
+    evaluation: dict[str, Any] | None
     worker_id: str | None
     pid: int | None
     attempts: int
@@ -138,4 +143,13 @@ class Evaluation:
     macro_f1: float
     confusion: dict[str, Any]
     agreement_with_parent: float | None
+    parent_accuracy: float | None
+    tolerance_points: float
+    flagged: bool
+    predictions: list[Any]
     created_at: datetime
+
+    @property
+    def drop_points(self) -> float | None:
+        """Accuracy points lost against the parent on the same examples (positive = worse)."""
+        return None if self.parent_accuracy is None else round((self.parent_accuracy - self.accuracy) * 100, 2)

@@ -90,6 +90,9 @@ class SqlVariant(Base):
     files: Mapped[list[Any]] = mapped_column(default=list)  # [{"path", "size", "sha256"}]
     sha256: Mapped[str] = mapped_column(String(64))  # hash of the sorted file manifest
     size_bytes: Mapped[int] = mapped_column(BigInteger)
+    # the dataset whose labels the classification head was trained on; children inherit it
+    dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"), index=True)
+    info: Mapped[dict[str, Any]] = mapped_column(default=dict)  # facts from the job: sparsity, training history...
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -129,6 +132,9 @@ class SqlJob(Base):
     dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
     produced_variant_id: Mapped[int | None] = mapped_column(ForeignKey("variants.id", ondelete="SET NULL"))
     depends_on_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    pipeline: Mapped[str | None] = mapped_column(String(40), index=True)  # shared by the steps of one pipeline
+    priority: Mapped[int] = mapped_column(Integer, default=0)  # higher runs first among runnable jobs
+    evaluation: Mapped[dict[str, Any] | None]  # params of the evaluation queued when this job yields a variant
     worker_id: Mapped[str | None] = mapped_column(String(80))
     pid: Mapped[int | None] = mapped_column(Integer)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -185,4 +191,8 @@ class SqlEvaluation(Base):
     macro_f1: Mapped[float] = mapped_column(Float)
     confusion: Mapped[dict[str, Any]] = mapped_column(default=dict)
     agreement_with_parent: Mapped[float | None] = mapped_column(Float)
+    parent_accuracy: Mapped[float | None] = mapped_column(Float)  # the parent's accuracy on the same examples
+    tolerance_points: Mapped[float] = mapped_column(Float, default=1.0)
+    flagged: Mapped[bool] = mapped_column(Boolean, default=False)  # more than the tolerance below its parent
+    predictions: Mapped[list[Any]] = mapped_column(default=list)  # predicted label index per example, in split order
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -31,6 +31,9 @@ def enqueue(
     dataset_id: int | None = None,
     depends_on_id: int | None = None,
     max_attempts: int = 2,
+    pipeline: str | None = None,
+    priority: int = 0,
+    evaluation: dict[str, Any] | None = None,
     session: Session | None = None,
 ) -> Job:
     row = SqlJob(
@@ -43,6 +46,9 @@ def enqueue(
         dataset_id=dataset_id,
         depends_on_id=depends_on_id,
         max_attempts=max_attempts,
+        pipeline=pipeline,
+        priority=priority,
+        evaluation=evaluation,
         message="queued",
         log="",
         result={},
@@ -92,7 +98,7 @@ def job_log(job_id: int) -> str:
 
 
 def claim_next(worker_id: str, devices: Iterable[str]) -> Job | None:
-    """Atomically move the oldest runnable queued job to running for this worker, or return None."""
+    """Atomically move the next runnable queued job (highest priority, then oldest) to running, or return None."""
     devices = list(devices) + ["any"]
     parent = aliased(SqlJob)
     with session_scope() as s:
@@ -104,7 +110,7 @@ def claim_next(worker_id: str, devices: Iterable[str]) -> Job | None:
                 SqlJob.device.in_(devices),
                 or_(SqlJob.depends_on_id.is_(None), parent.status == JobStatus.SUCCEEDED),
             )
-            .order_by(SqlJob.id)
+            .order_by(SqlJob.priority.desc(), SqlJob.id)
             .limit(CLAIM_CANDIDATES)
         ).all()
     for job_id in candidates:
@@ -126,6 +132,12 @@ def claim_next(worker_id: str, devices: Iterable[str]) -> Job | None:
         if won == 1:
             return get_job(job_id)
     return None
+
+
+def set_input_variant(job_id: int, variant_id: int) -> None:
+    """Record the input of a pipeline step once its parent job has produced it."""
+    with session_scope() as s:
+        s.execute(update(SqlJob).where(SqlJob.id == job_id, SqlJob.variant_id.is_(None)).values(variant_id=variant_id))
 
 
 def set_pid(job_id: int, pid: int) -> None:
