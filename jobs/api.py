@@ -7,9 +7,11 @@ from typing import Any
 from jobs.intake.builtin import BUILTIN_DATASETS, BUILTIN_MODELS
 from jobs.intake.datasets import DatasetRequest, add_dataset, load_split, split_class_counts
 from jobs.intake.models import IntakeResult, ModelRequest, add_model
-from jobs.params import describe
+from jobs.lineage import VariantSummary, lineage, training_history
+from jobs.lineage import variant_tree as _variant_tree
+from jobs.params import describe, parse_params
 from jobs.registry import all_kinds, get_kind
-from jobs.submit import submit
+from jobs.submit import Step, parse_steps, rerun_recipe, submit, submit_pipeline
 from storage import catalog, queue, settings
 from storage.entities import Dataset, Job, Model, Variant, Worker
 from storage.orm import JobStatus
@@ -23,6 +25,10 @@ __all__ = [
     "add_dataset",
     "add_model",
     "submit",
+    "submit_pipeline",
+    "parse_steps",
+    "rerun_recipe",
+    "Step",
     "JobStatus",
 ]
 
@@ -109,3 +115,41 @@ def peek_columns(path: str) -> list[str]:
     from jobs.intake.datasets import read_table
 
     return [str(c) for c in read_table(Path(path)).columns]
+
+
+# ---- optimization: pipelines, lineage, evaluations ---------------------------------------------------------
+
+
+def variant_tree(model: int | str | None = None) -> list[VariantSummary]:
+    return _variant_tree(catalog.get_model(model).id if model is not None else None)
+
+
+def variant_detail(ref: int | str) -> dict[str, Any]:
+    """One variant with its lineage, recipe, evaluations and training curve."""
+    variant = catalog.get_variant(ref)
+    return {
+        "variant": variant,
+        "lineage": lineage(variant),
+        "evaluations": catalog.list_evaluations(variant.id),
+        "history": training_history(variant),
+        "summary": next((s for s in _variant_tree(variant.model_id) if s.id == variant.id), None),
+    }
+
+
+def explain_defaults(kind: str, params: dict[str, Any] | None, dataset: int | str | None) -> dict[str, str]:
+    """What each parameter left on auto becomes for this dataset, and why (shown before launch)."""
+    k = get_kind(kind)
+    if k.explain is None:
+        return {}
+    parsed = parse_params(k.params_cls, params)
+    return k.explain(parsed, catalog.get_dataset(dataset) if dataset is not None else None)
+
+
+def kind_availability() -> dict[str, str]:
+    """Kinds this installation cannot run, with the reason (shown in the UI and CLI)."""
+    out = {}
+    for k in all_kinds():
+        ok, reason = k.availability()
+        if not ok:
+            out[k.name] = reason
+    return out

@@ -1,14 +1,58 @@
-"""Submitting jobs: params are parsed and checked, and inputs resolved, before anything is queued."""
+"""Submitting jobs and pipelines: params parsed and checked, inputs resolved, before anything is queued."""
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from jobs.params import parse_params, to_jsonable
-from jobs.registry import get_kind
+from jobs.registry import JobKind, get_kind
 from storage import catalog, queue, settings
-from storage.entities import Job
+from storage.db import session_scope
+from storage.entities import Job, Variant
 from storage.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str
+    params: dict[str, Any]
+
+
+def _check_evaluation(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
+    if evaluation is None:
+        return None
+    from jobs.kinds.evaluate import EvaluateParams
+
+    return to_jsonable(parse_params(EvaluateParams, evaluation))
+
+
+def _resolve_inputs(kind: JobKind, model: int | str | None, variant: int | str | None, dataset: int | str | None):
+    variant_entity = catalog.get_variant(variant) if variant is not None else None
+    model_entity = catalog.get_model(model) if model is not None else None
+    if variant_entity is None and model_entity is not None:
+        variant_entity = catalog.root_variant(model_entity.id)
+    if kind.needs_variant and variant_entity is None:
+        raise InvalidInput(f"job kind {kind.name!r} needs a model or variant (--model or --variant)")
+    dataset_entity = catalog.get_dataset(dataset) if dataset is not None else None
+    if dataset_entity is None and variant_entity is not None and variant_entity.dataset_id is not None:
+        dataset_entity = catalog.get_dataset(variant_entity.dataset_id)
+    if kind.needs_dataset and dataset_entity is None:
+        raise InvalidInput(f"job kind {kind.name!r} needs a dataset (--dataset)")
+    return variant_entity, dataset_entity
+
+
+def _checked(kind: JobKind, raw: dict[str, Any] | None, input_runtime: str | None) -> tuple[dict[str, Any], str | None]:
+    """Parsed params and the runtime the step yields; refuses unavailable kinds and wrong input runtimes."""
+    parsed = parse_params(kind.params_cls, raw)
+    ok, reason = kind.availability()
+    if not ok:
+        raise InvalidInput(f"{kind.name}: {reason}")
+    output = input_runtime
+    if kind.output_runtime is not None and input_runtime is not None:
+        output = kind.output_runtime(parsed, input_runtime)
+    return to_jsonable(parsed), output
 
 
 def submit(
@@ -19,27 +63,101 @@ def submit(
     variant: int | str | None = None,
     dataset: int | str | None = None,
     depends_on: int | None = None,
+    evaluation: dict[str, Any] | None = None,
 ) -> Job:
+    """Queue one job. `evaluation` holds the params of the evaluation queued when it yields a variant."""
     kind = get_kind(kind_name)
-    parsed = parse_params(kind.params_cls, params)
-
-    variant_entity = catalog.get_variant(variant) if variant is not None else None
-    model_entity = catalog.get_model(model) if model is not None else None
-    if variant_entity is None and model_entity is not None:
-        variant_entity = catalog.root_variant(model_entity.id)
-    if kind.needs_variant and variant_entity is None:
-        raise InvalidInput(f"job kind {kind.name!r} needs a model or variant (--model or --variant)")
-    dataset_entity = catalog.get_dataset(dataset) if dataset is not None else None
-    if kind.needs_dataset and dataset_entity is None:
-        raise InvalidInput(f"job kind {kind.name!r} needs a dataset (--dataset)")
-
+    variant_entity, dataset_entity = _resolve_inputs(kind, model, variant, dataset)
+    checked, _ = _checked(kind, params, variant_entity.runtime if variant_entity else None)
     return queue.enqueue(
         kind.name,
-        to_jsonable(parsed),
+        checked,
         device=kind.device,
         model_id=variant_entity.model_id if variant_entity else None,
         variant_id=variant_entity.id if variant_entity else None,
         dataset_id=dataset_entity.id if dataset_entity else None,
         depends_on_id=depends_on,
         max_attempts=settings.get("WORKBENCH_MAX_ATTEMPTS"),
+        evaluation=_check_evaluation(evaluation),
     )
+
+
+def parse_steps(text: str) -> list[Step]:
+    """`finetune:mode=full,epochs=1 -> export-onnx -> quantize:method=ort-dynamic-int8` as steps."""
+    steps = []
+    for chunk in filter(None, (c.strip() for c in text.split("->"))):
+        name, _, rest = chunk.partition(":")
+        params: dict[str, Any] = {}
+        for pair in filter(None, (p.strip() for p in rest.split(","))):
+            key, eq, value = pair.partition("=")
+            if not eq:
+                raise InvalidInput(f"step {name.strip()!r}: expected key=value, got {pair!r}")
+            params[key.strip()] = value.strip()
+        steps.append(Step(name.strip(), params))
+    if not steps:
+        raise InvalidInput("a pipeline needs at least one step, e.g. 'finetune -> export-onnx -> quantize'")
+    return steps
+
+
+def submit_pipeline(
+    steps: list[Step],
+    *,
+    model: int | str | None = None,
+    variant: int | str | None = None,
+    dataset: int | str | None = None,
+    evaluation: dict[str, Any] | None = None,
+) -> list[Job]:
+    """Queue every step at once; each waits for the one before and takes the variant it yields.
+
+    All steps are checked (params, availability, runtime chain) first, then queued in one transaction, so a bad
+    step queues nothing. A failed step cancels the steps after it, with the reason.
+    """
+    if not steps:
+        raise InvalidInput("a pipeline needs at least one step")
+    kinds = [get_kind(step.kind) for step in steps]
+    for kind in kinds:
+        if not kind.needs_variant:
+            raise InvalidInput(f"{kind.name} does not take a variant, so it cannot be a pipeline step")
+    variant_entity, dataset_entity = _resolve_inputs(kinds[0], model, variant, dataset)
+    runtime: str | None = variant_entity.runtime if variant_entity else None
+    checked = []
+    for number, (kind, step) in enumerate(zip(kinds, steps, strict=True), start=1):
+        try:
+            params, runtime = _checked(kind, step.params, runtime)
+        except InvalidInput as exc:
+            raise InvalidInput(f"step {number} ({kind.name}): {exc}") from None
+        if kind.needs_dataset and dataset_entity is None:
+            raise InvalidInput(f"step {number} ({kind.name}) needs a dataset (--dataset)")
+        checked.append(params)
+    eval_params = _check_evaluation(evaluation)
+    pipeline = uuid.uuid4().hex[:12]
+    jobs: list[Job] = []
+    with session_scope() as s:
+        for index, (kind, params) in enumerate(zip(kinds, checked, strict=True)):
+            jobs.append(queue.enqueue(
+                kind.name, params, device=kind.device,
+                model_id=variant_entity.model_id if variant_entity else None,
+                variant_id=variant_entity.id if index == 0 and variant_entity else None,
+                dataset_id=dataset_entity.id if dataset_entity else None,
+                depends_on_id=jobs[-1].id if jobs else None,
+                max_attempts=settings.get("WORKBENCH_MAX_ATTEMPTS"),
+                pipeline=pipeline, evaluation=eval_params, session=s,
+            ))
+    return jobs
+
+
+def recipe_steps(variant: Variant) -> list[Step]:
+    """The steps that made a variant from its model's original, to re-run them (for example on new data)."""
+    return [Step(step["kind"], dict(step.get("params", {}))) for step in variant.recipe.get("steps", [])
+            if step.get("kind") != "intake"]
+
+
+def rerun_recipe(variant: int | str, dataset: int | str | None = None,
+                 evaluation: dict[str, Any] | None = None) -> list[Job]:
+    source = catalog.get_variant(variant)
+    steps = recipe_steps(source)
+    if not steps:
+        raise InvalidInput(f"variant {source.id} is an original upload; it has no recipe to re-run")
+    root = catalog.root_variant(source.model_id)
+    return submit_pipeline(steps, variant=root.id, dataset=dataset if dataset is not None else source.dataset_id,
+                           evaluation=evaluation)

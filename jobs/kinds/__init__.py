@@ -1,3 +1,12 @@
 """Built-in job kinds, one module each. Importing this package registers them."""
 
-from jobs.kinds import inspect  # noqa: F401
+from jobs.kinds import (  # noqa: F401
+    build_tensorrt,
+    distill,
+    evaluate,
+    export_onnx,
+    finetune,
+    inspect,
+    prune,
+    quantize,
+)

@@ -1,0 +1,160 @@
+"""`distill`: train a smaller student on the train split against any variant's soft labels (teacher = input variant).
+
+The teacher is called through its Predictor, so an ONNX or TensorRT variant can teach. The student starts from
+the nearest fp32 PyTorch ancestor with every other layer kept, or from a small built-in configuration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from jobs.artifacts import inherited_meta, save_pytorch_variant
+from jobs.context import JobContext, JobResult
+from jobs.data import split_examples
+from jobs.registry import register, takes
+from jobs.runtimes import load_predictor
+from jobs.runtimes.base import read_variant_meta
+from jobs.training import TrainSettings, set_seed, train_classifier
+from storage import catalog
+from storage.entities import Variant
+from storage.errors import InvalidInput
+
+SMALL_CONFIG = {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 1024}
+
+
+@dataclass(frozen=True)
+class DistillParams:
+    student: Literal["half-layers", "small-4x256"] = field(default="half-layers", metadata={
+        "help": "half-layers: the teacher's PyTorch weights with every other layer dropped; "
+                "small-4x256: a fresh 4-layer, 256-wide BERT using the teacher's tokenizer"})
+    temperature: float = field(default=2.0, metadata={"help": "softens teacher and student distributions in the KL term"})
+    alpha: float = field(default=0.7, metadata={"help": "weight of the distillation term; 1 - alpha goes to the gold labels"})
+    epochs: int = field(default=3, metadata={"help": "passes over the training data"})
+    learning_rate: float = field(default=1e-4, metadata={"help": "peak learning rate"})
+    batch_size: int = field(default=32, metadata={"help": "examples per step"})
+    max_train_examples: int = field(default=0, metadata={"help": "train on a fixed random sample; 0 = the whole train split"})
+    patience: int = field(default=1, metadata={"help": "early stopping: epochs without a better validation accuracy"})
+    seed: int = field(default=42, metadata={"help": "seed for shuffling and initialisation"})
+    mixed_precision: Literal["auto", "bf16", "off"] = field(default="auto", metadata={
+        "help": "bf16 autocast while training; auto = on where bf16 is fast"})
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if not 0 <= self.alpha <= 1:
+            raise ValueError(f"alpha must be between 0 and 1, got {self.alpha}")
+        for name in ("epochs", "batch_size", "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_train_examples < 0:
+            raise ValueError("max_train_examples must be 0 (all) or positive")
+        if not 0 < self.learning_rate < 1:
+            raise ValueError(f"learning_rate={self.learning_rate} must be in (0, 1)")
+
+
+def pytorch_ancestor(variant: Variant) -> Variant:
+    """The nearest fp32 PyTorch variant on the lineage (the variant itself first)."""
+    current: Variant | None = variant
+    while current is not None:
+        meta = read_variant_meta(Path(current.artifact_dir))
+        if current.runtime == "pytorch" and current.precision == "fp32" and not meta.get("quantization"):
+            return current
+        current = catalog.get_variant(current.parent_id) if current.parent_id else None
+    raise InvalidInput(f"variant {variant.id} has no fp32 PyTorch ancestor to build a half-layers student from")
+
+
+def build_student(params: DistillParams, teacher: Variant, labels: list[str], ctx: JobContext) -> tuple[Any, Any, dict]:
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from jobs.runtimes.structure import encoder_module
+    from jobs.runtimes.torch_runtime import load_torch_model
+
+    base = pytorch_ancestor(teacher)
+    base_dir = Path(base.artifact_dir)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir, trust_remote_code=False, local_files_only=True)
+    meta = inherited_meta(base_dir)
+    label_maps = {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)}}
+    if params.student == "half-layers":
+        import torch
+
+        model = load_torch_model(base_dir, apply_quantization=False)
+        encoder = encoder_module(model)
+        layers = list(encoder.layer)
+        keep = list(range(0, len(layers), 2))
+        encoder.layer = torch.nn.ModuleList(layers[i] for i in keep)
+        for i, layer in enumerate(encoder.layer):
+            if hasattr(layer.attention.self, "layer_idx"):
+                layer.attention.self.layer_idx = i
+        model.config.num_hidden_layers = len(keep)
+        if meta.get("kept_heads"):
+            meta["kept_heads"] = {str(new): meta["kept_heads"][str(old)] for new, old in enumerate(keep)}
+        if [str(model.config.id2label[i]) for i in sorted(model.config.id2label)] != labels:
+            model.classifier = torch.nn.Linear(model.classifier.in_features, len(labels))
+            model.config.update(label_maps)
+            model.num_labels = len(labels)
+        ctx.log(f"student: layers {keep} of {len(layers)} from variant {base.id}")
+    else:
+        config = AutoConfig.from_pretrained(base_dir, trust_remote_code=False, local_files_only=True)
+        config.update({**SMALL_CONFIG, **label_maps, "architectures": None})
+        meta.pop("kept_heads", None)
+        model = AutoModelForSequenceClassification.from_config(config)
+        ctx.log(f"student: fresh {SMALL_CONFIG} using the tokenizer of variant {base.id}")
+    return model, tokenizer, meta
+
+
+@register("distill", DistillParams, summary="Distil any variant into a smaller student", needs_dataset=True,
+          output_runtime=takes("distill", ("pytorch", "onnxruntime", "tensorrt"), "pytorch"))
+def run(params: DistillParams, ctx: JobContext) -> JobResult:
+    import numpy as np
+    import torch
+
+    from jobs.devices import fast_bf16
+
+    teacher, dataset = ctx.require_variant(), ctx.require_dataset()
+    train = split_examples(dataset, "train", params.max_train_examples)
+    validation = split_examples(dataset, "validation")
+    ctx.progress(0.02, f"teacher: variant {teacher.id} ({teacher.runtime} {teacher.precision})")
+    predictor = load_predictor(teacher)
+    labels = predictor.labels
+    if sorted(labels) != sorted(dataset.labels):
+        raise InvalidInput(f"the teacher's labels ({', '.join(labels)}) are not the dataset's ({', '.join(dataset.labels)})")
+    max_length = predictor.max_length
+    chunks = []
+    for i in range(0, len(train), 64):
+        ctx.check_cancelled()
+        chunks.append(predictor.predict_encoded(predictor.encode(train.texts[i : i + 64])))
+        ctx.progress(0.02 + 0.18 * min(1.0, (i + 64) / len(train)), f"teacher soft labels {min(i + 64, len(train))}/{len(train)}")
+    predictor.close()
+    teacher_logits = torch.from_numpy(np.concatenate(chunks))
+    set_seed(params.seed)
+    model, tokenizer, meta = build_student(params, teacher, labels, ctx)
+    t = params.temperature
+
+    def loss_fn(student_logits: Any, gold: Any, idx: Any) -> Any:
+        soft = torch.nn.functional.kl_div(
+            torch.log_softmax(student_logits / t, -1), torch.softmax(teacher_logits[idx] / t, -1), reduction="batchmean"
+        ) * (t * t)
+        hard = torch.nn.functional.cross_entropy(student_logits, gold)
+        return params.alpha * soft + (1 - params.alpha) * hard
+
+    settings = TrainSettings(
+        epochs=params.epochs, learning_rate=params.learning_rate, batch_size=params.batch_size, max_length=max_length,
+        seed=params.seed, patience=params.patience,
+        bf16=params.mixed_precision == "bf16" or (params.mixed_precision == "auto" and fast_bf16("cpu")),
+    )
+    outcome = train_classifier(model, tokenizer, (train.texts, train.label_ids(labels)),
+                               (validation.texts, validation.label_ids(labels)), labels, settings, ctx,
+                               loss_fn=loss_fn, progress_span=(0.2, 0.9))
+    ctx.progress(0.92, "saving")
+    meta["max_length"] = max_length
+    out = save_pytorch_variant(model, tokenizer, ctx.work_dir / "student", meta)
+    training = {"mode": f"distill-{params.student}", "history": outcome.history, "best_epoch": outcome.best_epoch,
+                "best_val_accuracy": outcome.best_accuracy, "stopped_early": outcome.stopped_early,
+                "train_examples": len(train), "seconds": outcome.seconds, "teacher_variant": teacher.id,
+                "temperature": t, "alpha": params.alpha,
+                "parameters": sum(p.numel() for p in model.parameters())}
+    return ctx.output_variant(out, runtime="pytorch", precision="fp32", step=f"distill-{params.student}",
+                              info={"training": training, "labels": labels, "max_length": max_length},
+                              dataset_id=dataset.id, result={"training": training})

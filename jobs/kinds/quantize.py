@@ -1,0 +1,215 @@
+"""`quantize`: PyTorch dynamic int8, bf16 / fp16 weights, ONNX Runtime dynamic and static (calibrated) int8."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from jobs.artifacts import copy_support_files, fresh_dir, inherited_meta, save_pytorch_variant
+from jobs.context import JobContext, JobResult
+from jobs.data import split_examples
+from jobs.registry import register
+from jobs.runtimes.base import read_variant_meta, write_variant_meta
+from jobs.runtimes.ort_runtime import ONNX_FILE
+from storage.entities import Variant
+from storage.errors import InvalidInput
+
+Method = Literal["torch-dynamic-int8", "bf16", "fp16", "ort-dynamic-int8", "ort-static-int8"]
+ONNX_METHODS = ("ort-dynamic-int8", "ort-static-int8")
+# Nodes whose int8 activations wreck BERT accuracy under static quantization: normalisation statistics, GELU's
+# erf, softmax. Op types for fused graphs; name fragments for the decomposed ops of an unfused export.
+SENSITIVE_OP_TYPES = frozenset({
+    "LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormalization", "SimplifiedLayerNormalization",
+    "Gelu", "BiasGelu", "FastGelu", "Erf", "Softmax", "Pow", "Sqrt", "ReduceMean", "Div", "Tanh",
+})
+SENSITIVE_NAME_PARTS = ("layernorm", "intermediate_act_fn", "gelu", "softmax")
+
+
+@dataclass(frozen=True)
+class QuantizeParams:
+    method: Method = field(default="ort-dynamic-int8", metadata={
+        "help": "torch-dynamic-int8 / bf16 / fp16 take a PyTorch variant; ort-* take an ONNX variant"})
+    per_channel: bool = field(default=False, metadata={"help": "ONNX Runtime: one scale per output channel of each weight"})
+    op_types: tuple[str, ...] = field(default=(), metadata={
+        "help": "ONNX Runtime: only quantize these op types (comma-separated, e.g. MatMul); empty = the tool's default"})
+    exclude_op_types: tuple[str, ...] = field(default=(), metadata={"help": "ONNX Runtime: leave nodes of these op types in fp32"})
+    exclude_nodes: tuple[str, ...] = field(default=(), metadata={"help": "ONNX Runtime: leave these node names in fp32"})
+    exclusion_preset: bool = field(default=True, metadata={
+        "help": "static int8: keep LayerNorm / GELU / Softmax-type nodes in fp32 (without it accuracy often collapses)"})
+    calibration_examples: int = field(default=128, metadata={"help": "static int8: training examples used to calibrate"})
+    calibration_method: Literal["minmax", "entropy", "percentile"] = field(default="minmax", metadata={
+        "help": "static int8: how activation ranges are chosen from the calibration data"})
+    activations: Literal["uint8", "int8-symmetric"] = field(default="uint8", metadata={
+        "help": "static int8: uint8 activations suit ONNX Runtime on CPU; int8-symmetric is what TensorRT int8 engines need"})
+
+    def __post_init__(self) -> None:
+        if self.calibration_examples < 1:
+            raise ValueError(f"calibration_examples must be at least 1, got {self.calibration_examples}")
+        onnx_only = [n for n in ("per_channel", "op_types", "exclude_op_types", "exclude_nodes") if getattr(self, n)]
+        if self.activations != "uint8" and self.method != "ort-static-int8":
+            onnx_only.append("activations")
+        if self.method not in ONNX_METHODS and onnx_only:
+            raise ValueError(f"{', '.join(onnx_only)} do not apply to method {self.method}")
+
+
+def sensitive_nodes(model_path: Path) -> list[str]:
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    return [n.name for n in graph.node
+            if n.op_type in SENSITIVE_OP_TYPES or any(p in n.name.lower() for p in SENSITIVE_NAME_PARTS)]
+
+
+def nodes_of_types(model_path: Path, op_types: tuple[str, ...]) -> list[str]:
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    return [n.name for n in graph.node if n.op_type in op_types]
+
+
+class _Calibration:
+    """ONNX Runtime CalibrationDataReader over encoded training texts, one batch at a time."""
+
+    def __init__(self, model_dir: Path, texts: list[str], input_names: list[str], batch_size: int = 8):
+        from transformers import AutoTokenizer
+
+        meta = read_variant_meta(model_dir)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
+        self.batches = []
+        for i in range(0, len(texts), batch_size):
+            enc = tokenizer(texts[i : i + batch_size], padding=True, truncation=True,
+                            max_length=int(meta.get("max_length") or 128), return_tensors="np")
+            self.batches.append({k: enc[k].astype("int64") for k in input_names})
+        self._iter = iter(self.batches)
+
+    def get_next(self) -> dict[str, Any] | None:
+        return next(self._iter, None)
+
+    def rewind(self) -> None:
+        self._iter = iter(self.batches)
+
+
+def _require(variant: Variant, runtime: str, method: str) -> None:
+    meta = read_variant_meta(Path(variant.artifact_dir))
+    ok = variant.runtime == runtime and variant.precision == "fp32" and not meta.get("quantization")
+    if not ok:
+        hint = "export it with export-onnx first" if runtime == "onnxruntime" else "quantize an fp32 PyTorch variant"
+        raise InvalidInput(f"{method} needs an fp32 {runtime} variant; variant {variant.id} is {variant.runtime} "
+                           f"{variant.precision}: {hint}")
+
+
+def torch_variant(params: QuantizeParams, source: Path, out: Path, ctx: JobContext) -> tuple[str, dict[str, Any]]:
+    import torch
+    from transformers import AutoTokenizer
+
+    from jobs.runtimes.torch_runtime import load_torch_model
+
+    model = load_torch_model(source, apply_quantization=False)
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, local_files_only=True)
+    if params.method == "torch-dynamic-int8":
+        # packed int8 weights cannot be saved as safetensors; the fp32 weights are kept and quantized at load time
+        ctx.progress(0.4, "quantizing Linear layers to int8 (to measure the in-memory size)")
+        quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        buffer = io.BytesIO()
+        torch.save(quantized.state_dict(), buffer)
+        layers = sum(1 for m in quantized.modules() if type(m).__name__ == "Linear" and "quantized" in type(m).__module__)
+        save_pytorch_variant(model, tokenizer, out, inherited_meta(source, quantization="torch-dynamic-int8"))
+        return "int8", {"in_memory_bytes": buffer.getbuffer().nbytes, "quantized_linear_layers": layers,
+                        "note": "weights on disk are fp32; int8 packing is redone when the variant loads"}
+    dtype = torch.bfloat16 if params.method == "bf16" else torch.float16
+    ctx.progress(0.4, f"casting weights to {dtype}")
+    model = model.to(dtype)
+    save_pytorch_variant(model, tokenizer, out, inherited_meta(source, dtype=str(dtype).removeprefix("torch.")))
+    note = "fast on CPUs with AMX / AVX-512 BF16" if params.method == "bf16" else "fp16 is fast on CUDA; slow on most CPUs"
+    return params.method, {"note": note}
+
+
+def onnx_variant(params: QuantizeParams, variant: Variant, source: Path, out: Path, ctx: JobContext) -> dict[str, Any]:
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    copy_support_files(source, out)
+    src_model, dst_model = source / ONNX_FILE, out / ONNX_FILE
+    excluded = list(params.exclude_nodes) + nodes_of_types(src_model, params.exclude_op_types)
+    facts: dict[str, Any] = {"per_channel": params.per_channel}
+    # quantizing a model saved by the transformer optimizer fails to find weight types without this default
+    extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+    op_types = list(params.op_types) or None
+    if params.method == "ort-dynamic-int8":
+        ctx.progress(0.3, "ONNX Runtime dynamic int8")
+        quantize_dynamic(str(src_model), str(dst_model), weight_type=QuantType.QInt8, per_channel=params.per_channel,
+                         op_types_to_quantize=op_types, nodes_to_exclude=excluded or None, extra_options=extra)
+    else:
+        if params.exclusion_preset:
+            preset = sensitive_nodes(src_model)
+            excluded += preset
+            facts["preset_excluded_nodes"] = len(preset)
+        dataset = ctx.require_dataset()
+        texts = split_examples(dataset, "train", params.calibration_examples).texts
+        import onnxruntime as ort
+
+        names = [i.name for i in ort.InferenceSession(str(src_model), providers=["CPUExecutionProvider"]).get_inputs()]
+        ctx.progress(0.2, f"calibrating on {len(texts)} training examples ({params.calibration_method})")
+        method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                  "percentile": CalibrationMethod.Percentile}[params.calibration_method]
+        # biases stay fp32: int32 bias quantization needs an input scale that ops left unquantized do not have
+        extra["QuantizeBias"] = False
+        activation_type = QuantType.QUInt8
+        if params.activations == "int8-symmetric":
+            activation_type = QuantType.QInt8
+            extra.update(ActivationSymmetric=True, WeightSymmetric=True)
+        quantize_static(str(src_model), str(dst_model), _Calibration(source, texts, names), quant_format=QuantFormat.QDQ,
+                        per_channel=params.per_channel, activation_type=activation_type, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=op_types, nodes_to_exclude=excluded or None, calibrate_method=method,
+                        extra_options=extra)
+        facts.update(calibration_examples=len(texts), calibration_method=params.calibration_method,
+                     exclusion_preset=params.exclusion_preset, activations=params.activations)
+    facts["excluded_nodes"] = len(excluded)
+    for leftover in out.glob("*.onnx-augmented*"):
+        leftover.unlink()
+    return facts
+
+
+def output_runtime(params: QuantizeParams, runtime: str) -> str:
+    wanted = "onnxruntime" if params.method in ONNX_METHODS else "pytorch"
+    if runtime != wanted:
+        hint = "; export it with export-onnx first" if wanted == "onnxruntime" else ""
+        raise InvalidInput(f"quantize method {params.method} takes a {wanted} variant, not {runtime}{hint}")
+    return runtime
+
+
+@register("quantize", QuantizeParams, summary="int8 / bf16 / fp16 quantization with PyTorch or ONNX Runtime",
+          output_runtime=output_runtime)
+def run(params: QuantizeParams, ctx: JobContext) -> JobResult:
+    variant = ctx.require_variant()
+    source = Path(variant.artifact_dir)
+    out = fresh_dir(ctx.work_dir / "quantized")
+    if params.method in ONNX_METHODS:
+        _require(variant, "onnxruntime", params.method)
+        facts = onnx_variant(params, variant, source, out, ctx)
+        precision, runtime = "int8", "onnxruntime"
+        write_variant_meta(out, inherited_meta(source, quantization=params.method))
+        ctx.progress(0.9, "loading the quantized graph once")
+        import onnxruntime as ort
+
+        ort.InferenceSession(str(out / ONNX_FILE), providers=["CPUExecutionProvider"])
+    else:
+        _require(variant, "pytorch", params.method)
+        precision, facts = torch_variant(params, source, out, ctx)
+        runtime = "pytorch"
+    before = sum(f["size"] for f in variant.files)
+    after = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    facts.update(method=params.method, size_before=before, size_after=after)
+    ctx.log(f"{params.method}: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB on disk")
+    shutil.rmtree(ctx.work_dir / "calibration", ignore_errors=True)
+    return ctx.output_variant(out, runtime=runtime, precision=precision, step=params.method, info={"quantization": facts},
+                              result=facts)
