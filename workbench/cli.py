@@ -33,6 +33,10 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _pct(x: float | None) -> str:
+    return "" if x is None else f"{x:.2%}"
+
+
 def _mb(n: int | None) -> str:
     return f"{n / 1e6:.1f} MB" if n else ""
 
@@ -184,6 +188,22 @@ def _job_row(j) -> dict[str, Any]:
     }
 
 
+def _evaluation(args) -> dict[str, Any] | None:
+    options = {"max_examples": args.eval_examples, "tolerance_points": args.tolerance}
+    options = {k: v for k, v in options.items() if v is not None}
+    return options or None
+
+
+def _wait(job_ids: list[int]) -> list[Any]:
+    from jobs import api
+
+    while True:
+        jobs = [api.get_job(i) for i in job_ids]
+        if all(j.status.finished for j in jobs):
+            return jobs
+        time.sleep(0.5)
+
+
 def cmd_jobs_submit(args):
     from jobs import api
     from storage.entities import to_dict
@@ -195,14 +215,41 @@ def cmd_jobs_submit(args):
         variant=args.variant,
         dataset=args.dataset,
         depends_on=args.depends_on,
+        evaluation=_evaluation(args),
     )
     if args.wait:
-        while not job.status.finished:
-            time.sleep(0.5)
-            job = api.get_job(job.id)
+        job = _wait([job.id])[0]
     _emit(args, to_dict(job), lambda: f"job {job.id} ({job.kind}) {job.status.value}" + (f": {job.message}" if args.wait else ""))
     if args.wait and job.status.value != "succeeded":
         return 1
+
+
+def _pipeline_output(args, jobs) -> int | None:
+    from storage.entities import to_dict
+
+    if args.wait:
+        jobs = _wait([j.id for j in jobs])
+    lines = [f"pipeline {jobs[0].pipeline}: {len(jobs)} step(s)"]
+    lines += [f"  job {j.id} {j.kind} {j.params}: {j.status.value}" + (f" ({j.message})" if args.wait else "") for j in jobs]
+    _emit(args, [to_dict(j) for j in jobs], lambda: "\n".join(lines))
+    if args.wait and any(j.status.value != "succeeded" for j in jobs):
+        return 1
+    return None
+
+
+def cmd_pipelines_submit(args):
+    from jobs import api
+
+    steps = api.parse_steps(args.steps)
+    jobs = api.submit_pipeline(steps, model=args.model, variant=args.variant, dataset=args.dataset, evaluation=_evaluation(args))
+    return _pipeline_output(args, jobs)
+
+
+def cmd_pipelines_rerun(args):
+    from jobs import api
+
+    jobs = api.rerun_recipe(args.variant, dataset=args.dataset, evaluation=_evaluation(args))
+    return _pipeline_output(args, jobs)
 
 
 def cmd_jobs_list(args):
@@ -262,12 +309,17 @@ def cmd_jobs_kinds(args):
     from jobs import api
 
     kinds = api.job_kinds()
+    unavailable = api.kind_availability()
+    for k in kinds:
+        k["unavailable"] = unavailable.get(k["name"])
 
     def human():
         lines = []
         for k in kinds:
             needs = ", ".join(n for n, flag in (("variant", k["needs_variant"]), ("dataset", k["needs_dataset"])) if flag)
             lines.append(f"{k['name']}: {k['summary']} (needs {needs or 'nothing'}; device {k['device']})")
+            if k["unavailable"]:
+                lines.append(f"    {k['unavailable']}")
             lines += [f"    {p['name']} = {p['default']!r}: {p['help']}" for p in k["params"]]
         return "\n".join(lines)
 
@@ -281,28 +333,51 @@ def cmd_variants_list(args):
     from jobs import api
     from storage.entities import to_dict
 
-    variants = api.list_variants(args.model)
+    tree = api.variant_tree(args.model)
     rows = [
-        {"id": v.id, "model": v.model_id, "parent": v.parent_id or "", "name": v.name, "runtime": v.runtime,
-         "precision": v.precision, "size": _mb(v.size_bytes), "sha256": v.sha256[:16]}
-        for v in variants
+        {"id": v.id, "variant": "  " * v.depth + ("└ " if v.depth else "") + (v.step if v.depth else v.name),
+         "runtime": v.runtime, "precision": v.precision, "size": _mb(v.size_bytes),
+         "accuracy": _pct(v.accuracy) if v.accuracy is not None else v.evaluation,
+         "vs parent": "" if v.drop_points is None else f"{0.0 - v.drop_points:+.2f} pts",
+         "flag": f"FLAGGED: {v.drop_points:.2f} pts below parent" if v.flagged else ""}
+        for v in tree
     ]
-    _emit(args, [to_dict(v) for v in variants], lambda: _table(rows, ["id", "model", "parent", "name", "runtime", "precision", "size", "sha256"]))
+    _emit(args, [v.to_dict() for v in tree],
+          lambda: _table(rows, ["id", "variant", "runtime", "precision", "size", "accuracy", "vs parent", "flag"]))
 
 
 def cmd_variants_show(args):
     from jobs import api
     from storage.entities import to_dict
 
-    v = api.get_variant(args.ref)
+    detail = api.variant_detail(args.ref)
+    v = detail["variant"]
 
     def human():
-        lines = [f"variant {v.id} {v.name!r}: {v.runtime}/{v.precision}, {_mb(v.size_bytes)}", f"  parent: {v.parent_id}",
-                 f"  artifact: {v.artifact_dir}", f"  sha256: {v.sha256}", f"  recipe: {json.dumps(v.recipe)}"]
+        lines = [f"variant {v.id} {v.name!r}: {v.runtime}/{v.precision}, {_mb(v.size_bytes)}",
+                 "  lineage: " + " -> ".join(f"{a.id} ({(a.recipe.get('steps') or [{}])[-1].get('kind', '?')})" for a in detail["lineage"]),
+                 f"  artifact: {v.artifact_dir}", f"  sha256: {v.sha256}", "  recipe:"]
+        lines += [f"    {i}. {s['kind']} {json.dumps(s.get('params', {k: s[k] for k in s if k != 'kind'}))}"
+                  for i, s in enumerate(v.recipe.get("steps", []), start=1)]
+        for ev in detail["evaluations"]:
+            line = f"  evaluation {ev.id}: accuracy {_pct(ev.accuracy)}, macro-F1 {ev.macro_f1:.4f} on {ev.num_examples} {ev.split} examples"
+            if ev.parent_accuracy is not None:
+                line += f"; parent {_pct(ev.parent_accuracy)} ({0.0 - ev.drop_points:+.2f} pts), agreement {_pct(ev.agreement_with_parent)}"
+            if ev.flagged:
+                line += f"  FLAGGED (tolerance {ev.tolerance_points} pts)"
+            lines.append(line)
+        summary = detail["summary"]
+        if not detail["evaluations"] and summary is not None:
+            lines.append(f"  evaluation: {summary.evaluation}")
+        for h in detail["history"]:
+            lines.append(f"  epoch {h['epoch']}: loss {h['train_loss']}, validation accuracy {_pct(h['val_accuracy'])}, macro-F1 {h['val_macro_f1']}")
+        lines += [f"  {k}: {json.dumps(val)}" for k, val in v.info.items() if k != "training"]
+        lines.append("  files:")
         lines += [f"    {f['sha256']}  {f['path']}" for f in v.files]
         return "\n".join(lines)
 
-    _emit(args, to_dict(v), human)
+    data = {**to_dict(v), "lineage": [a.id for a in detail["lineage"]], "evaluations": [to_dict(e) for e in detail["evaluations"]]}
+    _emit(args, data, human)
 
 
 # ---- processes ----------------------------------------------------------------------------------------------
@@ -375,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", help="parameters as a JSON object")
     p.add_argument("--depends-on", type=int, help="start only after this job succeeded")
     p.add_argument("--wait", action="store_true", help="wait until the job finishes; exit 1 unless it succeeded")
+    _evaluation_flags(p)
     p = leaf(jobs, "list", cmd_jobs_list, "List jobs, newest first")
     p.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
     p.add_argument("--limit", type=int, default=50)
@@ -390,9 +466,29 @@ def build_parser() -> argparse.ArgumentParser:
     variants = sub.add_parser("variants", help="List and show variants").add_subparsers(dest="action", required=True)
     p = leaf(variants, "list", cmd_variants_list, "List variants")
     p.add_argument("--model", help="only this model's variants")
-    p = leaf(variants, "show", cmd_variants_show, "Show one variant with its recipe and file hashes")
+    p = leaf(variants, "show", cmd_variants_show, "Show one variant: lineage, recipe, evaluations, training curve, files")
     p.add_argument("ref", help="variant id")
+
+    pipelines = sub.add_parser("pipelines", help="Queue a recipe of steps, or re-run a variant's recipe").add_subparsers(
+        dest="action", required=True)
+    p = leaf(pipelines, "submit", cmd_pipelines_submit, "Queue steps that each take the variant the step before made")
+    p.add_argument("steps", help="e.g. 'finetune:mode=full,epochs=1 -> export-onnx:fusion=true -> quantize:method=ort-dynamic-int8'")
+    p.add_argument("--model", help="model id or name (its original variant)")
+    p.add_argument("--variant", help="start from this variant instead")
+    p.add_argument("--dataset", help="dataset id or name")
+    p.add_argument("--wait", action="store_true", help="wait until every step finishes; exit 1 unless all succeeded")
+    _evaluation_flags(p)
+    p = leaf(pipelines, "rerun", cmd_pipelines_rerun, "Re-run the recipe that made a variant, from its model's original")
+    p.add_argument("variant", help="variant id whose recipe to re-run")
+    p.add_argument("--dataset", help="run it on this dataset instead of the original one")
+    p.add_argument("--wait", action="store_true", help="wait until every step finishes")
+    _evaluation_flags(p)
     return parser
+
+
+def _evaluation_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--eval-examples", type=int, help="evaluate new variants on a fixed sample of this many test examples")
+    p.add_argument("--tolerance", type=float, help="flag a new variant this many accuracy points below its parent (default 1)")
 
 
 def main(argv: list[str] | None = None) -> int:
