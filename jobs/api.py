@@ -11,7 +11,7 @@ from jobs.lineage import VariantSummary, lineage, training_history
 from jobs.lineage import variant_tree as _variant_tree
 from jobs.params import describe, parse_params
 from jobs.registry import all_kinds, get_kind
-from jobs.submit import Step, parse_steps, rerun_recipe, submit, submit_pipeline
+from jobs.submit import Step, check_pipeline, parse_steps, rerun_recipe, submit, submit_pipeline
 from storage import catalog, queue, settings
 from storage.entities import Dataset, Job, Model, Variant, Worker
 from storage.orm import JobStatus
@@ -26,6 +26,7 @@ __all__ = [
     "add_model",
     "submit",
     "submit_pipeline",
+    "check_pipeline",
     "parse_steps",
     "rerun_recipe",
     "Step",
@@ -98,6 +99,7 @@ def job_kinds() -> list[dict[str, Any]]:
             "device": k.device,
             "needs_variant": k.needs_variant,
             "needs_dataset": k.needs_dataset,
+            "pipeline_step": k.needs_variant and k.output_runtime is not None,  # yields a variant from a variant
             "params": [vars(f) for f in describe(k.params_cls)],
         }
         for k in all_kinds()
@@ -132,7 +134,7 @@ def variant_detail(ref: int | str) -> dict[str, Any]:
         "lineage": lineage(variant),
         "evaluations": catalog.list_evaluations(variant.id),
         "history": training_history(variant),
-        "summary": next((s for s in _variant_tree(variant.model_id) if s.id == variant.id), None),
+        "summary": next((s for s in _variant_tree(variant.model_id) if s.id == variant.id), None),  # one model's tree
     }
 
 

@@ -34,14 +34,14 @@ class VariantSummary:
         return asdict(self)
 
 
-def _evaluation_state(variant: Variant, latest: Evaluation | None, eval_jobs: dict[int, Any]) -> str:
-    job = eval_jobs.get(variant.id)
-    if job is not None and not job.status.finished:
-        return job.status.value
+def _evaluation_state(variant: Variant, latest: Evaluation | None, eval_jobs: dict[int, tuple[JobStatus, str]]) -> str:
+    status, message = eval_jobs.get(variant.id, (None, ""))
+    if status is not None and not status.finished:
+        return status.value
     if latest is not None:
         return "done"
-    if job is not None and job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
-        return f"{job.status.value}: {job.message}"
+    if status in (JobStatus.FAILED, JobStatus.CANCELLED):
+        return f"{status.value}: {message}"
     if variant.dataset_id is None:
         return "not evaluated: no classification head trained on a dataset"
     return "not evaluated"
@@ -50,12 +50,8 @@ def _evaluation_state(variant: Variant, latest: Evaluation | None, eval_jobs: di
 def variant_tree(model_id: int | None = None) -> list[VariantSummary]:
     """Every variant, depth-first from each original, with its latest evaluation and its flag."""
     variants = catalog.list_variants(model_id)
-    latest: dict[int, Evaluation] = {}
-    for ev in catalog.list_evaluations():
-        latest[ev.variant_id] = ev  # ordered by id: the last one wins
-    eval_jobs = {}
-    for job in reversed(queue.list_jobs(kind="evaluate", limit=10_000)):
-        eval_jobs[job.variant_id] = job
+    latest = catalog.latest_evaluations()
+    eval_jobs = queue.latest_by_variant("evaluate")
     children: dict[int | None, list[Variant]] = {}
     ids = {v.id for v in variants}
     for v in variants:

@@ -28,11 +28,16 @@ def _check_evaluation(evaluation: dict[str, Any] | None) -> dict[str, Any] | Non
     return to_jsonable(parse_params(EvaluateParams, evaluation))
 
 
-def _resolve_inputs(kind: JobKind, model: int | str | None, variant: int | str | None, dataset: int | str | None):
+def _resolve_inputs(kind: JobKind, model: int | str | None, variant: int | str | None, dataset: int | str | None,
+                    from_job: Job | None = None):
     variant_entity = catalog.get_variant(variant) if variant is not None else None
     model_entity = catalog.get_model(model) if model is not None else None
     if variant_entity is None and model_entity is not None:
         variant_entity = catalog.root_variant(model_entity.id)
+    if variant_entity is None and from_job is not None:  # the input is what `from_job` will produce
+        dataset_entity = catalog.get_dataset(dataset if dataset is not None else from_job.dataset_id) \
+            if (dataset is not None or from_job.dataset_id) else None
+        return None, dataset_entity
     if kind.needs_variant and variant_entity is None:
         raise InvalidInput(f"job kind {kind.name!r} needs a model or variant (--model or --variant)")
     dataset_entity = catalog.get_dataset(dataset) if dataset is not None else None
@@ -65,15 +70,19 @@ def submit(
     depends_on: int | None = None,
     evaluation: dict[str, Any] | None = None,
 ) -> Job:
-    """Queue one job. `evaluation` holds the params of the evaluation queued when it yields a variant."""
+    """Queue one job. `evaluation` holds the params of the evaluation queued when it yields a variant.
+
+    With `depends_on` and no model or variant, the job's input is the variant that job will produce.
+    """
     kind = get_kind(kind_name)
-    variant_entity, dataset_entity = _resolve_inputs(kind, model, variant, dataset)
+    parent = queue.get_job(depends_on) if depends_on is not None else None
+    variant_entity, dataset_entity = _resolve_inputs(kind, model, variant, dataset, from_job=parent)
     checked, _ = _checked(kind, params, variant_entity.runtime if variant_entity else None)
     return queue.enqueue(
         kind.name,
         checked,
         device=kind.device,
-        model_id=variant_entity.model_id if variant_entity else None,
+        model_id=variant_entity.model_id if variant_entity else (parent.model_id if parent else None),
         variant_id=variant_entity.id if variant_entity else None,
         dataset_id=dataset_entity.id if dataset_entity else None,
         depends_on_id=depends_on,
@@ -99,6 +108,40 @@ def parse_steps(text: str) -> list[Step]:
     return steps
 
 
+@dataclass(frozen=True)
+class PipelinePlan:
+    kinds: list[JobKind]
+    params: list[dict[str, Any]]
+    runtimes: list[str | None]  # the runtime each step yields
+    variant: Variant | None
+    dataset: Any
+
+
+def check_pipeline(
+    steps: list[Step], *, model: int | str | None = None, variant: int | str | None = None, dataset: int | str | None = None
+) -> PipelinePlan:
+    """Everything `submit_pipeline` checks, without queueing: params, availability and the runtime chain."""
+    if not steps:
+        raise InvalidInput("a pipeline needs at least one step")
+    kinds = [get_kind(step.kind) for step in steps]
+    for kind in kinds:
+        if not kind.needs_variant:
+            raise InvalidInput(f"{kind.name} does not take a variant, so it cannot be a pipeline step")
+    variant_entity, dataset_entity = _resolve_inputs(kinds[0], model, variant, dataset)
+    runtime: str | None = variant_entity.runtime if variant_entity else None
+    checked, runtimes = [], []
+    for number, (kind, step) in enumerate(zip(kinds, steps, strict=True), start=1):
+        try:
+            params, runtime = _checked(kind, step.params, runtime)
+        except InvalidInput as exc:
+            raise InvalidInput(f"step {number} ({kind.name}): {exc}") from None
+        if kind.needs_dataset and dataset_entity is None:
+            raise InvalidInput(f"step {number} ({kind.name}) needs a dataset (--dataset)")
+        checked.append(params)
+        runtimes.append(runtime)
+    return PipelinePlan(kinds, checked, runtimes, variant_entity, dataset_entity)
+
+
 def submit_pipeline(
     steps: list[Step],
     *,
@@ -112,23 +155,9 @@ def submit_pipeline(
     All steps are checked (params, availability, runtime chain) first, then queued in one transaction, so a bad
     step queues nothing. A failed step cancels the steps after it, with the reason.
     """
-    if not steps:
-        raise InvalidInput("a pipeline needs at least one step")
-    kinds = [get_kind(step.kind) for step in steps]
-    for kind in kinds:
-        if not kind.needs_variant:
-            raise InvalidInput(f"{kind.name} does not take a variant, so it cannot be a pipeline step")
-    variant_entity, dataset_entity = _resolve_inputs(kinds[0], model, variant, dataset)
-    runtime: str | None = variant_entity.runtime if variant_entity else None
-    checked = []
-    for number, (kind, step) in enumerate(zip(kinds, steps, strict=True), start=1):
-        try:
-            params, runtime = _checked(kind, step.params, runtime)
-        except InvalidInput as exc:
-            raise InvalidInput(f"step {number} ({kind.name}): {exc}") from None
-        if kind.needs_dataset and dataset_entity is None:
-            raise InvalidInput(f"step {number} ({kind.name}) needs a dataset (--dataset)")
-        checked.append(params)
+    plan = check_pipeline(steps, model=model, variant=variant, dataset=dataset)
+    kinds, checked = plan.kinds, plan.params
+    variant_entity, dataset_entity = plan.variant, plan.dataset
     eval_params = _check_evaluation(evaluation)
     pipeline = uuid.uuid4().hex[:12]
     jobs: list[Job] = []

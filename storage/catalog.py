@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -146,3 +146,12 @@ def list_evaluations(variant_id: int | None = None) -> list[Evaluation]:
         if variant_id is not None:
             q = q.where(SqlEvaluation.variant_id == variant_id)
         return [from_row(Evaluation, r) for r in s.scalars(q)]
+
+
+def latest_evaluations() -> dict[int, Evaluation]:
+    """The newest evaluation of every variant, without the per-example predictions (for tables and charts)."""
+    columns = [c for c in SqlEvaluation.__table__.columns if c.name != "predictions"]
+    newest = select(func.max(SqlEvaluation.id)).group_by(SqlEvaluation.variant_id)
+    with session_scope() as s:
+        rows = s.execute(select(*columns).where(SqlEvaluation.id.in_(newest))).mappings()
+        return {r["variant_id"]: Evaluation(**r, predictions=[]) for r in rows}

@@ -362,3 +362,11 @@ def requeue(job_id: int, worker_id: str, reason: str) -> bool:
                 .values(**values)
             ).rowcount
         )
+
+
+def latest_by_variant(kind: str) -> dict[int, tuple[JobStatus, str]]:
+    """Status and message of the newest job of `kind` for each variant, reading no logs or params."""
+    newest = select(func.max(SqlJob.id)).where(SqlJob.kind == kind).group_by(SqlJob.variant_id)
+    with session_scope() as s:
+        rows = s.execute(select(SqlJob.variant_id, SqlJob.status, SqlJob.message).where(SqlJob.id.in_(newest)))
+        return {variant_id: (status, message) for variant_id, status, message in rows if variant_id is not None}

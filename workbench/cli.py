@@ -331,7 +331,6 @@ def cmd_jobs_kinds(args):
 
 def cmd_variants_list(args):
     from jobs import api
-    from storage.entities import to_dict
 
     tree = api.variant_tree(args.model)
     rows = [

@@ -35,6 +35,7 @@ class DistillParams:
     learning_rate: float = field(default=1e-4, metadata={"help": "peak learning rate"})
     batch_size: int = field(default=32, metadata={"help": "examples per step"})
     max_train_examples: int = field(default=0, metadata={"help": "train on a fixed random sample; 0 = the whole train split"})
+    max_val_examples: int = field(default=0, metadata={"help": "validate each epoch on a fixed random sample; 0 = the whole validation split"})
     patience: int = field(default=1, metadata={"help": "early stopping: epochs without a better validation accuracy"})
     seed: int = field(default=42, metadata={"help": "seed for shuffling and initialisation"})
     mixed_precision: Literal["auto", "bf16", "off"] = field(default="auto", metadata={
@@ -48,8 +49,8 @@ class DistillParams:
         for name in ("epochs", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.max_train_examples < 0:
-            raise ValueError("max_train_examples must be 0 (all) or positive")
+        if self.max_train_examples < 0 or self.max_val_examples < 0:
+            raise ValueError("max_train_examples and max_val_examples must be 0 (all) or positive")
         if not 0 < self.learning_rate < 1:
             raise ValueError(f"learning_rate={self.learning_rate} must be in (0, 1)")
 
@@ -114,7 +115,7 @@ def run(params: DistillParams, ctx: JobContext) -> JobResult:
 
     teacher, dataset = ctx.require_variant(), ctx.require_dataset()
     train = split_examples(dataset, "train", params.max_train_examples)
-    validation = split_examples(dataset, "validation")
+    validation = split_examples(dataset, "validation", params.max_val_examples)
     ctx.progress(0.02, f"teacher: variant {teacher.id} ({teacher.runtime} {teacher.precision})")
     predictor = load_predictor(teacher)
     labels = predictor.labels

@@ -26,6 +26,7 @@ class FinetuneParams:
     batch_size: int = field(default=0, metadata={"help": "examples per step; 0 = auto (16 under 2k examples, else 32)"})
     max_length: int = field(default=0, metadata={"help": "tokens per text; 0 = auto (95th percentile of the training texts, 32-256)"})
     max_train_examples: int = field(default=0, metadata={"help": "train on a fixed random sample of this many examples; 0 = the whole train split"})
+    max_val_examples: int = field(default=0, metadata={"help": "validate each epoch on a fixed random sample; 0 = the whole validation split"})
     warmup_ratio: float = field(default=0.1, metadata={"help": "fraction of steps with a linear learning-rate warm-up"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not applied to biases and LayerNorm)"})
     patience: int = field(default=1, metadata={"help": "early stopping: epochs without a better validation accuracy before stopping"})
@@ -40,7 +41,8 @@ class FinetuneParams:
     keep_adapter: bool = field(default=False, metadata={"help": "LoRA: also keep the unmerged adapter in adapter/"})
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "max_length", "max_train_examples", "lora_rank", "lora_alpha", "patience"):
+        for name in ("epochs", "batch_size", "max_length", "max_train_examples", "max_val_examples", "lora_rank", "lora_alpha",
+                     "patience"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 (auto) or positive, got {getattr(self, name)}")
         if self.epochs > 100:
@@ -146,7 +148,7 @@ def run(params: FinetuneParams, ctx: JobContext) -> JobResult:
     ctx.progress(0.02, "reading the dataset")
     labels = list(dataset.labels)
     train = split_examples(dataset, "train", params.max_train_examples)
-    validation = split_examples(dataset, "validation")
+    validation = split_examples(dataset, "validation", params.max_val_examples)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, local_files_only=True)
     chosen = auto_choices(params, len(train))
     max_length = params.max_length or measured_max_length(tokenizer, train.texts)
