@@ -2,65 +2,25 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-import urllib.request
-
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import REPO, free_port, wait_for
-
-CHROMIUM = os.environ.get("WORKBENCH_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-]
+from tests.support.browser import open_page, require_chromium, serve_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    if not shutil.which(CHROMIUM):
-        pytest.skip(f"unavailable because {CHROMIUM} is not installed (`apt-get install chromium`)")
-    home = tmp_path_factory.mktemp("served")
-    port = free_port()
-    env = {**os.environ, "WORKBENCH_HOME": str(home), "WORKBENCH_HEARTBEAT_S": "0.5"}
-    log = open(home / "serve.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "workbench", "serve", "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}/"
-
-    def up():
-        try:
-            return urllib.request.urlopen(url, timeout=2).status == 200
-        except OSError:
-            assert proc.poll() is None, (home / "serve.log").read_text()
-            return False
-
-    try:
-        wait_for(up, timeout=120, what="the app to serve")
+    require_chromium()
+    with serve_app(tmp_path_factory.mktemp("served")) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
 
 
 @pytest.fixture
 def page(served):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(served)
+    with open_page(served) as page:
         yield page
-        browser.close()
 
 
 def test_add_dataset_and_model_then_see_the_job_succeed(page, tmp_path):

@@ -3,18 +3,13 @@ rendered parameter forms, launch it, and watch three evaluated variants appear i
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
 
-from tests.conftest import REPO, free_port, wait_for
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.conftest import wait_for
+from tests.support.browser import open_page, require_chromium, serve_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -24,46 +19,19 @@ PERCENT = re.compile(r"^\d{1,3}\.\d\d%$")
 @pytest.fixture
 def served(home):
     """The app with its worker on a fresh home that already holds the built-in model and dataset."""
-    if not shutil.which(CHROMIUM):
-        pytest.skip(f"unavailable because {CHROMIUM} is not installed (`apt-get install chromium`)")
+    require_chromium()
     from jobs import api
 
     api.add_model(api.ModelRequest("builtin:minilm-l6"))
     api.add_dataset(api.DatasetRequest("builtin:tweet-sentiment"))
-    port = free_port()
-    env = {**os.environ, "WORKBENCH_HOME": str(home), "WORKBENCH_HEARTBEAT_S": "0.5"}
-    log = open(home / "serve.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "workbench", "serve", "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}/"
-
-    def up():
-        try:
-            return urllib.request.urlopen(url, timeout=2).status == 200
-        except OSError:
-            assert proc.poll() is None, (home / "serve.log").read_text()
-            return False
-
-    try:
-        wait_for(up, timeout=120, what="the app to serve")
+    with serve_app(home) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
 
 
 @pytest.fixture
 def page(served):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(served)
+    with open_page(served) as page:
         yield page
-        browser.close()
 
 
 def choose(page, elem_id: str, option: str) -> None:

@@ -54,7 +54,8 @@ def lab(tmp_path_factory):
         after("structured", "prune", {"method": "structured", "head_ratio": 0.5, "ffn_ratio": 0.5}, tuned)
         after("half", "distill", {"student": "half-layers", "epochs": 2}, onnx_job)  # an ONNX teacher
         after("small", "distill", {"student": "small-4x256", "epochs": 1}, tuned)
-        jobs["structured-onnx"] = api.submit("export-onnx", {"fusion": True}, depends_on=jobs["structured"].id, evaluation=EVAL)
+        jobs["structured-onnx"] = api.submit("export-onnx", {"fusion": True, "optimization": "extended"},
+                                             depends_on=jobs["structured"].id, evaluation=EVAL)
         lora = api.submit_pipeline(api.parse_steps("finetune:mode=lora,epochs=4,batch_size=8,max_length=16,learning_rate=0.002,keep_adapter=true,max_val_examples=20"),
                                    model="minilm-l6", dataset="toy", evaluation=EVAL)
         jobs["lora"] = lora[0]
@@ -130,6 +131,9 @@ def test_predictors_of_every_runtime_agree_on_labels_and_shapes(lab):
         probs = predictor.predict(texts)
         assert probs.shape == (3, 3) and np.allclose(probs.sum(1), 1, atol=1e-4), name
         assert predictor.labels == ["negative", "neutral", "positive"]
+    original = lab["api"].get_variant(lab["jobs"]["finetune"].variant_id)
+    with pytest.raises(ValueError, match="no classification head"):  # never a random head's answers
+        load_predictor(original)
 
 
 def test_quantized_pytorch_variants(lab):
@@ -164,8 +168,9 @@ def test_pruning(lab):
     assert facts["heads_after"] == facts["heads_before"] // 2
     assert facts["parameters_after"] < facts["parameters_before"] * 0.85
     assert structured.size_bytes < l1.size_bytes
-    onnx = produced(lab, "structured-onnx")
+    onnx = produced(lab, "structured-onnx")  # pruned heads differ per layer; fusion and ORT optimization still apply
     assert onnx.info["export"]["parity"]["max_abs_diff"] < 1e-3
+    assert onnx.info["export"]["optimization"] == "extended"
 
 
 def test_distillation_from_an_onnx_teacher_and_a_small_student(lab):
@@ -244,6 +249,9 @@ def test_cli_lists_variants_with_accuracy_and_shows_lineage(lab):
     assert "lineage: 1 (intake) -> " in detail and "evaluation" in detail and "agreement" in detail
     kinds = run_cli("jobs", "kinds").stdout
     assert "unavailable: needs an NVIDIA GPU with TensorRT" in kinds
+    refused = run_cli("pipelines", "submit", "finetune -> quantize:method=ort-static-int8", "--model", "minilm-l6",
+                      "--dataset", "toy", check=False)
+    assert refused.returncode == 2 and refused.stderr.startswith("error: step 2 (quantize)")
 
 
 def test_every_registered_kind_has_a_test():

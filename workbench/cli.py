@@ -217,9 +217,12 @@ def cmd_jobs_submit(args):
         depends_on=args.depends_on,
         evaluation=_evaluation(args),
     )
+    auto = api.explain_defaults(job.kind, job.params, job.dataset_id) if job.dataset_id else {}
     if args.wait:
         job = _wait([job.id])[0]
-    _emit(args, to_dict(job), lambda: f"job {job.id} ({job.kind}) {job.status.value}" + (f": {job.message}" if args.wait else ""))
+    _emit(args, {**to_dict(job), "auto": auto}, lambda: "\n".join(
+        [f"job {job.id} ({job.kind}) {job.status.value}" + (f": {job.message}" if args.wait else "")]
+        + [f"  {name}: auto -> {why}" for name, why in auto.items()]))
     if args.wait and job.status.value != "succeeded":
         return 1
 
@@ -229,8 +232,13 @@ def _pipeline_output(args, jobs) -> int | None:
 
     if args.wait:
         jobs = _wait([j.id for j in jobs])
+    from jobs import api
+
     lines = [f"pipeline {jobs[0].pipeline}: {len(jobs)} step(s)"]
-    lines += [f"  job {j.id} {j.kind} {j.params}: {j.status.value}" + (f" ({j.message})" if args.wait else "") for j in jobs]
+    for j in jobs:
+        lines.append(f"  job {j.id} {j.kind} {j.params}: {j.status.value}" + (f" ({j.message})" if args.wait else ""))
+        auto = api.explain_defaults(j.kind, j.params, j.dataset_id) if j.dataset_id else {}
+        lines += [f"    {name}: auto -> {why}" for name, why in auto.items()]
     _emit(args, [to_dict(j) for j in jobs], lambda: "\n".join(lines))
     if args.wait and any(j.status.value != "succeeded" for j in jobs):
         return 1
@@ -499,6 +507,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `workbench jobs list | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -71,13 +71,15 @@ class TorchPredictor(Predictor):
 
     def __init__(self, model_dir: Path, device: str = "cpu", max_length: int | None = None):
         import torch
+        from transformers import AutoConfig
 
+        config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
+        if not any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
+            # checked before loading: a bare encoder would get a random head and answer nonsense
+            raise ValueError("this variant has no classification head: fine-tune it first")
         self._torch = torch
         self.model = load_torch_model(model_dir, device=device)
-        self.dtype = next(self.model.parameters()).dtype if any(True for _ in self.model.parameters()) else torch.float32
         config = self.model.config
-        if not any(a.endswith("ForSequenceClassification") for a in config.architectures or []) and config.num_labels < 2:
-            raise ValueError("this variant has no classification head: fine-tune it first")
         names = ["input_ids", "attention_mask"] + (["token_type_ids"] if config.type_vocab_size else [])
         super().__init__(model_dir, device, model_labels(config), names, max_length)
 

@@ -1,0 +1,66 @@
+"""The served app (with its worker) and a headless Debian Chromium page, for the browser tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.conftest import REPO, free_port, wait_for
+
+CHROMIUM = os.environ.get("WORKBENCH_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+]
+
+
+def require_chromium() -> None:
+    if not shutil.which(CHROMIUM):
+        pytest.skip(f"unavailable because {CHROMIUM} is not installed (`apt-get install chromium`)")
+
+
+@contextmanager
+def serve_app(home: Path) -> Iterator[str]:
+    """`workbench serve` (app + worker) on a free port with `home` as its data directory; yields the URL."""
+    port = free_port()
+    env = {**os.environ, "WORKBENCH_HOME": str(home), "WORKBENCH_HEARTBEAT_S": "0.5"}
+    log = open(home / "serve.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workbench", "serve", "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}/"
+
+    def up():
+        try:
+            return urllib.request.urlopen(url, timeout=2).status == 200
+        except OSError:
+            assert proc.poll() is None, (home / "serve.log").read_text()
+            return False
+
+    try:
+        wait_for(up, timeout=120, what="the app to serve")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
+@contextmanager
+def open_page(url: str):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        yield page
+        browser.close()
