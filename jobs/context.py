@@ -112,6 +112,10 @@ class JobContext:
         self._last_progress = now
         queue.set_progress(self.job.id, fraction, message)
 
+    def record(self, result: dict[str, Any]) -> None:
+        """Keep partial results in the job row while it runs, so they survive a crash and show in the UI."""
+        queue.set_partial_result(self.job.id, result)
+
     def log(self, line: str) -> None:
         # stdout is piped to the worker, which streams it into the job's log in the DB.
         print(line, file=sys.stdout, flush=True)

@@ -17,7 +17,8 @@ class VariantSummary:
     parent_id: int | None
     depth: int
     name: str
-    step: str
+    step: str  # the kind of the job that made it
+    label: str  # what that step did, e.g. "ort-dynamic-int8" or "finetune-lora"; the model name for an original
     runtime: str
     precision: str
     size_bytes: int
@@ -63,7 +64,7 @@ def variant_tree(model_id: int | None = None) -> list[VariantSummary]:
         steps = v.recipe.get("steps", [])
         out.append(VariantSummary(
             id=v.id, model_id=v.model_id, parent_id=v.parent_id, depth=depth, name=v.name,
-            step=steps[-1]["kind"] if steps else "", runtime=v.runtime, precision=v.precision, size_bytes=v.size_bytes,
+            step=steps[-1]["kind"] if steps else "", label=v.name.rsplit(" > ", 1)[-1] if depth else v.name, runtime=v.runtime, precision=v.precision, size_bytes=v.size_bytes,
             accuracy=ev.accuracy if ev else None, macro_f1=ev.macro_f1 if ev else None,
             num_examples=ev.num_examples if ev else None, parent_accuracy=ev.parent_accuracy if ev else None,
             drop_points=ev.drop_points if ev else None, agreement_with_parent=ev.agreement_with_parent if ev else None,

@@ -142,6 +142,7 @@ def train_classifier(
             "seconds": round(time.monotonic() - epoch_started, 1),
         }
         outcome.history.append(record)
+        ctx.record({"history": outcome.history})
         ctx.log(f"epoch {epoch}: loss {record['train_loss']}, validation accuracy {record['val_accuracy']:.4f}, "
                 f"macro-F1 {record['val_macro_f1']:.4f} ({record['seconds']} s)")
         if best_state is None or scores["accuracy"] > outcome.best_accuracy:

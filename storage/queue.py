@@ -155,6 +155,12 @@ def set_progress(job_id: int, fraction: float, message: str) -> None:
         )
 
 
+def set_partial_result(job_id: int, result: dict[str, Any]) -> None:
+    """What a running job has found so far (e.g. per-epoch metrics); its final result replaces it."""
+    with session_scope() as s:
+        s.execute(update(SqlJob).where(SqlJob.id == job_id, SqlJob.status == JobStatus.RUNNING).values(result=result))
+
+
 def append_log(job_id: int, text: str) -> None:
     if not text:
         return

@@ -61,8 +61,8 @@ def lab(tmp_path_factory):
         jobs["lora"] = lora[0]
         jobs["head-only"] = api.submit("finetune", {"mode": "head-only", "epochs": 1, "max_length": 16}, model="minilm-l6",
                                        dataset="toy", evaluation=EVAL)
-        failing = api.submit_pipeline(api.parse_steps("export-onnx:tolerance=1e-12 -> quantize:method=ort-dynamic-int8"),
-                                      variant=1, dataset="toy")
+        failing = [api.submit("export-onnx", {"tolerance": 1e-12}, depends_on=tuned)]
+        failing.append(api.submit("quantize", {"method": "ort-dynamic-int8"}, depends_on=failing[0].id))
         run_cli("worker", "--burst")
         jobs = {name: api.get_job(job.id) for name, job in jobs.items()}
         yield {"api": api, "jobs": jobs, "failing": [api.get_job(j.id) for j in failing], "root": root}

@@ -342,7 +342,7 @@ def cmd_variants_list(args):
 
     tree = api.variant_tree(args.model)
     rows = [
-        {"id": v.id, "variant": "  " * v.depth + ("└ " if v.depth else "") + (v.step if v.depth else v.name),
+        {"id": v.id, "variant": "  " * v.depth + ("└ " if v.depth else "") + v.label,
          "runtime": v.runtime, "precision": v.precision, "size": _mb(v.size_bytes),
          "accuracy": _pct(v.accuracy) if v.accuracy is not None else v.evaluation,
          "vs parent": "" if v.drop_points is None else f"{0.0 - v.drop_points:+.2f} pts",

@@ -135,6 +135,9 @@ def run(params: ExportOnnxParams, ctx: JobContext) -> JobResult:
     meta = read_variant_meta(source)
     if variant.runtime != "pytorch" or meta.get("quantization") or meta.get("dtype", "float32") != "float32":
         raise InvalidInput(f"export-onnx needs an fp32 PyTorch variant; variant {variant.id} is {variant.runtime} {variant.precision}")
+    config = AutoConfig.from_pretrained(source, trust_remote_code=False, local_files_only=True)
+    if not any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
+        raise InvalidInput(f"variant {variant.id} has no classification head to export: fine-tune it first")
     texts = split_examples(dataset, "validation", params.parity_examples).texts
     ctx.progress(0.05, "loading the model (eager attention, so ONNX Runtime can fuse it)")
     model = load_torch_model(source, attn_implementation="eager")
@@ -155,7 +158,6 @@ def run(params: ExportOnnxParams, ctx: JobContext) -> JobResult:
     facts: dict[str, Any] = {"exporter": params.exporter, "opset": params.opset, "dynamic_axes": params.dynamic_axes}
     if params.fusion:
         ctx.progress(0.5, "fusing transformer operators")
-        config = AutoConfig.from_pretrained(source, trust_remote_code=False, local_files_only=True)
         facts["fused_operators"] = fuse(target, config, bool(meta.get("kept_heads")), ctx)
     if params.optimization != "none":
         ctx.progress(0.6, f"ONNX Runtime graph optimization: {params.optimization}")

@@ -37,7 +37,7 @@ def flag_text(drop: float | None) -> str:
 
 
 def _step_name(s) -> str:
-    return s.step if s.depth and s.step else s.name
+    return s.label
 
 
 def _accuracy_cell(s) -> str:
