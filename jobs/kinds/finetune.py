@@ -152,6 +152,8 @@ def run(params: FinetuneParams, ctx: JobContext) -> JobResult:
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, local_files_only=True)
     chosen = auto_choices(params, len(train))
     max_length = params.max_length or measured_max_length(tokenizer, train.texts)
+    if not params.max_length:
+        chosen["max_length"] = (max_length, "95th percentile of the training texts' token counts")
     settings = TrainSettings(
         epochs=params.epochs or chosen["epochs"][0],
         learning_rate=params.learning_rate or chosen["learning_rate"][0],
