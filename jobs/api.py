@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from jobs.compare import Comparison, Decision, Point, build_comparison, decide, decision_table
 from jobs.intake.builtin import BUILTIN_DATASETS, BUILTIN_MODELS
 from jobs.intake.datasets import DatasetRequest, add_dataset, load_split, split_class_counts
 from jobs.intake.models import IntakeResult, ModelRequest, add_model
@@ -27,6 +28,11 @@ __all__ = [
     "submit",
     "submit_pipeline",
     "check_pipeline",
+    "Comparison",
+    "Decision",
+    "Point",
+    "decide",
+    "decision_table",
     "parse_steps",
     "rerun_recipe",
     "Step",
@@ -155,3 +161,12 @@ def kind_availability() -> dict[str, str]:
         if not ok:
             out[k.name] = reason
     return out
+
+
+# ---- comparison --------------------------------------------------------------------------------------------
+
+
+def comparison(dataset: int | str | None = None, fingerprint: str | None = None) -> Comparison:
+    """Newest measurements per variant and cell on one hardware fingerprint (never mixed), with accuracy."""
+    dataset_id = catalog.get_dataset(dataset).id if dataset not in (None, "") else None
+    return build_comparison(dataset_id, fingerprint or None)

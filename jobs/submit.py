@@ -60,6 +60,13 @@ def _checked(kind: JobKind, raw: dict[str, Any] | None, input_runtime: str | Non
     return to_jsonable(parsed), output
 
 
+def _device(kind: JobKind, params: dict[str, Any]) -> str:
+    """Which workers may claim the job: the kind's device, or for `any` kinds the device their params ask for."""
+    if kind.device == "any" and params.get("device") in ("cpu", "cuda"):
+        return params["device"]
+    return kind.device
+
+
 def submit(
     kind_name: str,
     params: dict[str, Any] | None = None,
@@ -81,7 +88,7 @@ def submit(
     return queue.enqueue(
         kind.name,
         checked,
-        device=kind.device,
+        device=_device(kind, checked),
         model_id=variant_entity.model_id if variant_entity else (parent.model_id if parent else None),
         variant_id=variant_entity.id if variant_entity else None,
         dataset_id=dataset_entity.id if dataset_entity else None,

@@ -9,9 +9,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from storage.db import session_scope
-from storage.entities import Dataset, Evaluation, Model, Variant, from_row
+from storage.entities import Dataset, Evaluation, Measurement, Model, Variant, from_row
 from storage.errors import Conflict, NotFound
-from storage.orm import SqlDataset, SqlEvaluation, SqlModel, SqlVariant
+from storage.orm import SqlDataset, SqlEvaluation, SqlMeasurement, SqlModel, SqlVariant
 
 
 def _by_ref(session: Session, orm_cls: type, ref: int | str, what: str):
@@ -155,3 +155,27 @@ def latest_evaluations() -> dict[int, Evaluation]:
     with session_scope() as s:
         rows = s.execute(select(*columns).where(SqlEvaluation.id.in_(newest))).mappings()
         return {r["variant_id"]: Evaluation(**r, predictions=[]) for r in rows}
+
+
+# ---- measurements -------------------------------------------------------------------------------------------
+
+
+def add_measurements(rows: list[dict[str, Any]]) -> list[Measurement]:
+    with session_scope() as s:
+        objs = [SqlMeasurement(**r) for r in rows]
+        s.add_all(objs)
+        s.flush()
+        return [from_row(Measurement, o) for o in objs]
+
+
+def list_measurements(variant_ids: list[int] | None = None, fingerprint_hash: str | None = None,
+                      dataset_id: int | None = None) -> list[Measurement]:
+    with session_scope() as s:
+        q = select(SqlMeasurement).order_by(SqlMeasurement.id)
+        if variant_ids is not None:
+            q = q.where(SqlMeasurement.variant_id.in_(variant_ids))
+        if fingerprint_hash is not None:
+            q = q.where(SqlMeasurement.fingerprint_hash == fingerprint_hash)
+        if dataset_id is not None:
+            q = q.where(SqlMeasurement.dataset_id == dataset_id)
+        return [from_row(Measurement, r) for r in s.scalars(q)]

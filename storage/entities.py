@@ -153,3 +153,32 @@ class Evaluation:
     def drop_points(self) -> float | None:
         """Accuracy points lost against the parent on the same examples (positive = worse)."""
         return None if self.parent_accuracy is None else round((self.parent_accuracy - self.accuracy) * 100, 2)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    id: int
+    variant_id: int
+    job_id: int | None
+    dataset_id: int | None
+    device: str
+    batch_size: int
+    seq_len: int
+    samples: int
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    throughput_sps: float
+    tokens_per_s: float
+    peak_rss_bytes: int | None
+    gpu_peak_bytes: int | None
+    load_time_s: float | None
+    threads: int | None
+    stable: bool
+    spread: float | None
+    fingerprint: dict[str, Any]
+    fingerprint_hash: str
+    created_at: datetime

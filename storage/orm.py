@@ -171,6 +171,8 @@ class SqlMeasurement(Base):
     gpu_peak_bytes: Mapped[int | None] = mapped_column(BigInteger)
     load_time_s: Mapped[float | None] = mapped_column(Float)
     threads: Mapped[int | None] = mapped_column(Integer)
+    stable: Mapped[bool] = mapped_column(Boolean, default=False)  # the stop rule converged (not a time/sample cap)
+    spread: Mapped[float | None] = mapped_column(Float)  # relative spread of the last window medians
     fingerprint: Mapped[dict[str, Any]] = mapped_column(default=dict)
     fingerprint_hash: Mapped[str] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

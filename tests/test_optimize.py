@@ -257,6 +257,7 @@ def test_cli_lists_variants_with_accuracy_and_shows_lineage(lab):
 def test_every_registered_kind_has_a_test():
     from jobs.registry import all_kinds
 
-    covered = KINDS_RUN_HERE | {"build-tensorrt"}  # tests/test_tensorrt.py (skips without a GPU, with the reason)
+    # build-tensorrt: tests/test_tensorrt.py (skips without a GPU, with the reason); benchmark: tests/test_benchmark.py
+    covered = KINDS_RUN_HERE | {"build-tensorrt", "benchmark"}
     missing = {k.name for k in all_kinds()} - covered - {"test-sleep"}
     assert not missing, f"job kinds without a test: {sorted(missing)}"

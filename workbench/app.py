@@ -6,9 +6,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from workbench.tabs import datasets, jobs, models, optimize, variants
+from workbench.tabs import compare, datasets, jobs, models, optimize, variants
 
-TABS = [("Models", models), ("Datasets", datasets), ("Optimize", optimize), ("Variants", variants), ("Jobs", jobs)]
+TABS = [("Models", models), ("Datasets", datasets), ("Optimize", optimize), ("Variants", variants), ("Compare", compare), ("Jobs", jobs)]
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 CSS = (ASSETS / "style.css").read_text() if (ASSETS / "style.css").exists() else ""

@@ -387,6 +387,32 @@ def cmd_variants_show(args):
     _emit(args, data, human)
 
 
+# ---- report -------------------------------------------------------------------------------------------------
+
+
+def cmd_report(args):
+    from pathlib import Path
+
+    from jobs import api
+    from workbench.report import build_report
+
+    comparison = api.comparison(args.dataset, args.fingerprint)
+    if not comparison.rows:
+        from storage.errors import InvalidInput
+
+        raise InvalidInput("no measurements to report: run a benchmark job first")
+    cells = sorted({(r["batch_size"], r["seq_len"]) for r in comparison.rows})
+    batch, seq = (args.batch, args.seq) if args.batch and args.seq else cells[0]
+    decision = api.decide(comparison.rows, batch, seq, args.baseline, args.slo_ms, args.max_drop, args.price_per_hour or 0.0)
+    paths = build_report(comparison, decision).write(Path(args.out))
+    data = {"files": [str(p) for p in paths], "fingerprint": comparison.fingerprint.hash, "rows": len(comparison.rows),
+            "sweet_spot": decision.sweet.label if decision.sweet else None}
+    _emit(args, data, lambda: "\n".join(
+        [f"wrote {p}" for p in paths] + [f"fingerprint {comparison.fingerprint.description}", comparison.note,
+                                         f"sweet spot at batch {batch} x {seq}: {data['sweet_spot'] or 'none meets the SLO and tolerance'}"]
+    ).strip())
+
+
 # ---- processes ----------------------------------------------------------------------------------------------
 
 
@@ -475,6 +501,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="only this model's variants")
     p = leaf(variants, "show", cmd_variants_show, "Show one variant: lineage, recipe, evaluations, training curve, files")
     p.add_argument("ref", help="variant id")
+
+    p = leaf(sub, "report", cmd_report, "Write report.html (self-contained, offline), rows.csv and rows.json")
+    p.add_argument("--out", default="report", help="directory to write into")
+    p.add_argument("--dataset", help="only measurements made with this dataset's texts")
+    p.add_argument("--fingerprint", help="hardware/library fingerprint to report (default: the newest)")
+    p.add_argument("--batch", type=int, help="batch size of the decision charts (default: the smallest measured)")
+    p.add_argument("--seq", type=int, help="sequence length of the decision charts")
+    p.add_argument("--baseline", type=int, help="variant id the speedups are relative to (default: the slowest)")
+    p.add_argument("--slo-ms", type=float, help="p95 latency SLO for the sweet spot")
+    p.add_argument("--max-drop", type=float, default=1.0, help="accuracy points the sweet spot may lose vs the baseline")
+    p.add_argument("--price-per-hour", type=float, help="machine price per hour, for cost per million predictions")
 
     pipelines = sub.add_parser("pipelines", help="Queue a recipe of steps, or re-run a variant's recipe").add_subparsers(
         dest="action", required=True)

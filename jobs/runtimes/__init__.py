@@ -10,17 +10,24 @@ from jobs.runtimes.base import Predictor
 RUNTIMES = ("pytorch", "onnxruntime", "tensorrt")
 
 
-def load_predictor(variant: Any, device: str = "cpu", max_length: int | None = None) -> Predictor:
-    """A Predictor for a variant entity (uses `.runtime` and `.artifact_dir`) on `device` (cpu or cuda)."""
+def load_predictor(variant: Any, device: str = "cpu", max_length: int | None = None, threads: int | None = None) -> Predictor:
+    """A Predictor for a variant entity (uses `.runtime` and `.artifact_dir`) on `device` (cpu or cuda).
+
+    `threads` caps CPU threads (torch intra-op threads for the whole process; the ONNX Runtime session's own).
+    """
     model_dir = Path(variant.artifact_dir)
     if variant.runtime == "pytorch":
         from jobs.runtimes.torch_runtime import TorchPredictor
 
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         return TorchPredictor(model_dir, device, max_length)
     if variant.runtime == "onnxruntime":
         from jobs.runtimes.ort_runtime import OrtPredictor
 
-        return OrtPredictor(model_dir, device, max_length)
+        return OrtPredictor(model_dir, device, max_length, threads=threads)
     if variant.runtime == "tensorrt":
         from jobs.runtimes.tensorrt_runtime import TensorRTPredictor
 

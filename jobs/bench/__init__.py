@@ -1,0 +1,1 @@
+"""Benchmarking: the stop rule, latency statistics, the isolated per-variant process and the hardware fingerprint."""

@@ -1,0 +1,106 @@
+"""`benchmark`: latency percentiles, throughput, peak memory and load time on a grid of batch sizes x lengths.
+
+Inputs are real dataset texts padded or cut to each length. Every variant runs in its own process (its own peak
+RSS); cells are interleaved across variants, with the order rotated each cell, so ratios share conditions.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from jobs.bench.fingerprint import fingerprint, fingerprint_hash
+from jobs.bench.stability import StopRule
+from jobs.bench.stats import summarize
+from jobs.context import JobContext, JobResult
+from jobs.data import split_examples
+from jobs.registry import register
+from storage import catalog
+from storage.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class BenchmarkParams:
+    compare_with: tuple[int, ...] = field(default=(), metadata={
+        "help": "ids of other variants measured in the same job, interleaved with this one (comma-separated)"})
+    batch_sizes: tuple[int, ...] = field(default=(1, 16), metadata={"help": "batch sizes to measure (comma-separated)"})
+    seq_lens: tuple[int, ...] = field(default=(128,), metadata={"help": "sequence lengths in tokens (comma-separated)"})
+    device: Literal["cpu", "cuda"] = field(default="cpu", metadata={"help": "where to run (cuda needs a GPU worker)"})
+    threads: int = field(default=0, metadata={"help": "CPU threads per variant; 0 = all cores"})
+    warmup: int = field(default=5, metadata={"help": "untimed calls before each cell"})
+    window: int = field(default=10, metadata={"help": "timed calls per stability window"})
+    rel_spread: float = field(default=0.05, metadata={
+        "help": "stop when the medians of the last 3 windows are within this fraction of each other"})
+    min_samples: int = field(default=30, metadata={"help": "timed calls at least, per cell"})
+    max_seconds: float = field(default=10.0, metadata={"help": "time cap per cell (the row then says it did not converge)"})
+    texts: int = field(default=64, metadata={"help": "test-split texts cycled into the batches"})
+
+    def __post_init__(self) -> None:
+        if not self.batch_sizes or min(self.batch_sizes) < 1 or max(self.batch_sizes) > 1024:
+            raise ValueError("batch_sizes must be between 1 and 1024, e.g. 1,8,32")
+        if not self.seq_lens or min(self.seq_lens) < 2 or max(self.seq_lens) > 512:
+            raise ValueError("seq_lens must be between 2 and 512 tokens, e.g. 32,128")
+        if self.threads < 0 or self.texts < 1:
+            raise ValueError("threads must be 0 (all cores) or more, and texts at least 1")
+        StopRule(warmup=self.warmup, window=self.window, rel_spread=self.rel_spread, min_samples=self.min_samples,
+                 max_seconds=self.max_seconds)  # its checks say how to fix a bad rule
+
+
+def rule_of(params: BenchmarkParams) -> dict:
+    return asdict(StopRule(warmup=params.warmup, window=params.window, rel_spread=params.rel_spread,
+                           min_samples=params.min_samples, max_seconds=params.max_seconds))
+
+
+@register("benchmark", BenchmarkParams, summary="Latency, throughput and memory on a batch x length grid",
+          device="any")
+def run(params: BenchmarkParams, ctx: JobContext) -> JobResult:
+    from jobs.bench.process import BenchProcess
+
+    first, dataset = ctx.require_variant(), ctx.require_dataset()
+    variants = [first] + [catalog.get_variant(v) for v in params.compare_with if v != first.id]
+    texts_file = ctx.work_dir / "texts.json"
+    texts_file.write_text(json.dumps(split_examples(dataset, "test", params.texts).texts))
+    fp = fingerprint(params.device)
+    fp_hash = fingerprint_hash(fp)
+    ctx.log(f"fingerprint {fp_hash}: {json.dumps(fp)}")
+    processes: dict[int, BenchProcess] = {}
+    rows = []
+    try:
+        for i, variant in enumerate(variants):
+            ctx.check_cancelled()
+            ctx.progress(0.02 + 0.08 * i / len(variants), f"loading variant {variant.id} in its own process")
+            processes[variant.id] = BenchProcess(variant, params.device, params.threads, texts_file, ctx.log)
+            ready = processes[variant.id].ready
+            ctx.log(f"variant {variant.id} loaded in {ready['load_time_s']:.2f} s")
+        cells = [(b, s) for s in params.seq_lens for b in params.batch_sizes]
+        total, done = len(cells) * len(variants), 0
+        for index, (batch, seq) in enumerate(cells):
+            order = variants[index % len(variants):] + variants[: index % len(variants)]  # rotate: no fixed first slot
+            for variant in order:
+                ctx.check_cancelled()
+                proc = processes[variant.id]
+                reply = proc.run(batch, seq, rule_of(params))
+                done += 1
+                if "error" in reply:
+                    ctx.log(f"variant {variant.id} batch {batch} x {seq}: {reply['error']}")
+                    continue
+                stats = summarize(reply["samples_ms"], batch, seq)
+                rows.append({
+                    "variant_id": variant.id, "job_id": ctx.job.id, "dataset_id": dataset.id, "device": params.device,
+                    "batch_size": batch, "seq_len": seq, **stats,
+                    "peak_rss_bytes": reply["peak_rss_bytes"], "gpu_peak_bytes": reply.get("gpu_peak_bytes"),
+                    "load_time_s": proc.ready["load_time_s"], "threads": proc.ready["threads"],
+                    "stable": reply["stable"], "spread": reply["spread"], "fingerprint": fp, "fingerprint_hash": fp_hash,
+                })
+                ctx.progress(0.1 + 0.85 * done / total,
+                             f"variant {variant.id}: batch {batch} x {seq} tokens: p50 {stats['p50_ms']:.2f} ms "
+                             f"({stats['samples']} calls, {reply['stopped_by']})")
+    finally:
+        for proc in processes.values():
+            proc.close()
+    if not rows:
+        raise InvalidInput("no cell could be measured; see the job log")
+    saved = catalog.add_measurements(rows)
+    return JobResult(result={"measurements": len(saved), "fingerprint_hash": fp_hash,
+                             "variants": [v.id for v in variants], "unstable_cells": sum(not r["stable"] for r in rows)})

@@ -1,0 +1,23 @@
+"""A tiny randomly initialised BERT classifier with MiniLM's tokenizer: loads and runs in a blink."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+LABELS = ("negative", "neutral", "positive")
+
+
+def tiny_classifier(path: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
+        label2id={label: i for i, label in enumerate(LABELS)},
+    )
+    BertForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

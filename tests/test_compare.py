@@ -1,0 +1,95 @@
+"""The comparison on stored measurements: fingerprints never mixed, the report self-contained with its charts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def _variant(catalog, model_id: int, parent_id: int, name: str, runtime: str = "pytorch", precision: str = "fp32"):
+    return catalog.create_variant(model_id=model_id, parent_id=parent_id, name=name, artifact_dir="/nonexistent",
+                                  runtime=runtime, precision=precision, recipe={"steps": []}, files=[], sha256=name,
+                                  size_bytes=90_000_000)
+
+
+def _measure(catalog, variant_id: int, fp: dict, p50: float, batch: int = 1, seq: int = 128) -> None:
+    from jobs.bench.fingerprint import fingerprint_hash
+
+    catalog.add_measurements([{
+        "variant_id": variant_id, "device": "cpu", "batch_size": batch, "seq_len": seq, "samples": 50,
+        "p50_ms": p50, "p90_ms": p50 * 1.1, "p95_ms": p50 * 1.2, "p99_ms": p50 * 1.3, "mean_ms": p50, "std_ms": 1.0,
+        "throughput_sps": batch * 1000 / p50, "tokens_per_s": batch * seq * 1000 / p50, "peak_rss_bytes": 400_000_000,
+        "load_time_s": 1.0, "threads": 2, "stable": True, "spread": 0.01, "fingerprint": fp,
+        "fingerprint_hash": fingerprint_hash(fp),
+    }])
+
+
+@pytest.fixture
+def two_machines(home):
+    """Three variants measured on an AMX Xeon, and one of them again on a GPU box, with accuracies."""
+    from storage import catalog
+
+    model, root = catalog.create_model(name="m", source_kind="builtin", source="x", allow_pickle=False, variant=dict(
+        name="m (original)", artifact_dir="/nonexistent", runtime="pytorch", precision="fp32", recipe={}, files=[],
+        sha256="root", size_bytes=90_000_000))
+    ds = catalog.create_dataset(name="d", source_kind="builtin", source="x", text_column="text", label_column="label",
+                                labels=["a", "b"], class_counts={}, num_rows=0, split_seed=42, split_fractions={},
+                                split_sizes={}, artifact_dir="/nonexistent", sha256="d")
+    fp32, int8, bf16 = (_variant(catalog, model.id, root.id, f"m > {n}") for n in ("finetune-full", "ort-dynamic-int8", "bf16"))
+    for v, acc in ((fp32, 0.80), (int8, 0.795), (bf16, 0.801)):
+        catalog.add_evaluation(variant_id=v.id, dataset_id=ds.id, split="test", num_examples=100, accuracy=acc,
+                               macro_f1=acc, confusion={}, predictions=[])
+    xeon = {"device": "cpu", "cpu": "Xeon", "cpu_count": 2, "cpu_flags": ["amx_bf16"], "libraries": {"torch": "2.13"}}
+    gpu = {"device": "cuda", "cpu": "EPYC", "cpu_count": 16, "cpu_flags": [], "gpu": "H100", "libraries": {"torch": "2.11"}}
+    for v, p50 in ((fp32, 100.0), (int8, 25.0), (bf16, 30.0)):
+        _measure(catalog, v.id, xeon, p50)
+    _measure(catalog, fp32.id, gpu, 3.0)  # newest: the GPU box
+    return {"fp32": fp32, "int8": int8, "bf16": bf16, "xeon": xeon, "gpu": gpu}
+
+
+def test_fingerprints_are_never_mixed(two_machines):
+    from jobs import api
+    from jobs.bench.fingerprint import fingerprint_hash
+
+    newest = api.comparison()
+    assert len(newest.fingerprints) == 2 and "never mixed" in newest.note
+    assert {r["fingerprint"] for r in newest.rows} == {fingerprint_hash(two_machines["gpu"])}
+    assert [r["variant_id"] for r in newest.rows] == [two_machines["fp32"].id]
+    xeon = api.comparison(fingerprint=fingerprint_hash(two_machines["xeon"]))
+    assert {r["fingerprint"] for r in xeon.rows} == {fingerprint_hash(two_machines["xeon"])} and len(xeon.rows) == 3
+
+
+def test_decision_on_stored_rows(two_machines):
+    from jobs import api
+    from jobs.bench.fingerprint import fingerprint_hash
+
+    rows = api.comparison(fingerprint=fingerprint_hash(two_machines["xeon"])).rows
+    decision = api.decide(rows, 1, 128, baseline_id=two_machines["fp32"].id, max_drop_points=1.0, hourly_price=1.0)
+    assert decision.sweet.variant_id == two_machines["int8"].id
+    assert decision.ratios[two_machines["int8"].id]["speedup"] == pytest.approx(4.0)
+    strict = api.decide(rows, 1, 128, baseline_id=two_machines["fp32"].id, max_drop_points=0.1)
+    assert strict.sweet.variant_id == two_machines["bf16"].id  # int8 lost 0.5 points
+    assert [p.variant_id for p in decision.front] == [two_machines["int8"].id, two_machines["bf16"].id]
+    table = api.decision_table(decision)
+    assert table[0]["sweet spot"] == "★" and table[0]["cost / 1M"]
+
+
+@pytest.mark.browser
+def test_report_is_self_contained_and_shows_its_charts(two_machines, tmp_path):
+    from jobs.bench.fingerprint import fingerprint_hash
+    from tests.conftest import run_cli
+    from tests.support.browser import open_page, require_chromium
+
+    require_chromium()
+    out = tmp_path / "report"
+    run_cli("report", "--out", str(out), "--fingerprint", fingerprint_hash(two_machines["xeon"]), "--price-per-hour", "1")
+    html = (out / "report.html").read_text()
+    assert "<script src=" not in html  # plotly.js is inlined: the file opens offline
+    rows = json.loads((out / "rows.json").read_text())
+    assert len(rows) == 3 and (out / "rows.csv").read_text().count("\n") == 4
+    with open_page(f"file://{out / 'report.html'}") as page:
+        page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
+        assert page.locator(".js-plotly-plot").count() == 5
+        assert page.locator(".js-plotly-plot .main-svg").count() >= 5  # drawn, not just placeholders
+        assert "Sweet spot" in page.content() and "ort-dynamic-int8" in page.content()

@@ -1,0 +1,123 @@
+"""Compare tab: measurements on one hardware fingerprint, the decision charts, the sweet spot and the report."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from jobs import api
+from storage.errors import WorkbenchError
+from workbench import compare_charts
+from workbench.report import build_report
+from workbench.ui import Refresh, fail
+
+ALL = ""
+
+
+def _cell_key(batch: int, seq: int) -> str:
+    return f"{batch} x {seq}"
+
+
+def render(dataset: str | None, fingerprint: str | None, cell: str | None, baseline: str | None, slo: float | None,
+           max_drop: float | None, price: float | None):
+    """Everything the tab shows, from the core's comparison and decision (no ML here)."""
+    try:
+        comparison = api.comparison(dataset or None, fingerprint or None)
+    except WorkbenchError as exc:
+        return (fail(str(exc)),) + _empty()
+    fp_choices = [(f"{f.description} [{f.hash}] ({f.rows} rows)", f.hash) for f in comparison.fingerprints]
+    fp_value = comparison.fingerprint.hash if comparison.fingerprint else None
+    if not comparison.rows:
+        return (comparison.note,) + _empty(fp_choices)
+    cells = sorted({(r["batch_size"], r["seq_len"]) for r in comparison.rows})
+    cell_choices = [_cell_key(b, s) for b, s in cells]
+    cell = cell if cell in cell_choices else cell_choices[0]
+    batch, seq = cells[cell_choices.index(cell)]
+    variant_choices = sorted({(r["label"], str(r["variant_id"])) for r in comparison.rows}, key=lambda c: int(c[1]))
+    baseline_id = int(baseline) if baseline and baseline in {v for _, v in variant_choices} else None
+    decision = api.decide(comparison.rows, batch, seq, baseline_id, slo or None, max_drop if max_drop is not None else 1.0,
+                          price or 0.0)
+    sweet = decision.sweet
+    summary = (f"### ★ Sweet spot at batch {batch} x {seq}: **{sweet.label}**, p95 {sweet.latency_ms:.2f} ms, accuracy "
+               f"{sweet.accuracy:.2%}" if sweet else
+               f"### No variant at batch {batch} x {seq} meets the SLO and stays within {max_drop} points of the baseline")
+    note = comparison.note or f"Hardware and libraries: {comparison.fingerprint.description}"
+    return (
+        note,
+        gr.update(choices=fp_choices, value=fp_value),
+        gr.update(choices=cell_choices, value=cell),
+        gr.update(choices=variant_choices, value=str(decision.baseline.variant_id) if decision.baseline else None),
+        summary,
+        pd.DataFrame(api.decision_table(decision)),
+        compare_charts.latency_vs_batch(comparison.rows, seq),
+        compare_charts.throughput(comparison.rows, batch, seq),
+        compare_charts.accuracy_vs_latency(decision.points, decision.front, sweet),
+        compare_charts.memory_and_size(comparison.rows, batch, seq),
+        compare_charts.speedups(decision.baseline, decision.points, decision.ratios) if decision.baseline else None,
+        pd.DataFrame(comparison.rows),
+    )
+
+
+def _empty(fp_choices=None):
+    return (gr.update(choices=fp_choices or [], value=None), gr.update(choices=[], value=None),
+            gr.update(choices=[], value=None), "", pd.DataFrame(), None, None, None, None, None, pd.DataFrame())
+
+
+def write_report(dataset, fingerprint, cell, baseline, slo, max_drop, price):
+    comparison = api.comparison(dataset or None, fingerprint or None)
+    if not comparison.rows:
+        return None
+    cells = sorted({(r["batch_size"], r["seq_len"]) for r in comparison.rows})
+    keys = [_cell_key(b, s) for b, s in cells]
+    batch, seq = cells[keys.index(cell)] if cell in keys else cells[0]
+    decision = api.decide(comparison.rows, batch, seq, int(baseline) if baseline else None, slo or None,
+                          max_drop if max_drop is not None else 1.0, price or 0.0)
+    out = Path(tempfile.mkdtemp(prefix="workbench-report-"))
+    return [str(p) for p in build_report(comparison, decision).write(out)]
+
+
+def build() -> Refresh:
+    gr.Markdown("Measurements from **benchmark** jobs on one hardware/library fingerprint at a time (never mixed), "
+                "with each variant's accuracy. Pick the cell, a baseline, your latency SLO and accuracy tolerance.")
+    with gr.Row():
+        dataset = gr.Dropdown(label="Dataset texts", choices=[("all", ALL)], value=ALL, elem_id="compare-dataset")
+        fingerprint = gr.Dropdown(label="Hardware / libraries", choices=[], elem_id="compare-fingerprint", scale=3)
+        cell = gr.Dropdown(label="Batch x sequence", choices=[], elem_id="compare-cell")
+    with gr.Row():
+        baseline = gr.Dropdown(label="Baseline (speedups relative to it)", choices=[], elem_id="compare-baseline")
+        slo = gr.Number(label="p95 latency SLO (ms, 0 = none)", value=0, elem_id="compare-slo")
+        max_drop = gr.Number(label="Accuracy tolerance (points)", value=1.0, elem_id="compare-tolerance")
+        price = gr.Number(label="Machine price per hour (for cost / 1M predictions)", value=0, elem_id="compare-price")
+    note = gr.Markdown(elem_id="compare-note")
+    sweet = gr.Markdown(elem_id="sweet-spot")
+    table = gr.Dataframe(label="Decision", interactive=False, elem_id="decision-table")
+    with gr.Row():
+        pareto = gr.Plot(elem_id="chart-pareto")
+        speed = gr.Plot(elem_id="chart-speedup")
+    with gr.Row():
+        latency = gr.Plot(elem_id="chart-latency")
+        through = gr.Plot(elem_id="chart-throughput")
+    memory = gr.Plot(elem_id="chart-memory")
+    with gr.Accordion("All measurements", open=False):
+        rows = gr.Dataframe(interactive=False, elem_id="compare-rows")
+    with gr.Row():
+        report = gr.Button("Export report (HTML + CSV + JSON)", elem_id="export-report")
+        files = gr.File(label="Report files", file_count="multiple", elem_id="report-files")
+
+    inputs = [dataset, fingerprint, cell, baseline, slo, max_drop, price]
+    outputs = [note, fingerprint, cell, baseline, sweet, table, latency, through, pareto, memory, speed, rows]
+    for control in (dataset, fingerprint, cell, baseline):
+        control.input(render, inputs, outputs)
+    for number in (slo, max_drop, price):
+        number.submit(render, inputs, outputs)
+        number.blur(render, inputs, outputs)
+    report.click(write_report, inputs, files)
+
+    def refresh():
+        choices = [("all", ALL)] + [(d.name, str(d.id)) for d in api.list_datasets()]
+        return (gr.update(choices=choices),) + render(None, None, None, None, 0, 1.0, 0)
+
+    return Refresh(refresh, [dataset, *outputs])
