@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.compare import Comparison, Decision, Point, build_comparison, decide, decision_table
+from jobs.compare import Comparison, Decision, Point, build_comparison, decide, decision_table, focus_variants
 from jobs.intake.builtin import BUILTIN_DATASETS, BUILTIN_MODELS
 from jobs.intake.datasets import DatasetRequest, add_dataset, load_split, split_class_counts
 from jobs.intake.models import IntakeResult, ModelRequest, add_model
@@ -33,6 +33,7 @@ __all__ = [
     "Point",
     "decide",
     "decision_table",
+    "focus_variants",
     "parse_steps",
     "rerun_recipe",
     "Step",
@@ -170,3 +171,10 @@ def comparison(dataset: int | str | None = None, fingerprint: str | None = None)
     """Newest measurements per variant and cell on one hardware fingerprint (never mixed), with accuracy."""
     dataset_id = catalog.get_dataset(dataset).id if dataset not in (None, "") else None
     return build_comparison(dataset_id, fingerprint or None)
+
+
+def hardware_advice(kind: str, params: dict[str, Any] | None = None) -> list[str]:
+    """Known slow paths for this kind on this machine, and what it has measured, before a launch."""
+    from jobs.advice import advice
+
+    return advice(kind, params or {})

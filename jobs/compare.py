@@ -174,3 +174,11 @@ def decision_table(decision: Decision) -> list[dict[str, Any]]:
             "sweet spot": "★" if decision.sweet and p.variant_id == decision.sweet.variant_id else "",
         })
     return out
+
+
+def focus_variants(decision: Decision, limit: int = 12) -> list[int]:
+    """The variants a decision is about, most important first: sweet spot, baseline, frontier, then the fastest."""
+    ordered = ([decision.sweet.variant_id] if decision.sweet else []) + \
+        ([decision.baseline.variant_id] if decision.baseline else []) + \
+        [p.variant_id for p in decision.front] + [p.variant_id for p in sorted(decision.points, key=lambda p: p.p50_ms)]
+    return list(dict.fromkeys(ordered))[:limit]

@@ -93,3 +93,22 @@ def test_report_is_self_contained_and_shows_its_charts(two_machines, tmp_path):
         assert page.locator(".js-plotly-plot").count() == 5
         assert page.locator(".js-plotly-plot .main-svg").count() >= 5  # drawn, not just placeholders
         assert "Sweet spot" in page.content() and "ort-dynamic-int8" in page.content()
+
+
+def test_advice_cites_what_this_machine_measured(home):
+    from jobs import api
+    from jobs.bench.fingerprint import fingerprint
+    from storage import catalog
+
+    model, root = catalog.create_model(name="m", source_kind="builtin", source="x", allow_pickle=False, variant=dict(
+        name="m (original)", artifact_dir="/nonexistent", runtime="pytorch", precision="fp32", recipe={}, files=[],
+        sha256="root", size_bytes=1))
+    assert not any("measured on this machine" in n for n in api.hardware_advice("quantize", {"method": "bf16"}))
+    int8 = _variant(catalog, model.id, root.id, "m > ort-dynamic-int8", runtime="onnxruntime", precision="int8")
+    here = fingerprint("cpu")
+    _measure(catalog, root.id, here, 100.0)
+    _measure(catalog, int8.id, here, 25.0)
+    _measure(catalog, int8.id, {**here, "cpu": "another machine"}, 1.0)  # not this machine: ignored
+    notes = api.hardware_advice("quantize", {"method": "ort-dynamic-int8"})
+    assert any("measured on this machine" in n and "onnxruntime int8 4.0x" in n for n in notes)
+    assert any("dense runtime" in n for n in api.hardware_advice("prune", {"method": "l1-unstructured"}))

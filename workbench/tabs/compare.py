@@ -15,6 +15,7 @@ from workbench.report import build_report
 from workbench.ui import Refresh, fail
 
 ALL = ""
+MAX_LINES = 12  # variants drawn in the per-variant charts
 
 
 def _cell_key(batch: int, seq: int) -> str:
@@ -45,6 +46,14 @@ def render(dataset: str | None, fingerprint: str | None, cell: str | None, basel
                f"{sweet.accuracy:.2%}" if sweet else
                f"### No variant at batch {batch} x {seq} meets the SLO and stays within {max_drop} points of the baseline")
     note = comparison.note or f"Hardware and libraries: {comparison.fingerprint.description}"
+    # Charts across cells and the full table stay readable and light with hundreds of variants: they show the
+    # variants the decision is about (frontier, baseline, sweet spot, the fastest); the CSV has every row.
+    focus = api.focus_variants(decision, limit=MAX_LINES)
+    focused_rows = [r for r in comparison.rows if r["variant_id"] in focus]
+    cell_rows = [r for r in comparison.rows if (r["batch_size"], r["seq_len"]) == (batch, seq)]
+    if len(focus) < len({r["variant_id"] for r in comparison.rows}):
+        note += (f"  \nLatency and memory charts show {len(focus)} variants: the Pareto frontier, the baseline, "
+                 "the sweet spot and the fastest. The report's CSV holds every row.")
     return (
         note,
         gr.update(choices=fp_choices, value=fp_value),
@@ -52,12 +61,12 @@ def render(dataset: str | None, fingerprint: str | None, cell: str | None, basel
         gr.update(choices=variant_choices, value=str(decision.baseline.variant_id) if decision.baseline else None),
         summary,
         pd.DataFrame(api.decision_table(decision)),
-        compare_charts.latency_vs_batch(comparison.rows, seq),
+        compare_charts.latency_vs_batch(focused_rows, seq),
         compare_charts.throughput(comparison.rows, batch, seq),
         compare_charts.accuracy_vs_latency(decision.points, decision.front, sweet),
-        compare_charts.memory_and_size(comparison.rows, batch, seq),
+        compare_charts.memory_and_size(focused_rows, batch, seq),
         compare_charts.speedups(decision.baseline, decision.points, decision.ratios) if decision.baseline else None,
-        pd.DataFrame(comparison.rows),
+        pd.DataFrame(cell_rows),
     )
 
 
@@ -101,7 +110,7 @@ def build() -> Refresh:
         latency = gr.Plot(elem_id="chart-latency")
         through = gr.Plot(elem_id="chart-throughput")
     memory = gr.Plot(elem_id="chart-memory")
-    with gr.Accordion("All measurements", open=False):
+    with gr.Accordion("Measurements at this cell (every cell: export the report)", open=False):
         rows = gr.Dataframe(interactive=False, elem_id="compare-rows")
     with gr.Row():
         report = gr.Button("Export report (HTML + CSV + JSON)", elem_id="export-report")

@@ -122,12 +122,14 @@ def explain_text(kind: str | None, params: dict[str, Any], dataset: str | None) 
         explained = api.explain_defaults(kind, params, dataset or None)
     except WorkbenchError as exc:
         return fail(str(exc))
+    advice = "".join(f"\n- ⚙ {esc(note)}" for note in api.hardware_advice(kind, params))
+    advice = f"\n\n**Hardware advice:**{advice}" if advice else ""
     if explained:
         lines = "\n".join(f"- {esc(name)}: auto → {esc(text)}" for name, text in explained.items())
-        return f"**Parameters left on auto (0) become:**\n{lines}"
+        return f"**Parameters left on auto (0) become:**\n{lines}{advice}"
     if not dataset and info and info["needs_dataset"]:
-        return "*Pick a dataset to see what the parameters left on auto (0) become.*"
-    return ""
+        return "*Pick a dataset to see what the parameters left on auto (0) become.*" + advice
+    return advice.strip()
 
 
 def _evaluation(examples: float | None, tolerance: float | None) -> dict[str, Any]:
