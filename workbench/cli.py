@@ -218,11 +218,12 @@ def cmd_jobs_submit(args):
         evaluation=_evaluation(args),
     )
     auto = api.explain_defaults(job.kind, job.params, job.dataset_id) if job.dataset_id else {}
+    advice = api.hardware_advice(job.kind, job.params)
     if args.wait:
         job = _wait([job.id])[0]
-    _emit(args, {**to_dict(job), "auto": auto}, lambda: "\n".join(
+    _emit(args, {**to_dict(job), "auto": auto, "advice": advice}, lambda: "\n".join(
         [f"job {job.id} ({job.kind}) {job.status.value}" + (f": {job.message}" if args.wait else "")]
-        + [f"  {name}: auto -> {why}" for name, why in auto.items()]))
+        + [f"  {name}: auto -> {why}" for name, why in auto.items()] + [f"  advice: {note}" for note in advice]))
     if args.wait and job.status.value != "succeeded":
         return 1
 
