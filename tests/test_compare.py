@@ -112,3 +112,17 @@ def test_advice_cites_what_this_machine_measured(home):
     notes = api.hardware_advice("quantize", {"method": "ort-dynamic-int8"})
     assert any("measured on this machine" in n and "onnxruntime int8 4.0x" in n for n in notes)
     assert any("dense runtime" in n for n in api.hardware_advice("prune", {"method": "l1-unstructured"}))
+
+
+def test_compare_tab_renders_one_fingerprint_and_exports(two_machines):
+    from jobs.bench.fingerprint import fingerprint_hash
+    from workbench.tabs.compare import render, write_report
+
+    xeon = fingerprint_hash(two_machines["xeon"])
+    note, fp, cell, baseline, sweet, table, *figures, rows = render(None, xeon, None, None, 0, 1.0, 1.0)
+    assert "never mixed" in note and fp["value"] == xeon and cell["value"] == "1 x 128"
+    assert "ort-dynamic-int8" in sweet and len(table) == 3 and len(rows) == 3
+    assert all(f is not None for f in figures)
+    assert set(rows["fingerprint"]) == {xeon}
+    files = write_report(None, xeon, "1 x 128", str(two_machines["fp32"].id), 0, 1.0, 1.0)
+    assert sorted(p.rsplit("/", 1)[-1] for p in files) == ["report.html", "rows.csv", "rows.json"]

@@ -22,6 +22,18 @@ def _cell_key(batch: int, seq: int) -> str:
     return f"{batch} x {seq}"
 
 
+def _decide(comparison, cell: str | None, baseline: str | None, slo, max_drop, price):
+    """The chosen cell (the first measured if none) and the core's decision for it."""
+    cells = sorted({(r["batch_size"], r["seq_len"]) for r in comparison.rows})
+    keys = [_cell_key(b, s) for b, s in cells]
+    cell = cell if cell in keys else keys[0]
+    batch, seq = cells[keys.index(cell)]
+    known = {str(r["variant_id"]) for r in comparison.rows}
+    decision = api.decide(comparison.rows, batch, seq, int(baseline) if baseline in known else None, slo or None,
+                          max_drop if max_drop is not None else 1.0, price or 0.0)
+    return keys, cell, decision
+
+
 def render(dataset: str | None, fingerprint: str | None, cell: str | None, baseline: str | None, slo: float | None,
            max_drop: float | None, price: float | None):
     """Everything the tab shows, from the core's comparison and decision (no ML here)."""
@@ -33,14 +45,9 @@ def render(dataset: str | None, fingerprint: str | None, cell: str | None, basel
     fp_value = comparison.fingerprint.hash if comparison.fingerprint else None
     if not comparison.rows:
         return (comparison.note,) + _empty(fp_choices)
-    cells = sorted({(r["batch_size"], r["seq_len"]) for r in comparison.rows})
-    cell_choices = [_cell_key(b, s) for b, s in cells]
-    cell = cell if cell in cell_choices else cell_choices[0]
-    batch, seq = cells[cell_choices.index(cell)]
+    cell_choices, cell, decision = _decide(comparison, cell, baseline, slo, max_drop, price)
+    batch, seq = decision.batch_size, decision.seq_len
     variant_choices = sorted({(r["label"], str(r["variant_id"])) for r in comparison.rows}, key=lambda c: int(c[1]))
-    baseline_id = int(baseline) if baseline and baseline in {v for _, v in variant_choices} else None
-    decision = api.decide(comparison.rows, batch, seq, baseline_id, slo or None, max_drop if max_drop is not None else 1.0,
-                          price or 0.0)
     sweet = decision.sweet
     summary = (f"### ★ Sweet spot at batch {batch} x {seq}: **{sweet.label}**, p95 {sweet.latency_ms:.2f} ms, accuracy "
                f"{sweet.accuracy:.2%}" if sweet else
@@ -79,11 +86,7 @@ def write_report(dataset, fingerprint, cell, baseline, slo, max_drop, price):
     comparison = api.comparison(dataset or None, fingerprint or None)
     if not comparison.rows:
         return None
-    cells = sorted({(r["batch_size"], r["seq_len"]) for r in comparison.rows})
-    keys = [_cell_key(b, s) for b, s in cells]
-    batch, seq = cells[keys.index(cell)] if cell in keys else cells[0]
-    decision = api.decide(comparison.rows, batch, seq, int(baseline) if baseline else None, slo or None,
-                          max_drop if max_drop is not None else 1.0, price or 0.0)
+    _, _, decision = _decide(comparison, cell, baseline, slo, max_drop, price)
     out = Path(tempfile.mkdtemp(prefix="workbench-report-"))
     return [str(p) for p in build_report(comparison, decision).write(out)]
 
