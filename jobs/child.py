@@ -32,7 +32,25 @@ def main(argv: list[str]) -> int:
         _die_with_parent(int(argv[1]))
     faulthandler.enable()  # a segfault still leaves a Python stack in the job log
 
-    from jobs.context import JobCancelled, JobContext, JobResult
+    from jobs.context import JobContext
+    from storage import queue
+
+    job = queue.get_job(job_id)
+    ctx = JobContext(job)
+    try:
+        return _run(job, ctx)
+    finally:
+        # scratch files (exports, calibration data, half-written outputs) never outlive the job; results are in
+        # the artifact store and the DB, the log in the job row
+        import shutil
+
+        from storage import settings
+
+        shutil.rmtree(settings.job_dir(job_id), ignore_errors=True)
+
+
+def _run(job, ctx) -> int:
+    from jobs.context import JobCancelled, JobResult
     from jobs.params import parse_params
     from jobs.registry import get_kind
     from storage import catalog, queue
@@ -40,8 +58,7 @@ def main(argv: list[str]) -> int:
     from storage.errors import WorkbenchError
     from storage.orm import JobStatus
 
-    job = queue.get_job(job_id)
-    ctx = JobContext(job)
+    job_id = job.id
     try:
         kind = get_kind(job.kind)
         params = parse_params(kind.params_cls, job.params)

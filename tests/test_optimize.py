@@ -193,6 +193,8 @@ def test_failed_step_cancels_the_rest_with_a_reason_and_keeps_nothing(lab):
     export, quantize = lab["failing"]
     assert export.status.value == "failed" and "parity check failed" in export.message
     assert export.produced_variant_id is None
+    jobs_dir = lab["root"] / "home" / "jobs"  # scratch of every job, failed or not, is gone with it
+    assert not jobs_dir.exists() or not any(jobs_dir.iterdir())
     assert quantize.status.value == "cancelled" and f"job {export.id}" in quantize.message
 
 

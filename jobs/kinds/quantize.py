@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -210,6 +209,5 @@ def run(params: QuantizeParams, ctx: JobContext) -> JobResult:
     after = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     facts.update(method=params.method, size_before=before, size_after=after)
     ctx.log(f"{params.method}: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB on disk")
-    shutil.rmtree(ctx.work_dir / "calibration", ignore_errors=True)
     return ctx.output_variant(out, runtime=runtime, precision=precision, step=params.method, info={"quantization": facts},
                               result=facts)
