@@ -15,7 +15,7 @@ from jobs.context import JobContext, JobResult
 from jobs.data import split_examples
 from jobs.registry import register, takes
 from jobs.runtimes import load_predictor
-from jobs.runtimes.base import read_variant_meta
+from jobs.runtimes.torch_runtime import is_plain_fp32
 from jobs.training import TrainSettings, set_seed, train_classifier
 from storage import catalog
 from storage.entities import Variant
@@ -59,8 +59,7 @@ def pytorch_ancestor(variant: Variant) -> Variant:
     """The nearest fp32 PyTorch variant on the lineage (the variant itself first)."""
     current: Variant | None = variant
     while current is not None:
-        meta = read_variant_meta(Path(current.artifact_dir))
-        if current.runtime == "pytorch" and current.precision == "fp32" and not meta.get("quantization"):
+        if is_plain_fp32(current):
             return current
         current = catalog.get_variant(current.parent_id) if current.parent_id else None
     raise InvalidInput(f"variant {variant.id} has no fp32 PyTorch ancestor to build a half-layers student from")
@@ -108,7 +107,6 @@ def build_student(params: DistillParams, teacher: Variant, labels: list[str], ct
 @register("distill", DistillParams, summary="Distil any variant into a smaller student", needs_dataset=True,
           output_runtime=takes("distill", ("pytorch", "onnxruntime", "tensorrt"), "pytorch"))
 def run(params: DistillParams, ctx: JobContext) -> JobResult:
-    import numpy as np
     import torch
 
     from jobs.devices import fast_bf16
@@ -122,13 +120,12 @@ def run(params: DistillParams, ctx: JobContext) -> JobResult:
     if sorted(labels) != sorted(dataset.labels):
         raise InvalidInput(f"the teacher's labels ({', '.join(labels)}) are not the dataset's ({', '.join(dataset.labels)})")
     max_length = predictor.max_length
-    chunks = []
-    for i in range(0, len(train), 64):
+    def before_batch(done: int, total: int) -> None:
         ctx.check_cancelled()
-        chunks.append(predictor.predict_encoded(predictor.encode(train.texts[i : i + 64])))
-        ctx.progress(0.02 + 0.18 * min(1.0, (i + 64) / len(train)), f"teacher soft labels {min(i + 64, len(train))}/{len(train)}")
+        ctx.progress(0.02 + 0.18 * done / total, f"teacher soft labels {done}/{total}")
+
+    teacher_logits = torch.from_numpy(predictor.predict_logits(train.texts, 64, before_batch))
     predictor.close()
-    teacher_logits = torch.from_numpy(np.concatenate(chunks))
     set_seed(params.seed)
     model, tokenizer, meta = build_student(params, teacher, labels, ctx)
     t = params.temperature

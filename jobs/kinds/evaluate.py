@@ -56,15 +56,15 @@ def queue_evaluation(session: Session, producer: Job, variant: Variant) -> Job |
 def _predict(variant: Variant, examples: Examples, params: EvaluateParams, device: str, ctx: JobContext,
              span: tuple[float, float], what: str) -> tuple[list[str], list[int]]:
     predictor = load_predictor(variant, device)
+    start, end = span
+
+    def before_batch(done: int, total: int) -> None:
+        ctx.check_cancelled()
+        ctx.progress(start + (end - start) * done / total, f"{what}: {done}/{total}")
+
     try:
-        predicted: list[int] = []
-        start, end = span
-        for i in range(0, len(examples), params.batch_size):
-            ctx.check_cancelled()
-            logits = predictor.predict_encoded(predictor.encode(examples.texts[i : i + params.batch_size]))
-            predicted.extend(int(x) for x in logits.argmax(-1))
-            ctx.progress(start + (end - start) * len(predicted) / len(examples), f"{what}: {len(predicted)}/{len(examples)}")
-        return predictor.labels, predicted
+        logits = predictor.predict_logits(examples.texts, params.batch_size, before_batch)
+        return predictor.labels, [int(x) for x in logits.argmax(-1)]
     finally:
         predictor.close()
 

@@ -128,15 +128,15 @@ def run(params: ExportOnnxParams, ctx: JobContext) -> JobResult:
     import onnx
     from transformers import AutoConfig
 
-    from jobs.runtimes.torch_runtime import load_torch_model
+    from jobs.runtimes.torch_runtime import is_classifier, is_plain_fp32, load_torch_model
 
     variant, dataset = ctx.require_variant(), ctx.require_dataset()
     source = Path(variant.artifact_dir)
     meta = read_variant_meta(source)
-    if variant.runtime != "pytorch" or meta.get("quantization") or meta.get("dtype", "float32") != "float32":
+    if not is_plain_fp32(variant):
         raise InvalidInput(f"export-onnx needs an fp32 PyTorch variant; variant {variant.id} is {variant.runtime} {variant.precision}")
     config = AutoConfig.from_pretrained(source, trust_remote_code=False, local_files_only=True)
-    if not any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
+    if not is_classifier(config):
         raise InvalidInput(f"variant {variant.id} has no classification head to export: fine-tune it first")
     texts = split_examples(dataset, "validation", params.parity_examples).texts
     ctx.progress(0.05, "loading the model (eager attention, so ONNX Runtime can fuse it)")

@@ -11,7 +11,7 @@ from jobs.context import JobContext, JobResult
 from jobs.data import split_examples
 from jobs.registry import register, takes
 from jobs.training import TrainSettings, train_classifier
-from storage.entities import Dataset
+from storage.entities import Dataset, Variant
 from storage.errors import InvalidInput
 
 DEFAULT_LR = {"full": 5e-5, "head-only": 2e-3, "lora": 5e-4}
@@ -90,19 +90,19 @@ def measured_max_length(tokenizer: Any, texts: list[str]) -> int:
     return int(min(256, max(32, -(-p95 // 16) * 16)))
 
 
-def load_base(variant_dir: Path, variant_info: dict[str, Any], labels: list[str], ctx: JobContext) -> Any:
+def load_base(variant: Variant, labels: list[str], ctx: JobContext) -> Any:
     """The model to train: a classifier parent with the same labels keeps its head; anything else gets a new head."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     from jobs.runtimes.base import read_variant_meta
-    from jobs.runtimes.torch_runtime import load_torch_model, model_labels
+    from jobs.runtimes.torch_runtime import is_classifier, is_plain_fp32, load_torch_model, model_labels
 
-    meta = read_variant_meta(variant_dir)
-    if meta.get("quantization") or meta.get("dtype", "float32") != "float32":
+    if not is_plain_fp32(variant):
         raise InvalidInput("fine-tune an fp32 PyTorch variant; this one is quantized or reduced-precision")
+    variant_dir = Path(variant.artifact_dir)
+    meta = read_variant_meta(variant_dir)
     config = AutoConfig.from_pretrained(variant_dir, trust_remote_code=False, local_files_only=True)
-    is_classifier = any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
-    if is_classifier and model_labels(config) == labels:
+    if is_classifier(config) and model_labels(config) == labels:
         ctx.log("continuing from the parent's classification head (same labels)")
         return load_torch_model(variant_dir, apply_quantization=False)
     if meta.get("kept_heads"):
@@ -170,7 +170,7 @@ def run(params: FinetuneParams, ctx: JobContext) -> JobResult:
     from jobs.training import set_seed
 
     set_seed(params.seed)
-    model = prepare_mode(load_base(source, variant.info, labels, ctx), params, ctx)
+    model = prepare_mode(load_base(variant, labels, ctx), params, ctx)
     outcome = train_classifier(model, tokenizer, (train.texts, train.label_ids(labels)),
                                (validation.texts, validation.label_ids(labels)), labels, settings, ctx)
     ctx.progress(0.92, "saving")

@@ -8,6 +8,7 @@ from typing import Any
 
 from jobs.context import JobContext, JobResult
 from jobs.registry import register
+from jobs.runtimes.torch_runtime import is_classifier
 from storage import catalog
 
 
@@ -23,7 +24,7 @@ def _inspect_pytorch(model_dir: Path, allow_pickle: bool, ctx: JobContext) -> di
     ctx.progress(0.1, "reading config")
     config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
     architectures = list(config.architectures or [])
-    has_head = any(a.endswith("ForSequenceClassification") for a in architectures)
+    has_head = is_classifier(config)
 
     ctx.progress(0.3, "loading tokenizer")
     tokenizer_info: dict[str, Any] = {}
@@ -100,7 +101,7 @@ def _inspect_onnx(model_dir: Path, ctx: JobContext) -> dict[str, Any]:
 
         config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
         info["model_type"] = config.model_type
-        if any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
+        if is_classifier(config):
             info["task"] = "text-classification"
             info["labels"] = [config.id2label[i] for i in sorted(config.id2label)]
     return info

@@ -9,7 +9,6 @@ from typing import Any, Literal
 from jobs.artifacts import inherited_meta, save_pytorch_variant
 from jobs.context import JobContext, JobResult
 from jobs.registry import register, takes
-from jobs.runtimes.base import read_variant_meta
 from storage.errors import InvalidInput
 
 
@@ -113,12 +112,11 @@ def structured(model: Any, params: PruneParams, meta: dict[str, Any], ctx: JobCo
 def run(params: PruneParams, ctx: JobContext) -> JobResult:
     from transformers import AutoTokenizer
 
-    from jobs.runtimes.torch_runtime import load_torch_model
+    from jobs.runtimes.torch_runtime import is_plain_fp32, load_torch_model
 
     variant = ctx.require_variant()
     source = Path(variant.artifact_dir)
-    meta = read_variant_meta(source)
-    if variant.runtime != "pytorch" or meta.get("quantization") or meta.get("dtype", "float32") != "float32":
+    if not is_plain_fp32(variant):
         raise InvalidInput(f"prune needs an fp32 PyTorch variant; variant {variant.id} is {variant.runtime} {variant.precision}")
     ctx.progress(0.1, "loading the model")
     model = load_torch_model(source, apply_quantization=False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -66,8 +66,14 @@ class Predictor(ABC):
         """Logits (float32, [batch, num_labels]) for one encoded batch."""
         return np.asarray(self._forward(batch), dtype=np.float32)
 
-    def predict_logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        out = [self.predict_encoded(self.encode(texts[i : i + batch_size])) for i in range(0, len(texts), batch_size)]
+    def predict_logits(self, texts: Sequence[str], batch_size: int = 32,
+                       before_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Logits for many texts in batches; `before_batch(done, total)` can report progress or raise to stop."""
+        out = []
+        for i in range(0, len(texts), batch_size):
+            if before_batch is not None:
+                before_batch(i, len(texts))
+            out.append(self.predict_encoded(self.encode(texts[i : i + batch_size])))
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), dtype=np.float32)
 
     def predict(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:

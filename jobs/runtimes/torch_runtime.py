@@ -62,6 +62,19 @@ def load_torch_model(model_dir: Path, *, device: str = "cpu", attn_implementatio
     return model.to(torch_device(device))
 
 
+def is_classifier(config: Any) -> bool:
+    """Whether a transformers config describes a sequence-classification model (a head to predict with)."""
+    return any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
+
+
+def is_plain_fp32(variant: Any) -> bool:
+    """An fp32 PyTorch variant with nothing redone at load (no dynamic int8, no reduced-precision weights):
+    what fine-tuning, pruning, export and a half-layers student start from."""
+    meta = read_variant_meta(Path(variant.artifact_dir))
+    return (variant.runtime == "pytorch" and variant.precision == "fp32" and not meta.get("quantization")
+            and meta.get("dtype", "float32") == "float32")
+
+
 def model_labels(config: Any) -> list[str]:
     return [str(config.id2label[i]) for i in sorted(config.id2label)]
 
@@ -74,7 +87,7 @@ class TorchPredictor(Predictor):
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
-        if not any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
+        if not is_classifier(config):
             # checked before loading: a bare encoder would get a random head and answer nonsense
             raise ValueError("this variant has no classification head: fine-tune it first")
         self._torch = torch
