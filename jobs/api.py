@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobs.compare import Comparison, Decision, Point, build_comparison, decide, decision_table, focus_variants
 from jobs.intake.builtin import BUILTIN_DATASETS, BUILTIN_MODELS
@@ -16,6 +16,10 @@ from jobs.submit import Step, check_pipeline, parse_steps, rerun_recipe, submit,
 from storage import catalog, queue, settings
 from storage.entities import Dataset, Job, Model, Variant, Worker
 from storage.orm import JobStatus
+
+if TYPE_CHECKING:
+    from jobs.ab import SideBySide, TestSetComparison
+    from jobs.playground import BatchPrediction, Prediction
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -178,3 +182,101 @@ def hardware_advice(kind: str, params: dict[str, Any] | None = None) -> list[str
     from jobs.advice import advice
 
     return advice(kind, params or {})
+
+
+# ---- playground: predictor, A/B, traffic split -------------------------------------------------------------
+
+
+def predict(variant: int | str, text: str) -> Prediction:
+    """One text through a cached predictor of the variant: probabilities, latency, tokens, truncation."""
+    from jobs.playground import predict_text
+
+    return predict_text(catalog.get_variant(variant).id, text)
+
+
+def predict_batch(variant: int | str, texts: list[str], progress=None) -> BatchPrediction:
+    from jobs.playground import predict_texts
+
+    return predict_texts(catalog.get_variant(variant).id, texts, progress=progress)
+
+
+def texts_from_lines(pasted: str) -> list[str]:
+    from jobs.playground import split_lines
+
+    return split_lines(pasted)
+
+
+def texts_from_file(path: str, column: str | None = None) -> list[str]:
+    from jobs.playground import read_texts_file
+
+    return read_texts_file(path, column)
+
+
+def example_texts(dataset: int | str, split: str = "test", count: int = 20) -> list[tuple[str, str]]:
+    """(text, gold label) pairs from a dataset split, a fixed sample, to try in the playground."""
+    from jobs.data import split_examples
+
+    examples = split_examples(catalog.get_dataset(dataset), split, count)
+    return list(zip(examples.texts, examples.labels, strict=True))
+
+
+def ab_compare(variant_a: int | str, variant_b: int | str, text: str) -> SideBySide:
+    from jobs.ab import compare_text
+
+    return compare_text(catalog.get_variant(variant_a).id, catalog.get_variant(variant_b).id, text)
+
+
+def ab_test_set(variant_a: int | str, variant_b: int | str, dataset: int | str, split: str = "test", limit: int = 0,
+                progress=None) -> TestSetComparison:
+    from jobs.ab import compare_on_split
+
+    return compare_on_split(variant_a, variant_b, dataset, split, limit, progress=progress)
+
+
+def loaded_predictors() -> list:
+    from jobs.predictor_cache import CACHE
+
+    return CACHE.contents()
+
+
+def start_experiment(variant_a: int | str, variant_b: int | str, split_b_percent: float, name: str | None = None):
+    from jobs import traffic
+
+    return traffic.start_experiment(variant_a, variant_b, split_b_percent, name)
+
+
+def list_experiments():
+    from jobs import traffic
+
+    return traffic.list_experiments()
+
+
+def route_request(experiment: int | str, user_id: str, text: str):
+    from jobs import traffic
+
+    return traffic.route(experiment, user_id, text)
+
+
+def record_feedback(request_id: int | str, correct: bool):
+    from jobs import traffic
+
+    return traffic.record_feedback(request_id, correct)
+
+
+def simulate_traffic(experiment: int | str, dataset: int | str, split: str = "test", requests: int = 200, users: int = 50,
+                     progress=None):
+    from jobs import traffic
+
+    return traffic.simulate(experiment, dataset, split, requests, users, progress=progress)
+
+
+def arm_report(experiment: int | str):
+    from jobs import traffic
+
+    return traffic.arm_report(experiment)
+
+
+def recent_requests(experiment: int | str, limit: int = 50):
+    from jobs import traffic
+
+    return traffic.recent_requests(experiment, limit)

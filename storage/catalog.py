@@ -14,7 +14,7 @@ from storage.errors import Conflict, NotFound
 from storage.orm import SqlDataset, SqlEvaluation, SqlMeasurement, SqlModel, SqlVariant
 
 
-def _by_ref(session: Session, orm_cls: type, ref: int | str, what: str):
+def by_ref(session: Session, orm_cls: type, ref: int | str, what: str):
     """Find a row by id (an int or a string of digits) or by its unique name."""
     ref_text = str(ref).strip()
     row = None
@@ -52,7 +52,7 @@ def create_model(*, name: str, source_kind: str, source: str, allow_pickle: bool
 
 def get_model(ref: int | str) -> Model:
     with session_scope() as s:
-        return from_row(Model, _by_ref(s, SqlModel, ref, "model"))
+        return from_row(Model, by_ref(s, SqlModel, ref, "model"))
 
 
 def list_models() -> list[Model]:
@@ -62,7 +62,7 @@ def list_models() -> list[Model]:
 
 def update_model_info(model_id: int, info: dict[str, Any]) -> Model:
     with session_scope() as s:
-        row = _by_ref(s, SqlModel, model_id, "model")
+        row = by_ref(s, SqlModel, model_id, "model")
         row.info = {**(row.info or {}), **info}
         s.flush()
         return from_row(Model, row)
@@ -94,7 +94,7 @@ def create_variant(session: Session | None = None, **fields_: Any) -> Variant:
 
 def get_variant(ref: int | str) -> Variant:
     with session_scope() as s:
-        return from_row(Variant, _by_ref(s, SqlVariant, ref, "variant"))
+        return from_row(Variant, by_ref(s, SqlVariant, ref, "variant"))
 
 
 def list_variants(model_id: int | None = None) -> list[Variant]:
@@ -121,7 +121,7 @@ def create_dataset(**fields_: Any) -> Dataset:
 
 def get_dataset(ref: int | str) -> Dataset:
     with session_scope() as s:
-        return from_row(Dataset, _by_ref(s, SqlDataset, ref, "dataset"))
+        return from_row(Dataset, by_ref(s, SqlDataset, ref, "dataset"))
 
 
 def list_datasets() -> list[Dataset]:

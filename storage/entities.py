@@ -182,3 +182,30 @@ class Measurement:
     fingerprint: dict[str, Any]
     fingerprint_hash: str
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class Experiment:
+    id: int
+    name: str
+    variant_a_id: int
+    variant_b_id: int
+    split_b_percent: float
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class TrafficRequest:
+    id: int
+    experiment_id: int
+    user_id: str
+    arm: str
+    variant_id: int
+    text: str
+    label: str
+    confidence: float
+    latency_ms: float
+    source: str
+    feedback: str | None
+    created_at: datetime
+    feedback_at: datetime | None

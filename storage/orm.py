@@ -198,3 +198,37 @@ class SqlEvaluation(Base):
     flagged: Mapped[bool] = mapped_column(Boolean, default=False)  # more than the tolerance below its parent
     predictions: Mapped[list[Any]] = mapped_column(default=list)  # predicted label index per example, in split order
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SqlExperiment(Base):
+    """A simulated traffic split between two variants: a share of users goes to B, the rest to A."""
+
+    __tablename__ = "experiments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    variant_a_id: Mapped[int] = mapped_column(ForeignKey("variants.id", ondelete="CASCADE"), index=True)
+    variant_b_id: Mapped[int] = mapped_column(ForeignKey("variants.id", ondelete="CASCADE"), index=True)
+    split_b_percent: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SqlTrafficRequest(Base):
+    """One request routed to an arm of an experiment, its answer, and the user's feedback when given."""
+
+    __tablename__ = "traffic_requests"
+    __table_args__ = (Index("ix_traffic_requests_experiment_arm", "experiment_id", "arm"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(String(200))
+    arm: Mapped[str] = mapped_column(String(1))  # A | B
+    variant_id: Mapped[int] = mapped_column(ForeignKey("variants.id", ondelete="CASCADE"))
+    text: Mapped[str] = mapped_column(Text)
+    label: Mapped[str] = mapped_column(String(200))
+    confidence: Mapped[float] = mapped_column(Float)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(20), default="manual")  # manual | simulated
+    feedback: Mapped[str | None] = mapped_column(String(10))  # correct | wrong
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    feedback_at: Mapped[datetime | None]

@@ -35,6 +35,11 @@ SETTINGS: dict[str, Setting] = {
             float,
         ),
         Setting("WORKBENCH_MAX_ATTEMPTS", "2", "How many times a job is tried before a lost worker fails it.", int),
+        Setting("WORKBENCH_PREDICTOR_CACHE_MB", "3072",
+                "Memory the playground may keep loaded predictors in, in MiB; least recently used go first.", int),
+        Setting("WORKBENCH_MAX_TEXT_CHARS", "20000", "Longest text one playground prediction accepts, in characters.", int),
+        Setting("WORKBENCH_MAX_BATCH_LINES", "2000", "Most texts one batch prediction (pasted lines or CSV rows) accepts.", int),
+        Setting("WORKBENCH_MAX_PREDICT_UPLOAD_MB", "20", "Largest CSV accepted for batch prediction, in MiB.", int),
         Setting(
             "WORKBENCH_PLUGINS",
             "",

@@ -36,17 +36,20 @@ class DatasetRequest:
     seed: int = 42
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read an uploaded CSV / TSV / JSONL / Parquet file through pandas, with clear errors for bad input."""
+def read_table(path: Path, limit_setting: str = "WORKBENCH_MAX_DATASET_MB") -> pd.DataFrame:
+    """Read an uploaded CSV / TSV / JSONL / Parquet file through pandas, with clear errors for bad input.
+
+    `limit_setting` names the setting whose MiB the file may not exceed.
+    """
     fmt = SUFFIXES.get(path.suffix.lower())
     if fmt is None:
         raise InvalidInput(f"{path.name}: unsupported file type; upload .csv, .tsv, .jsonl or .parquet")
     if not path.is_file():
         raise InvalidInput(f"{path}: no such file")
-    limit_mb = settings.get("WORKBENCH_MAX_DATASET_MB")
+    limit_mb = settings.get(limit_setting)
     size = path.stat().st_size
     if size > limit_mb << 20:
-        raise InvalidInput(f"{path.name} is {size / (1 << 20):.0f} MiB; the limit is {limit_mb} MiB (WORKBENCH_MAX_DATASET_MB)")
+        raise InvalidInput(f"{path.name} is {size / (1 << 20):.1f} MiB; the limit is {limit_mb} MiB ({limit_setting})")
     if size == 0:
         raise InvalidInput(f"{path.name} is empty")
     try:

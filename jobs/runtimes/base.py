@@ -62,6 +62,11 @@ class Predictor(ABC):
         )
         return {name: encoded[name].astype(np.int64) for name in self.input_names if name in encoded}
 
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens each text has before truncation (special tokens included), to show what `max_length` cuts."""
+        ids = self.tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]
+        return [len(row) for row in ids]
+
     def predict_encoded(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         """Logits (float32, [batch, num_labels]) for one encoded batch."""
         return np.asarray(self._forward(batch), dtype=np.float32)

@@ -1,0 +1,151 @@
+"""Two variants on the same inputs: one text side by side, or a whole test split with McNemar's test.
+
+McNemar's test asks whether two classifiers scored on the same examples differ in accuracy more than chance
+would explain. Only the examples exactly one of them gets right count. With fewer than 25 of those the exact
+binomial test is used, otherwise the chi-square test with continuity correction (statsmodels).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from jobs.data import split_examples
+from jobs.playground import Prediction, predict_text
+from jobs.predictor_cache import CACHE, PredictorCache
+from jobs.runtimes.base import softmax
+from storage import catalog
+from storage.errors import InvalidInput
+
+EXACT_BELOW = 25  # discordant pairs under which McNemar's exact binomial form is used
+
+
+@dataclass(frozen=True)
+class SideBySide:
+    a: Prediction
+    b: Prediction
+
+    @property
+    def agree(self) -> bool:
+        return self.a.label == self.b.label
+
+
+@dataclass(frozen=True)
+class McNemar:
+    a_only: int  # examples A gets right and B wrong
+    b_only: int
+    statistic: float
+    p_value: float
+    exact: bool
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    index: int  # position in the examples scored
+    text: str
+    gold: str
+    label_a: str
+    confidence_a: float
+    label_b: str
+    confidence_b: float
+
+    @property
+    def confidence_gap(self) -> float:
+        """How far apart the two confidences are: |A's confidence in its label − B's in its label|."""
+        return abs(self.confidence_a - self.confidence_b)
+
+
+@dataclass(frozen=True)
+class TestSetComparison:
+    variant_a: int
+    variant_b: int
+    dataset_id: int
+    split: str
+    num_examples: int
+    accuracy_a: float
+    accuracy_b: float
+    agreement: float
+    mcnemar: McNemar
+    ms_per_example_a: float  # tokenization + forward, batched, averaged over the examples
+    ms_per_example_b: float
+    disagreements: list[Disagreement]  # sorted by confidence gap, largest first
+
+
+def compare_text(variant_a: int | str, variant_b: int | str, text: str, device: str = "cpu",
+                 cache: PredictorCache = CACHE) -> SideBySide:
+    return SideBySide(predict_text(variant_a, text, device, cache), predict_text(variant_b, text, device, cache))
+
+
+def mcnemar_test(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> McNemar:
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    a, b = np.asarray(a_correct, dtype=bool), np.asarray(b_correct, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError("McNemar's test needs both variants scored on the same examples")
+    table = [[int(np.sum(a & b)), int(np.sum(a & ~b))], [int(np.sum(~a & b)), int(np.sum(~a & ~b))]]
+    a_only, b_only = table[0][1], table[1][0]
+    if a_only + b_only == 0:
+        return McNemar(0, 0, 0.0, 1.0, True)  # identical outcomes: no evidence of any difference
+    exact = a_only + b_only < EXACT_BELOW
+    result = mcnemar(table, exact=exact, correction=True)
+    return McNemar(a_only, b_only, float(result.statistic), float(result.pvalue), exact)
+
+
+def _label_names(predictor) -> list[str]:
+    return [str(x) for x in predictor.labels]
+
+
+def compare_on_split(variant_a: int | str, variant_b: int | str, dataset: int | str, split: str = "test", limit: int = 0,
+                     batch_size: int = 32, device: str = "cpu", progress: Callable[[int, int], None] | None = None,
+                     cache: PredictorCache = CACHE) -> TestSetComparison:
+    """Both variants on the same examples, in alternating batches so their latencies see the same machine state."""
+    a_id, b_id = catalog.get_variant(variant_a).id, catalog.get_variant(variant_b).id
+    data = catalog.get_dataset(dataset)
+    if split not in data.split_sizes:
+        raise InvalidInput(f"dataset {data.name!r} has no split {split!r}; it has {', '.join(data.split_sizes)}")
+    examples = split_examples(data, split, limit)
+    if not len(examples):
+        raise InvalidInput(f"the {split} split of dataset {data.name!r} is empty")
+
+    probs: dict[int, list[np.ndarray]] = {a_id: [], b_id: []}
+    elapsed = {a_id: 0.0, b_id: 0.0}
+    labels: dict[int, list[str]] = {}
+    for i in range(0, len(examples), batch_size):
+        if progress is not None:
+            progress(i, len(examples))
+        chunk = examples.texts[i : i + batch_size]
+        order = (a_id, b_id) if (i // batch_size) % 2 == 0 else (b_id, a_id)
+        for vid in order:
+            with cache.use(vid, device) as predictor:
+                start = time.perf_counter()
+                logits = predictor.predict_encoded(predictor.encode(chunk))
+                elapsed[vid] += time.perf_counter() - start
+                labels[vid] = _label_names(predictor)
+            probs[vid].append(softmax(logits))
+    if set(labels[a_id]) != set(labels[b_id]):
+        raise InvalidInput(f"variants {a_id} and {b_id} predict different labels "
+                           f"({', '.join(labels[a_id])} vs {', '.join(labels[b_id])}); compare variants of one task")
+    examples.label_ids(labels[a_id])  # refuses gold labels the variants do not know, with the reason
+
+    p_a, p_b = np.concatenate(probs[a_id]), np.concatenate(probs[b_id])
+    pred_a = [labels[a_id][k] for k in p_a.argmax(1)]
+    pred_b = [labels[b_id][k] for k in p_b.argmax(1)]
+    a_correct = [p == g for p, g in zip(pred_a, examples.labels, strict=True)]
+    b_correct = [p == g for p, g in zip(pred_b, examples.labels, strict=True)]
+    disagreements = [
+        Disagreement(i, examples.texts[i], examples.labels[i], pred_a[i], float(p_a[i].max()), pred_b[i], float(p_b[i].max()))
+        for i in range(len(examples)) if pred_a[i] != pred_b[i]
+    ]
+    disagreements.sort(key=lambda d: d.confidence_gap, reverse=True)
+    n = len(examples)
+    return TestSetComparison(
+        variant_a=a_id, variant_b=b_id, dataset_id=data.id, split=split, num_examples=n,
+        accuracy_a=sum(a_correct) / n, accuracy_b=sum(b_correct) / n,
+        agreement=sum(x == y for x, y in zip(pred_a, pred_b, strict=True)) / n,
+        mcnemar=mcnemar_test(a_correct, b_correct),
+        ms_per_example_a=elapsed[a_id] * 1000 / n, ms_per_example_b=elapsed[b_id] * 1000 / n,
+        disagreements=disagreements,
+    )
