@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from storage.errors import WorkbenchError
@@ -414,6 +415,36 @@ def cmd_report(args):
     ).strip())
 
 
+# ---- playground ---------------------------------------------------------------------------------------------
+
+
+def cmd_predict(args):
+    from dataclasses import asdict
+
+    from jobs import api
+
+    if args.file:
+        texts = api.texts_from_file(args.file, args.column)
+    elif args.texts:
+        texts = args.texts
+    else:
+        texts = api.texts_from_lines(sys.stdin.read())
+    batch = api.predict_batch(args.variant, texts)
+    if args.out:
+        print(f"wrote {batch.write_csv(Path(args.out))}", file=sys.stderr)
+    data = [{**asdict(p), "truncated": p.truncated} for p in batch.predictions]
+
+    def text() -> str:
+        lines = []
+        for p in batch.predictions:
+            note = f"  ({p.truncation_note})" if p.truncated else ""
+            lines.append(f"{p.label:>12} {p.confidence:6.1%}  {p.text[:80]}{note}")
+        lines.append(f"{len(texts)} texts in {batch.total_ms:.1f} ms")
+        return "\n".join(lines)
+
+    _emit(args, data, text)
+
+
 # ---- processes ----------------------------------------------------------------------------------------------
 
 
@@ -513,6 +544,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slo-ms", type=float, help="p95 latency SLO for the sweet spot")
     p.add_argument("--max-drop", type=float, default=1.0, help="accuracy points the sweet spot may lose vs the baseline")
     p.add_argument("--price-per-hour", type=float, help="machine price per hour, for cost per million predictions")
+
+    p = leaf(sub, "predict", cmd_predict, "Predict labels with a variant: texts as arguments, --file, or one per line on stdin")
+    p.add_argument("variant", help="variant id")
+    p.add_argument("texts", nargs="*", help="texts to classify")
+    p.add_argument("--file", help="a CSV / TSV / JSONL / Parquet file of texts")
+    p.add_argument("--column", help="the file's text column (default: text, sentence, ... or the only column)")
+    p.add_argument("--out", help="also write predictions-variant-N.csv into this directory")
 
     pipelines = sub.add_parser("pipelines", help="Queue a recipe of steps, or re-run a variant's recipe").add_subparsers(
         dest="action", required=True)
