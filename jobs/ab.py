@@ -125,6 +125,8 @@ def compare_on_split(variant_a: int | str, variant_b: int | str, dataset: int | 
                 elapsed[vid] += time.perf_counter() - start
                 labels[vid] = _label_names(predictor)
             probs[vid].append(softmax(logits))
+    if progress is not None:
+        progress(len(examples), len(examples))
     if set(labels[a_id]) != set(labels[b_id]):
         raise InvalidInput(f"variants {a_id} and {b_id} predict different labels "
                            f"({', '.join(labels[a_id])} vs {', '.join(labels[b_id])}); compare variants of one task")

@@ -251,6 +251,12 @@ def list_experiments():
     return traffic.list_experiments()
 
 
+def get_experiment(ref: int | str):
+    from storage import traffic
+
+    return traffic.get_experiment(ref)
+
+
 def route_request(experiment: int | str, user_id: str, text: str):
     from jobs import traffic
 

@@ -34,6 +34,8 @@ class Examples:
 
 def split_examples(dataset: Dataset, split: str, limit: int = 0) -> Examples:
     """A split in stored order, or a fixed random sample of `limit` examples from it."""
+    if limit < 0:
+        raise InvalidInput(f"the number of examples must be 0 (all) or positive, not {limit}")
     frame = load_split(dataset, split)
     if limit and limit < len(frame):
         frame = frame.sample(n=limit, random_state=SAMPLE_SEED)

@@ -172,4 +172,6 @@ def predict_texts(variant_id: int | str, texts: Sequence[str], batch_size: int =
             labels = predictor.labels
         total_ms += ms
         out.extend(_prediction(t, labels, p, n, u, ms / len(chunk)) for t, p, n, u in zip(chunk, probs, tokens, used, strict=True))
+    if progress is not None:
+        progress(len(texts), len(texts))
     return BatchPrediction(int(variant_id), labels, out, total_ms)

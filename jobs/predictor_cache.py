@@ -2,7 +2,8 @@
 
 The app serves several users at once from one process. Loading a variant takes seconds, so loaded predictors are
 kept, but only while their estimated memory fits under `WORKBENCH_PREDICTOR_CACHE_MB`. The estimate is the
-process's resident memory growth while loading (psutil), and at least the variant's size on disk.
+process's resident memory growth while loading (psutil), and at least the variant's size on disk; a runtime's
+first load in the process counts its files only, since its growth is mostly the runtime starting up.
 
 Two users of one predictor take turns on its lock: a Hugging Face fast tokenizer is not safe to call from two
 threads at once ("Already borrowed"). A predictor evicted while someone is using it is closed by its last user.
@@ -52,6 +53,7 @@ class PredictorCache:
         self._entries: OrderedDict[tuple[int, str], _Entry] = OrderedDict()
         self._lock = threading.Lock()  # guards _entries
         self._loading = threading.Lock()  # one load at a time, so the memory growth measured is this load's
+        self._runtimes_loaded: set[str] = set()
 
     @property
     def budget_bytes(self) -> int:
@@ -94,7 +96,12 @@ class PredictorCache:
             except (ValueError, RuntimeError, ImportError, OSError) as exc:
                 raise InvalidInput(f"variant {variant.id} ({variant.name}) cannot be loaded on {key[1]}: {exc}") from exc
             grown = psutil.Process().memory_info().rss - before
-            entry = _Entry(key, predictor, max(grown, int(variant.size_bytes or 0)), users=1)
+            # A runtime's first load in a process also pays its one-time start-up (imports, thread pools,
+            # allocator arenas), which evicting this predictor would not give back: count only its files then.
+            first_of_runtime = variant.runtime not in self._runtimes_loaded
+            self._runtimes_loaded.add(variant.runtime)
+            estimate = max(0 if first_of_runtime else grown, int(variant.size_bytes or 0))
+            entry = _Entry(key, predictor, estimate, users=1)
             with self._lock:
                 self._entries[key] = entry
                 self._evict_over_budget(keep=key)

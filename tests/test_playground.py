@@ -17,14 +17,10 @@ TEXT = "what a wonderful day"
 
 @pytest.fixture
 def two_variants(home, tmp_path, minilm_dir):
-    """Two tiny classifiers that disagree often (different seeds, confident initialisation) and the toy dataset."""
-    from jobs import api
-    from tests.support.data import write_sentiment_csv
-    from tests.support.tiny import tiny_classifier
+    """Two tiny classifiers that disagree often and the toy dataset."""
+    from tests.support.tiny import add_two_tiny_variants
 
-    a = api.add_model(api.ModelRequest(str(tiny_classifier(tmp_path / "a", minilm_dir, 0, init_range=0.5)), name="a")).variant
-    b = api.add_model(api.ModelRequest(str(tiny_classifier(tmp_path / "b", minilm_dir, 1, init_range=0.5)), name="b")).variant
-    api.add_dataset(api.DatasetRequest(str(write_sentiment_csv(tmp_path / "toy.csv")), name="toy"))
+    a, b = add_two_tiny_variants(tmp_path, minilm_dir)
     yield a, b
     from jobs.predictor_cache import CACHE
 
@@ -115,7 +111,7 @@ def test_batch_prediction_matches_the_predictor_and_writes_a_csv(two_variants, t
     texts = [(f"text number {i} " + "great " * (i % 5)).strip() for i in range(70)]  # three batches of 32
     seen = []
     batch = api.predict_batch(a.id, texts, progress=lambda done, total: seen.append((done, total)))
-    assert seen == [(0, 70), (32, 70), (64, 70)]
+    assert seen == [(0, 70), (32, 70), (64, 70), (70, 70)]
     labels, probs = direct(a, texts)
     got = np.array([list(p.probabilities.values()) for p in batch.predictions])
     np.testing.assert_allclose(got, probs, atol=1e-5)
@@ -390,3 +386,11 @@ def test_cli_predicts_texts_and_refuses_an_empty_one(two_variants, tmp_path):
     assert (tmp_path / f"predictions-variant-{a.id}.csv").exists()
     bad = run_cli("predict", str(a.id), " ", check=False)
     assert bad.returncode == 2 and "the text is empty" in bad.stderr
+
+
+def test_a_negative_number_of_examples_is_refused(two_variants):
+    from jobs import api
+
+    a, b = two_variants
+    with pytest.raises(InvalidInput, match="0 \\(all\\) or positive, not -5"):
+        api.ab_test_set(a.id, b.id, "toy", limit=-5)

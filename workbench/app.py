@@ -6,9 +6,13 @@ from pathlib import Path
 
 import gradio as gr
 
-from workbench.tabs import compare, datasets, jobs, models, optimize, variants
+from workbench import playground_api
+from workbench.tabs import ab, compare, datasets, jobs, models, optimize, predictor, variants
 
-TABS = [("Models", models), ("Datasets", datasets), ("Optimize", optimize), ("Variants", variants), ("Compare", compare), ("Jobs", jobs)]
+TABS = [
+    ("Models", models), ("Datasets", datasets), ("Optimize", optimize), ("Variants", variants), ("Compare", compare),
+    ("Predictor", predictor), ("A/B", ab), ("Jobs", jobs),
+]
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 CSS = (ASSETS / "style.css").read_text() if (ASSETS / "style.css").exists() else ""
@@ -16,12 +20,13 @@ CSS = (ASSETS / "style.css").read_text() if (ASSETS / "style.css").exists() else
 
 def build_app() -> gr.Blocks:
     with gr.Blocks(title="Transformer Deployment Workbench") as app:
+        playground_api.register()  # first, so the public endpoints keep their names whatever the tabs call theirs
         gr.Markdown("# Transformer Deployment Workbench\nFrom a trained Transformer to a deployable one, with every result kept.")
         with gr.Tabs():
             for title, module in TABS:
                 with gr.Tab(title, id=title.lower()) as tab:
                     refresh = module.build()
                 # What other tabs (or the worker) changed shows when a tab is opened or the page loads.
-                tab.select(refresh.fn, None, refresh.outputs)
-                app.load(refresh.fn, None, refresh.outputs)
+                tab.select(refresh.fn, None, refresh.outputs, api_visibility="private")
+                app.load(refresh.fn, None, refresh.outputs, api_visibility="private")
     return app

@@ -22,3 +22,17 @@ def tiny_classifier(path: Path, tokenizer_dir: Path, seed: int = 0, init_range: 
     BertForSequenceClassification(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def add_two_tiny_variants(directory: Path, tokenizer_dir: Path):
+    """Two tiny classifiers that disagree often (seeds 0 and 1, confident initialisation) as models "a" and "b",
+    and the toy sentiment dataset as "toy", in the current data directory. Returns the two root variants."""
+    from jobs import api
+    from tests.support.data import write_sentiment_csv
+
+    a, b = (
+        api.add_model(api.ModelRequest(str(tiny_classifier(directory / name, tokenizer_dir, seed, init_range=0.5)), name=name)).variant
+        for seed, name in enumerate("ab")
+    )
+    api.add_dataset(api.DatasetRequest(str(write_sentiment_csv(directory / "toy.csv")), name="toy"))
+    return a, b
