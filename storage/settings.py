@@ -40,6 +40,8 @@ SETTINGS: dict[str, Setting] = {
         Setting("WORKBENCH_MAX_TEXT_CHARS", "20000", "Longest text one playground prediction accepts, in characters.", int),
         Setting("WORKBENCH_MAX_BATCH_LINES", "2000", "Most texts one batch prediction (pasted lines or CSV rows) accepts.", int),
         Setting("WORKBENCH_MAX_PREDICT_UPLOAD_MB", "20", "Largest CSV accepted for batch prediction, in MiB.", int),
+        Setting("WORKBENCH_AUTH", "", "Editor accounts, comma-separated user:password; set one to serve with --share."),
+        Setting("WORKBENCH_VIEWERS", "", "Read-only accounts (Compare, reports, playground), comma-separated user:password."),
         Setting(
             "WORKBENCH_PLUGINS",
             "",
