@@ -34,6 +34,13 @@ def _measured_speedups(fingerprint_hash: str) -> dict[str, float]:
     return by_kind
 
 
+def measured_speedups(device: str = "cpu") -> dict[str, float]:
+    """This machine's best measured speedups over PyTorch fp32 at batch 1, by 'runtime precision' (may be empty)."""
+    from jobs.bench.fingerprint import fingerprint, fingerprint_hash
+
+    return _measured_speedups(fingerprint_hash(fingerprint(device)))
+
+
 def advice(kind: str, params: dict[str, Any]) -> list[str]:
     from jobs.bench.fingerprint import fingerprint, fingerprint_hash
 

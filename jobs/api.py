@@ -149,6 +149,15 @@ def variant_detail(ref: int | str) -> dict[str, Any]:
     }
 
 
+def export_space(variant: int | str, directory: str, *, force: bool = False, title: str | None = None,
+                 license_: str = "other", check: bool = True):
+    """A runnable Gradio demo of one variant in `directory` (Hugging Face Space layout): app.py, requirements.txt,
+    README.md with Space metadata, model/. Refuses a non-empty directory unless `force`; see jobs.export_space."""
+    from jobs import export_space as space
+
+    return space.export_space(variant, directory, force=force, title=title, license_=license_, check=check)
+
+
 def explain_defaults(kind: str, params: dict[str, Any] | None, dataset: int | str | None) -> dict[str, str]:
     """What each parameter left on auto becomes for this dataset, and why (shown before launch)."""
     k = get_kind(kind)
@@ -286,3 +295,90 @@ def recent_requests(experiment: int | str, limit: int = 50):
     from jobs import traffic
 
     return traffic.recent_requests(experiment, limit)
+
+
+# ---- MLflow: tracking and the model registry ---------------------------------------------------------------
+
+
+def mlflow_uri() -> dict[str, Any]:
+    """Where job runs and registered models are kept, and the command that opens MLflow's UI on them."""
+    from jobs import tracking
+
+    uri = tracking.tracking_uri()
+    return {"tracking_uri": uri, "ui_command": tracking.ui_command(uri), "tracking": settings.get("WORKBENCH_MLFLOW")}
+
+
+def register_variant(variant: int | str, name: str | None = None) -> dict[str, Any]:
+    """A variant as a new version of a registered model (default name: its model's); returns the version."""
+    from jobs import model_registry
+
+    return model_registry.register_variant(variant, name)
+
+
+def promote(name: str, version: int | str, alias: str = "production") -> dict[str, Any]:
+    """Point an alias (staging, production, ...) of a registered model at one of its versions."""
+    from jobs import model_registry
+
+    return model_registry.promote(name, version, alias)
+
+
+def rollback(name: str, alias: str = "production") -> dict[str, Any]:
+    """Move an alias back to the version it pointed to before the last promote."""
+    from jobs import model_registry
+
+    return model_registry.rollback(name, alias)
+
+
+def registry_state() -> dict[str, Any]:
+    """Registered models, their versions (with variant ids), aliases and rollback targets."""
+    from jobs import model_registry
+
+    return model_registry.registry_state()
+
+
+# ---- optimization wizard -----------------------------------------------------------------------------------
+
+
+def wizard_defaults() -> dict[str, Any]:
+    """The detected target and hardware line, the targets to choose from, and the goal's default values."""
+    from jobs import wizard
+
+    return wizard.defaults()
+
+
+def detected_target() -> str:
+    from jobs import wizard
+
+    return wizard.detected_target()
+
+
+def recommend_recipe(model: int | str, dataset: int | str, *, target: str | None = None, max_drop_points: float = 1.0,
+                     slo_ms: float | None = None, speedup: float | None = None, batch_size: int = 1, seq_len: int = 128,
+                     quick: bool = False):
+    """The wizard's recipe (steps with defaults and one reason each) for a goal; target None = this machine."""
+    from jobs import wizard
+
+    goal = wizard.Goal(target=target or wizard.detected_target(), max_drop_points=max_drop_points,
+                       slo_ms=slo_ms or None, speedup=speedup or None, batch_size=batch_size, seq_len=seq_len)
+    return wizard.recommend(model, dataset, goal, quick=quick)
+
+
+def edit_recipe(recipe, steps: list[dict[str, Any]], evaluation: dict[str, Any] | None = None):
+    """The recipe with the user's steps ([{"kind", "params"}]) and evaluation settings, checked as a pipeline."""
+    from jobs import wizard
+
+    return wizard.edit(recipe, steps, evaluation)
+
+
+def launch_recipe(recipe):
+    """Queue a recipe as one pipeline (with the baseline's evaluation) in one transaction: pipeline id and job ids."""
+    from jobs import wizard
+
+    return wizard.launch(recipe)
+
+
+def wizard_progress(pipeline: str, goal=None):
+    """Overall fraction, one line per job, done/failed, and once done the recommended variant with its comparison."""
+    from jobs import wizard
+
+    return wizard.progress(pipeline, goal)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from storage import catalog, queue
@@ -88,3 +90,24 @@ def lineage(variant: Variant) -> list[Variant]:
 
 def training_history(variant: Variant) -> list[dict[str, Any]]:
     return list(variant.info.get("training", {}).get("history", []))
+
+
+def head_labels(variant: Variant) -> list[str] | None:
+    """The labels of the variant's sequence-classification head, read from its config.json; None without a head.
+
+    Every runtime's layout keeps the Hugging Face config (ONNX and TensorRT variants copy their parent's).
+    """
+    try:
+        config = json.loads((Path(variant.artifact_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not any(str(a).endswith("ForSequenceClassification") for a in config.get("architectures") or []):
+        return None
+    id2label = config.get("id2label") or {}
+    return [str(id2label[k]) for k in sorted(id2label, key=lambda k: int(k) if str(k).isdigit() else 0)]
+
+
+def classifies(variant: Variant, labels: list[str]) -> bool:
+    """Whether the variant has a classification head for exactly these labels (in any order)."""
+    own = head_labels(variant)
+    return own is not None and sorted(own) == sorted(labels)

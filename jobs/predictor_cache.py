@@ -27,7 +27,7 @@ from storage.errors import InvalidInput
 
 @dataclass
 class _Entry:
-    key: tuple[int, str]
+    key: tuple[int, str, str]  # variant id, device, database (ids are per database)
     predictor: Predictor
     bytes: int
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -50,7 +50,7 @@ class PredictorCache:
     def __init__(self, budget_bytes: int | None = None, loader: Callable[[Any, str], Predictor] | None = None):
         self._budget = budget_bytes
         self._loader = loader or (lambda variant, device: load_predictor(variant, device))
-        self._entries: OrderedDict[tuple[int, str], _Entry] = OrderedDict()
+        self._entries: OrderedDict[tuple[int, str, str], _Entry] = OrderedDict()
         self._lock = threading.Lock()  # guards _entries
         self._loading = threading.Lock()  # one load at a time, so the memory growth measured is this load's
         self._runtimes_loaded: set[str] = set()
@@ -66,7 +66,7 @@ class PredictorCache:
 
     @contextmanager
     def use(self, variant_id: int, device: str = "cpu") -> Iterator[Predictor]:
-        entry = self._acquire((int(variant_id), device))
+        entry = self._acquire((int(variant_id), device, settings.db_url()))
         try:
             with entry.lock:
                 yield entry.predictor
@@ -81,7 +81,7 @@ class PredictorCache:
 
     # ---- internals -----------------------------------------------------------------------------------------
 
-    def _acquire(self, key: tuple[int, str]) -> _Entry:
+    def _acquire(self, key: tuple[int, str, str]) -> _Entry:
         entry = self._checkout(key)
         if entry is not None:
             return entry
@@ -107,7 +107,7 @@ class PredictorCache:
                 self._evict_over_budget(keep=key)
             return entry
 
-    def _checkout(self, key: tuple[int, str]) -> _Entry | None:
+    def _checkout(self, key: tuple[int, str, str]) -> _Entry | None:
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
@@ -115,7 +115,7 @@ class PredictorCache:
                 entry.users += 1
             return entry
 
-    def _evict_over_budget(self, keep: tuple[int, str]) -> None:
+    def _evict_over_budget(self, keep: tuple[int, str, str]) -> None:
         """Drop least-recently-used entries until the rest fit; the one just loaded stays even if alone too big."""
         while sum(e.bytes for e in self._entries.values()) > self.budget_bytes and len(self._entries) > 1:
             oldest = next(k for k in self._entries if k != keep)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 from jobs.params import parse_params, to_jsonable
 from jobs.registry import JobKind, get_kind
@@ -156,11 +159,13 @@ def submit_pipeline(
     variant: int | str | None = None,
     dataset: int | str | None = None,
     evaluation: dict[str, Any] | None = None,
+    session: Session | None = None,
 ) -> list[Job]:
     """Queue every step at once; each waits for the one before and takes the variant it yields.
 
     All steps are checked (params, availability, runtime chain) first, then queued in one transaction, so a bad
-    step queues nothing. A failed step cancels the steps after it, with the reason.
+    step queues nothing. A failed step cancels the steps after it, with the reason. With `session`, the steps are
+    queued in the caller's transaction (to queue more jobs with them, all or nothing).
     """
     plan = check_pipeline(steps, model=model, variant=variant, dataset=dataset)
     kinds, checked = plan.kinds, plan.params
@@ -168,10 +173,10 @@ def submit_pipeline(
     eval_params = _check_evaluation(evaluation)
     pipeline = uuid.uuid4().hex[:12]
     jobs: list[Job] = []
-    with session_scope() as s:
+    with nullcontext(session) if session is not None else session_scope() as s:
         for index, (kind, params) in enumerate(zip(kinds, checked, strict=True)):
             jobs.append(queue.enqueue(
-                kind.name, params, device=kind.device,
+                kind.name, params, device=_device(kind, params),
                 model_id=variant_entity.model_id if variant_entity else None,
                 variant_id=variant_entity.id if index == 0 and variant_entity else None,
                 dataset_id=dataset_entity.id if dataset_entity else None,

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import OperationalError
 
 from jobs.devices import detect
+from jobs.tracking import Tracker
 from storage import queue, settings
 from storage.errors import InvalidInput
 from storage.orm import JobStatus
@@ -80,6 +81,7 @@ class Worker:
         self.stale_after_s = settings.get("WORKBENCH_STALE_AFTER_S")
         self._stop = threading.Event()
         self.info = detect()
+        self.tracker = Tracker()  # logs each ended job as an MLflow run, in its own process
 
     # ---- lifecycle ----------------------------------------------------------------------------------------
 
@@ -144,6 +146,7 @@ class Worker:
         self.running[job_id] = entry
         queue.set_pid(job_id, process.pid)
         self._log(f"job {job_id}: started in process {process.pid}")
+        self.tracker.start()  # imports MLflow while the job runs
 
     def _reap(self) -> int:
         done = 0
@@ -171,6 +174,8 @@ class Worker:
                     )
             final = queue.get_job(job_id)
             self._log(f"job {job_id}: {final.status.value}")
+            if final.status.finished:
+                self.tracker.submit(job_id)
             del self.running[job_id]
             done += 1
         return done
@@ -207,6 +212,7 @@ class Worker:
             queue.append_log(job_id, entry.drain())
             queue.requeue(job_id, self.id, f"worker {self.id} shut down while the job ran; re-queued")
         self.running.clear()
+        self.tracker.close()  # let it log the jobs it was given
         queue.worker_stopped(self.id)
         self._log(f"worker {self.id} stopped")
 

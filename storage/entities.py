@@ -209,3 +209,16 @@ class TrafficRequest:
     feedback: str | None
     created_at: datetime
     feedback_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AliasEvent:
+    id: int
+    tracking_uri: str
+    registered_model: str
+    alias: str
+    action: str
+    version: str
+    previous_version: str | None
+    undone: bool
+    created_at: datetime

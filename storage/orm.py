@@ -232,3 +232,23 @@ class SqlTrafficRequest(Base):
     feedback: Mapped[str | None] = mapped_column(String(10))  # correct | wrong
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     feedback_at: Mapped[datetime | None]
+
+
+class SqlAliasEvent(Base):
+    """One move of an MLflow registered-model alias made here (promote or rollback), so a promote can be undone.
+
+    MLflow keeps only where an alias points now; this is the history. `tracking_uri` keeps registries apart.
+    """
+
+    __tablename__ = "alias_events"
+    __table_args__ = (Index("ix_alias_events_model_alias", "tracking_uri", "registered_model", "alias"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tracking_uri: Mapped[str] = mapped_column(String(500))
+    registered_model: Mapped[str] = mapped_column(String(256))
+    alias: Mapped[str] = mapped_column(String(256))
+    action: Mapped[str] = mapped_column(String(20))  # promote | rollback
+    version: Mapped[str] = mapped_column(String(40))  # where the alias points after this event
+    previous_version: Mapped[str | None] = mapped_column(String(40))  # where it pointed before (None: nowhere)
+    undone: Mapped[bool] = mapped_column(Boolean, default=False)  # a promote that a rollback reverted
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

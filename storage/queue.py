@@ -376,3 +376,9 @@ def latest_by_variant(kind: str) -> dict[int, tuple[JobStatus, str]]:
     with session_scope() as s:
         rows = s.execute(select(SqlJob.variant_id, SqlJob.status, SqlJob.message).where(SqlJob.id.in_(newest)))
         return {variant_id: (status, message) for variant_id, status, message in rows if variant_id is not None}
+
+
+def pipeline_jobs(pipeline: str) -> list[Job]:
+    """Every job queued with one pipeline tag (its steps and the evaluations of what they made), oldest first."""
+    with session_scope() as s:
+        return [from_row(Job, r) for r in s.scalars(select(SqlJob).where(SqlJob.pipeline == pipeline).order_by(SqlJob.id))]

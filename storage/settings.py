@@ -42,6 +42,9 @@ SETTINGS: dict[str, Setting] = {
         Setting("WORKBENCH_MAX_PREDICT_UPLOAD_MB", "20", "Largest CSV accepted for batch prediction, in MiB.", int),
         Setting("WORKBENCH_AUTH", "", "Editor accounts, comma-separated user:password; set one to serve with --share."),
         Setting("WORKBENCH_VIEWERS", "", "Read-only accounts (Compare, reports, playground), comma-separated user:password."),
+        Setting("WORKBENCH_MLFLOW", "on", "on: every finished job is an MLflow run (the worker logs it); off: no tracking."),
+        Setting("MLFLOW_TRACKING_URI", "",
+                "MLflow tracking and registry store; empty means SQLite at $WORKBENCH_HOME/mlflow.db."),
         Setting(
             "WORKBENCH_PLUGINS",
             "",

@@ -15,6 +15,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.g
 os.environ["WORKBENCH_PLUGINS"] = "tests.support.kinds"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("WORKBENCH_MLFLOW", "off")  # MLflow tracking is tested in test_mlflow.py, which turns it on
 
 
 @pytest.fixture

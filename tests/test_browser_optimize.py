@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.conftest import wait_for
-from tests.support.browser import open_page, require_chromium, serve_app
+from tests.support.browser import choose, open_page, require_chromium, serve_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -32,12 +32,6 @@ def served(home):
 def page(served):
     with open_page(served) as page:
         yield page
-
-
-def choose(page, elem_id: str, option: str) -> None:
-    """Pick the first option of a Gradio dropdown whose text contains `option`."""
-    page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=option).first.click()
 
 
 def pick_kind(page, kind: str, first_param: str) -> None:

@@ -11,8 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.conftest import wait_for
-from tests.support.browser import open_page, require_chromium, serve_app
-from tests.test_browser_optimize import choose
+from tests.support.browser import choose, open_page, require_chromium, serve_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

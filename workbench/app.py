@@ -6,13 +6,18 @@ from pathlib import Path
 
 import gradio as gr
 
-from workbench import playground_api
-from workbench.tabs import ab, compare, datasets, jobs, models, optimize, predictor, variants
+from workbench import playground_api, roles
+from workbench.tabs import ab, compare, datasets, jobs, models, optimize, predictor, variants, wizard
 
 TABS = [
-    ("Models", models), ("Datasets", datasets), ("Optimize", optimize), ("Variants", variants), ("Compare", compare),
-    ("Predictor", predictor), ("A/B", ab), ("Jobs", jobs),
+    ("Models", models), ("Datasets", datasets), ("Wizard", wizard), ("Optimize", optimize), ("Variants", variants),
+    ("Compare", compare), ("Predictor", predictor), ("A/B", ab), ("Jobs", jobs),
 ]
+
+# With accounts configured these start hidden and the page load shows them to editors only (cosmetic: every
+# write handler in them refuses viewers on the server; see workbench.roles).
+EDITOR_TABS = ("Models", "Datasets", "Optimize", "Jobs", "Wizard")
+VIEWER_LANDING = "compare"  # the tab a viewer starts on
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 CSS = (ASSETS / "style.css").read_text() if (ASSETS / "style.css").exists() else ""
@@ -22,11 +27,16 @@ def build_app() -> gr.Blocks:
     with gr.Blocks(title="Transformer Deployment Workbench") as app:
         playground_api.register()  # first, so the public endpoints keep their names whatever the tabs call theirs
         gr.Markdown("# Transformer Deployment Workbench\nFrom a trained Transformer to a deployable one, with every result kept.")
-        with gr.Tabs():
+        banner = gr.Markdown(visible=False, elem_id="role-banner")
+        editor_tabs = []
+        with gr.Tabs() as tabs:
             for title, module in TABS:
                 with gr.Tab(title, id=title.lower()) as tab:
                     refresh = module.build()
+                if title in EDITOR_TABS:
+                    editor_tabs.append(tab)
                 # What other tabs (or the worker) changed shows when a tab is opened or the page loads.
                 tab.select(refresh.fn, None, refresh.outputs, api_visibility="private")
                 app.load(refresh.fn, None, refresh.outputs, api_visibility="private")
+        roles.show_for_role(app, banner, tabs, editor_tabs, landing=VIEWER_LANDING)
     return app

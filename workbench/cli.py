@@ -445,6 +445,102 @@ def cmd_predict(args):
     _emit(args, data, text)
 
 
+def cmd_export_space(args):
+    from jobs import api
+
+    result = api.export_space(args.variant, args.directory, force=args.force, title=args.title, license_=args.license,
+                              check=not args.no_check)
+    data = {"directory": str(result.directory), "variant": result.variant_id, "runtime": result.runtime,
+            "files": result.files, "model_bytes": result.model_bytes, "requirements": result.requirements,
+            "notes": result.notes, "check": result.check}
+
+    def human() -> str:
+        lines = [f"wrote {result.directory}: app.py, requirements.txt, README.md and model/ "
+                 f"({sum(f.startswith('model/') for f in result.files)} files, {_mb(result.model_bytes)})"]
+        lines += [f"  note: {n}" for n in result.notes]
+        if result.check:
+            top = max(result.check, key=result.check.get)
+            lines.append(f"  checked: the app loads and predicts ({top} {result.check[top]:.1%} on a test sentence)")
+        lines.append(f"  try it: cd {result.directory} && pip install -r requirements.txt && python app.py")
+        return "\n".join(lines)
+
+    _emit(args, data, human)
+
+
+# ---- MLflow model registry ----------------------------------------------------------------------------------
+
+
+def cmd_registry_register(args):
+    from jobs import api
+
+    mv = api.register_variant(args.variant, args.name)
+    _emit(args, mv, lambda: "\n".join([
+        f"registered variant {mv['variant_id']} ({mv['runtime']}/{mv['precision']}) as version {mv['version']} "
+        f"of {mv['model']!r}",
+        f"  source {mv['source']}" + (f"; run {mv['run_id']}" if mv["run_id"] else ""),
+        f"  promote it: workbench registry promote '{mv['model']}' {mv['version']} --alias production",
+    ]))
+
+
+def _moved(move: dict[str, Any], verb: str) -> str:
+    if not move["changed"]:
+        return f"{move['name']!r} {move['alias']} already points at version {move['version']}"
+    was = f" (was version {move['previous']})" if move["previous"] else ""
+    return f"{move['name']!r} {move['alias']} {verb} version {move['version']}{was}"
+
+
+def cmd_registry_promote(args):
+    from jobs import api
+
+    move = api.promote(args.name, args.version, args.alias)
+    _emit(args, move, lambda: _moved(move, "->"))
+
+
+def cmd_registry_rollback(args):
+    from jobs import api
+
+    move = api.rollback(args.name, args.alias)
+    _emit(args, move, lambda: _moved(move, "rolled back to"))
+
+
+def cmd_registry_list(args):
+    from jobs import api
+
+    state = api.registry_state()
+
+    def human():
+        lines = [f"tracking: {state['tracking_uri']}", f"open it:  {state['ui_command']}"]
+        if not state["models"]:
+            lines.append("no registered models yet: `workbench registry register VARIANT`")
+        for m in state["models"]:
+            aliases = ", ".join(f"{a} -> v{v}" for a, v in m["aliases"].items()) or "no aliases"
+            undo = ", ".join(f"{a} -> v{v}" for a, v in m["rollback_to"].items())
+            lines += ["", f"{m['name']}: {aliases}" + (f" (rollback: {undo})" if undo else "")]
+            rows = [{"version": v["version"], "variant": v["variant_id"] or "", "aliases": ", ".join(v["aliases"]),
+                     "runtime": v["runtime"], "precision": v["precision"], "accuracy": _pct(v["accuracy"]),
+                     "run": v["run_id"] or ""} for v in m["versions"]]
+            lines.append(_table(rows, ["version", "variant", "aliases", "runtime", "precision", "accuracy", "run"]))
+        return "\n".join(lines)
+
+    _emit(args, state, human)
+
+
+def _registry_commands(sub, leaf) -> None:
+    registry = sub.add_parser("registry", help="MLflow model registry: register variants, promote and roll back aliases"
+                              ).add_subparsers(dest="action", required=True)
+    p = leaf(registry, "register", cmd_registry_register, "Register a variant as a new version of a registered model")
+    p.add_argument("variant", help="variant id")
+    p.add_argument("--name", help="registered model name (default: the variant's model name)")
+    p = leaf(registry, "promote", cmd_registry_promote, "Point an alias (default production) at a model version")
+    p.add_argument("name", help="registered model name")
+    p.add_argument("version", help="model version, like 2 or v2")
+    p.add_argument("--alias", default="production", help="alias to move, like staging or production (default production)")
+    p = leaf(registry, "rollback", cmd_registry_rollback, "Move an alias back to where it was before the last promote")
+    p.add_argument("name", help="registered model name")
+    p.add_argument("--alias", default="production", help="alias to roll back (default production)")
+    leaf(registry, "list", cmd_registry_list, "Registered models, versions, variants and aliases, and the MLflow UI command")
+
+
 # ---- processes ----------------------------------------------------------------------------------------------
 
 
@@ -457,7 +553,7 @@ def cmd_worker(args):
 def cmd_serve(args):
     from workbench.serve import serve
 
-    serve(host=args.host, port=args.port, with_worker=not args.no_worker, concurrency=args.concurrency)
+    serve(host=args.host, port=args.port, with_worker=not args.no_worker, concurrency=args.concurrency, share=args.share)
 
 
 # ---- parser -------------------------------------------------------------------------------------------------
@@ -479,6 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--no-worker", action="store_true", help="do not start a worker process beside the UI")
     p.add_argument("--concurrency", type=int, default=1, help="jobs the worker runs at once")
+    p.add_argument("--share", action="store_true",
+                   help="also open a public Gradio share link (needs internet, and accounts: WORKBENCH_AUTH / WORKBENCH_VIEWERS)")
 
     p = leaf(sub, "worker", cmd_worker, "Run queued jobs, each in its own child process", json_flag=False)
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
@@ -552,6 +650,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--column", help="the file's text column (default: text, sentence, ... or the only column)")
     p.add_argument("--out", help="also write predictions-variant-N.csv into this directory")
 
+    p = leaf(sub, "export-space", cmd_export_space,
+             "Write a runnable Gradio demo of one variant (Hugging Face Space layout: app.py, requirements.txt, README.md, model/)")
+    p.add_argument("variant", help="variant id")
+    p.add_argument("directory", help="where to write it (new or empty, unless --force)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty directory")
+    p.add_argument("--title", help="the Space's title (default: model name, variant id, runtime)")
+    p.add_argument("--license", default="other", help="license id for the Space metadata (default: other)")
+    p.add_argument("--no-check", action="store_true", help="skip loading the exported app once to check it predicts")
+
     pipelines = sub.add_parser("pipelines", help="Queue a recipe of steps, or re-run a variant's recipe").add_subparsers(
         dest="action", required=True)
     p = leaf(pipelines, "submit", cmd_pipelines_submit, "Queue steps that each take the variant the step before made")
@@ -566,6 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="run it on this dataset instead of the original one")
     p.add_argument("--wait", action="store_true", help="wait until every step finishes")
     _evaluation_flags(p)
+    _registry_commands(sub, leaf)
     return parser
 
 

@@ -32,7 +32,9 @@ def throughput(rows: Sequence[dict[str, Any]], batch_size: int, seq_len: int) ->
     return fig
 
 
-def accuracy_vs_latency(points: Sequence[Point], front: Sequence[Point], sweet: Point | None) -> go.Figure:
+def accuracy_vs_latency(points: Sequence[Point], front: Sequence[Point], sweet: Point | None,
+                        sweet_name: str = "sweet spot", baseline: Point | None = None) -> go.Figure:
+    """`sweet` is drawn as a star named `sweet_name` (the wizard calls it "recommended"); `baseline` as a ring."""
     scored = [p for p in points if p.accuracy is not None]
     fig = go.Figure()
     fig.add_scatter(x=[p.latency_ms for p in scored], y=[p.accuracy * 100 for p in scored], mode="markers+text",
@@ -40,8 +42,11 @@ def accuracy_vs_latency(points: Sequence[Point], front: Sequence[Point], sweet: 
                     marker=dict(size=10, color="#9ecae1"))
     fig.add_scatter(x=[p.latency_ms for p in front], y=[p.accuracy * 100 for p in front], mode="lines+markers",
                     name="Pareto frontier", line=dict(color="#F58518", dash="dot"), marker=dict(size=11, color="#F58518"))
+    if baseline is not None and baseline.accuracy is not None:
+        fig.add_scatter(x=[baseline.latency_ms], y=[baseline.accuracy * 100], mode="markers", name=f"baseline: {baseline.label}",
+                        marker=dict(size=18, symbol="circle-open", color="#555", line=dict(width=2)))
     if sweet is not None:
-        fig.add_scatter(x=[sweet.latency_ms], y=[sweet.accuracy * 100], mode="markers", name=f"sweet spot: {sweet.label}",
+        fig.add_scatter(x=[sweet.latency_ms], y=[sweet.accuracy * 100], mode="markers", name=f"{sweet_name}: {sweet.label}",
                         marker=dict(size=20, symbol="star", color="#54A24B"))
     fig.update_layout(title="Accuracy vs p95 latency", xaxis_title="p95 latency (ms)", yaxis_title="accuracy (%)", **LAYOUT)
     return fig

@@ -1,4 +1,8 @@
-"""`workbench serve`: migrate the database, start a worker process beside the UI, serve the app."""
+"""`workbench serve`: migrate the database, start a worker process beside the UI, serve the app.
+
+With accounts (WORKBENCH_AUTH editors, WORKBENCH_VIEWERS read-only viewers) every page and API call needs a
+login; `--share` (a public Gradio link) is refused without them.
+"""
 
 from __future__ import annotations
 
@@ -35,8 +39,34 @@ def stop_worker(process: subprocess.Popen) -> None:
             process.kill()
 
 
-def serve(host: str = "127.0.0.1", port: int = 7860, with_worker: bool = True, concurrency: int = 1) -> None:
+SHARE_NEEDS_AUTH = ("--share makes the workbench reachable by anyone with the link: set WORKBENCH_AUTH (editors) "
+                    "and/or WORKBENCH_VIEWERS (read-only) to comma-separated user:password pairs first")
+AUTH_MESSAGE = "Transformer Deployment Workbench: sign in. Editors change things; viewers compare and try the playground."
+
+
+def login_check(share: bool = False):
+    """`launch(auth=...)`: the account check when accounts are configured, else None (local, no login).
+
+    Refuses `--share` without accounts, and malformed accounts, before anything starts.
+    """
+    from workbench import roles
+
+    configured = roles.auth_configured()  # raises InvalidInput on a malformed user:password list
+    if share and not configured:
+        raise WorkbenchError(SHARE_NEEDS_AUTH)
+    return roles.check_login if configured else None
+
+
+def share_failed_message(host: str, port: int) -> str:
+    return (f"no share link: Gradio's share server could not be reached (it needs internet access; a firewall or "
+            f"an offline machine stops it). The workbench still serves locally on http://{host}:{port} with "
+            "login required, but people outside this machine cannot reach it.")
+
+
+def serve(host: str = "127.0.0.1", port: int = 7860, with_worker: bool = True, concurrency: int = 1,
+          share: bool = False) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    auth = login_check(share)
     check_port_free(host, port)
     if concurrency < 1:
         raise WorkbenchError(f"--concurrency must be at least 1, not {concurrency}")
@@ -49,7 +79,8 @@ def serve(host: str = "127.0.0.1", port: int = 7860, with_worker: bool = True, c
     from workbench.app import CSS, build_app
 
     app = build_app()
-    print(f"Workbench data in {settings.home()}; open http://{host}:{port}", flush=True)
+    login = "; login required" if auth else ""
+    print(f"Workbench data in {settings.home()}; open http://{host}:{port}{login}", flush=True)
     app.queue(default_concurrency_limit=4).launch(
         server_name=host,
         server_port=port,
@@ -58,4 +89,14 @@ def serve(host: str = "127.0.0.1", port: int = 7860, with_worker: bool = True, c
         show_error=True,
         max_file_size=f"{settings.get('WORKBENCH_MAX_UPLOAD_MB')}mb",
         footer_links=["api"],
+        auth=auth,
+        auth_message=AUTH_MESSAGE if auth else None,
+        share=share,
+        prevent_thread_lock=True,
     )
+    if share:
+        if app.share_url:
+            print(f"Share link (login required): {app.share_url}", flush=True)
+        else:
+            print(f"error: {share_failed_message(host, port)}", file=sys.stderr, flush=True)
+    app.block_thread()

@@ -15,8 +15,10 @@ from jobs.bench.stability import StopRule
 from jobs.bench.stats import summarize
 from jobs.context import JobContext, JobResult
 from jobs.data import split_examples
+from jobs.lineage import classifies, lineage
 from jobs.registry import register
 from storage import catalog
+from storage.entities import Variant
 from storage.errors import InvalidInput
 
 
@@ -24,6 +26,9 @@ from storage.errors import InvalidInput
 class BenchmarkParams:
     compare_with: tuple[int, ...] = field(default=(), metadata={
         "help": "ids of other variants measured in the same job, interleaved with this one (comma-separated)"})
+    compare_with_lineage: bool = field(default=False, metadata={
+        "help": "also measure this variant's ancestors that classify the dataset's labels (e.g. the fp32 baseline a "
+                "pipeline fine-tuned before), so a pipeline's last step compares everything it made"})
     batch_sizes: tuple[int, ...] = field(default=(1, 16), metadata={"help": "batch sizes to measure (comma-separated)"})
     seq_lens: tuple[int, ...] = field(default=(128,), metadata={"help": "sequence lengths in tokens (comma-separated)"})
     device: Literal["cpu", "cuda"] = field(default="cpu", metadata={"help": "where to run (cuda needs a GPU worker)"})
@@ -47,6 +52,11 @@ class BenchmarkParams:
                  max_seconds=self.max_seconds)  # its checks say how to fix a bad rule
 
 
+def lineage_to_compare(variant: Variant, labels: list[str], skip: set[int]) -> list[Variant]:
+    """The variant's ancestors, original first, that can classify these labels (a bare encoder cannot)."""
+    return [v for v in lineage(variant)[:-1] if v.id not in skip and classifies(v, labels)]
+
+
 def rule_of(params: BenchmarkParams) -> dict:
     return asdict(StopRule(warmup=params.warmup, window=params.window, rel_spread=params.rel_spread,
                            min_samples=params.min_samples, max_seconds=params.max_seconds))
@@ -59,6 +69,9 @@ def run(params: BenchmarkParams, ctx: JobContext) -> JobResult:
 
     first, dataset = ctx.require_variant(), ctx.require_dataset()
     variants = [first] + [catalog.get_variant(v) for v in params.compare_with if v != first.id]
+    if params.compare_with_lineage:
+        variants += lineage_to_compare(first, dataset.labels, {v.id for v in variants})
+        ctx.log(f"measuring variants {', '.join(str(v.id) for v in variants)} (with the lineage of {first.id})")
     texts_file = ctx.work_dir / "texts.json"
     texts_file.write_text(json.dumps(split_examples(dataset, "test", params.texts).texts))
     fp = fingerprint(params.device)

@@ -28,10 +28,11 @@ def require_chromium() -> None:
 
 
 @contextmanager
-def serve_app(home: Path) -> Iterator[str]:
-    """`workbench serve` (app + worker) on a free port with `home` as its data directory; yields the URL."""
+def serve_app(home: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`workbench serve` (app + worker) on a free port with `home` as its data directory and `env` added to the
+    environment (accounts, say); yields the URL."""
     port = free_port()
-    env = {**os.environ, "WORKBENCH_HOME": str(home), "WORKBENCH_HEARTBEAT_S": "0.5"}
+    env = {**os.environ, "WORKBENCH_HOME": str(home), "WORKBENCH_HEARTBEAT_S": "0.5", **(env or {})}
     log = open(home / "serve.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "workbench", "serve", "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
@@ -64,3 +65,9 @@ def open_page(url: str):
         page.goto(url)
         yield page
         browser.close()
+
+
+def choose(page, elem_id: str, option: str) -> None:
+    """Pick the first option of a Gradio dropdown whose text contains `option`."""
+    page.locator(f"#{elem_id} input").click()
+    page.get_by_role("option", name=option).first.click()

@@ -36,3 +36,17 @@ def add_two_tiny_variants(directory: Path, tokenizer_dir: Path):
     )
     api.add_dataset(api.DatasetRequest(str(write_sentiment_csv(directory / "toy.csv")), name="toy"))
     return a, b
+
+
+def tiny_encoder(path: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
+    """A tiny BERT encoder without a classification head (like a pretrained checkpoint): it must be fine-tuned."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64)
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

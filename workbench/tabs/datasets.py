@@ -7,7 +7,7 @@ import pandas as pd
 
 from jobs import api
 from storage.errors import WorkbenchError
-from workbench import charts
+from workbench import charts, roles
 from workbench.ui import Refresh, attempt, builtin_picker, fail, ref_choices
 
 COLUMNS = ["id", "name", "rows", "labels", "split (train/val/test)", "source"]
@@ -62,7 +62,8 @@ def _add(source: str, name: str, text_col: str | None, label_col: str | None, se
     return (message, datasets_frame(), _choices(selected), *show(selected))
 
 
-def _columns(path: str | None):
+@roles.editor_only("upload a dataset")
+def upload_columns(path: str | None):
     if not path:
         return gr.update(choices=[], value=None), gr.update(choices=[], value=None), ""
     try:
@@ -100,12 +101,19 @@ def build() -> Refresh:
         chart = gr.Plot(label="Label distribution", scale=2, elem_id="label-chart")
 
     outputs = [status, table, pick, summary, preview, chart]
-    add_builtin.click(lambda s, n, sd: _add(s, n, None, None, sd), [builtin, name, seed], outputs)
-    add_upload.click(
-        lambda f, n, t, lab, sd: _add(f, n, t, lab, sd) if f else (fail("choose a file to upload first"), *[gr.update()] * 5),
-        [upload, name, text_col, label_col, seed],
-        outputs,
-    )
-    upload.change(_columns, upload, [text_col, label_col, status])
+    # Writes (and reading an uploaded file): refused on the server for viewers (see workbench.roles).
+    @roles.editor_only("add a dataset")
+    def add_builtin_dataset(source: str, name_: str, seed_: float):
+        return _add(source, name_, None, None, seed_)
+
+    @roles.editor_only("upload a dataset")
+    def add_uploaded_dataset(upload_: str | None, name_: str, text: str | None, label: str | None, seed_: float):
+        if not upload_:
+            return (fail("choose a file to upload first"), *[gr.update()] * 5)
+        return _add(upload_, name_, text, label, seed_)
+
+    add_builtin.click(add_builtin_dataset, [builtin, name, seed], outputs)
+    add_upload.click(add_uploaded_dataset, [upload, name, text_col, label_col, seed], outputs)
+    upload.change(upload_columns, upload, [text_col, label_col, status])
     pick.change(show, pick, [summary, preview, chart])
     return Refresh(lambda: (datasets_frame(), _choices()), [table, pick])

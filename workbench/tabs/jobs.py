@@ -8,6 +8,7 @@ import gradio as gr
 
 from jobs import api
 from storage.errors import WorkbenchError
+from workbench import roles
 from workbench.ui import Refresh, attempt, esc, fail, ref_choices
 
 REFRESH_S = 1.5
@@ -74,7 +75,8 @@ def _dataset_choices():
     return [("(none)", "")] + ref_choices(api.list_datasets(), lambda d: f"{d.id} · {d.name}")
 
 
-def _submit(kind: str, variant: str, dataset: str, params_text: str):
+@roles.editor_only("submit a job")
+def submit_job(kind: str, variant: str, dataset: str, params_text: str):
     holder: dict = {}
 
     def action() -> str:
@@ -92,7 +94,8 @@ def _submit(kind: str, variant: str, dataset: str, params_text: str):
     return message, jobs_html(), gr.update(choices=_job_choices(), value=holder.get("id"))
 
 
-def _cancel(job_id: str | None):
+@roles.editor_only("cancel a job")
+def cancel_job(job_id: str | None):
     if not job_id:
         return fail("pick a job to cancel"), jobs_html()
     return attempt(lambda: f"job {job_id}: {api.cancel_job(job_id).message}"), jobs_html()
@@ -123,8 +126,8 @@ def build() -> Refresh:
     timer = gr.Timer(REFRESH_S)
     timer.tick(lambda j: (jobs_html(), workers_line(), *job_detail(j)), pick, [table, workers, detail, log])
     kind.change(lambda k: json.dumps(api.kind_defaults(k)) if k else "{}", kind, params)
-    submit.click(_submit, [kind, variant, dataset, params], [status, table, pick])
-    cancel.click(_cancel, pick, [status, table])
+    submit.click(submit_job, [kind, variant, dataset, params], [status, table, pick])
+    cancel.click(cancel_job, pick, [status, table])
     pick.change(job_detail, pick, [detail, log])
 
     def refresh():

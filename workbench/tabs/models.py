@@ -6,6 +6,7 @@ import gradio as gr
 import pandas as pd
 
 from jobs import api
+from workbench import roles
 from workbench.ui import Refresh, attempt, builtin_picker, mb, ref_choices
 
 COLUMNS = ["id", "name", "architecture", "parameters", "task", "size", "source"]
@@ -88,13 +89,22 @@ def build() -> Refresh:
     def after_add(message: str):
         return message, models_frame(), _choices()
 
-    add_builtin.click(lambda s, n, p: after_add(_add(s, n, p)), [builtin, name, allow_pickle], [status, table, pick])
-    add_path.click(lambda s, n, p: after_add(_add(s, n, p)), [path, name, allow_pickle], [status, table, pick])
-    add_upload.click(
-        lambda f, n, p: after_add(_add(f, n, p) if f else "❌ choose a file to upload first"),
-        [upload, name, allow_pickle],
-        [status, table, pick],
-    )
+    # Writes: refused on the server for viewers (see workbench.roles), whatever calls them.
+    @roles.editor_only("add a model")
+    def add_builtin_model(source: str, name_: str, pickle: bool):
+        return after_add(_add(source, name_, pickle))
+
+    @roles.editor_only("add a model")
+    def add_model_from_path(source: str, name_: str, pickle: bool):
+        return after_add(_add(source, name_, pickle))
+
+    @roles.editor_only("upload a model")
+    def add_uploaded_model(upload_: str | None, name_: str, pickle: bool):
+        return after_add(_add(upload_, name_, pickle) if upload_ else "❌ choose a file to upload first")
+
+    add_builtin.click(add_builtin_model, [builtin, name, allow_pickle], [status, table, pick])
+    add_path.click(add_model_from_path, [path, name, allow_pickle], [status, table, pick])
+    add_upload.click(add_uploaded_model, [upload, name, allow_pickle], [status, table, pick])
     refresh.click(lambda: (models_frame(), _choices()), None, [table, pick])
     pick.change(model_details, pick, details)
     return Refresh(lambda: (models_frame(), _choices()), [table, pick])

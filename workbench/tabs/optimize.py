@@ -11,6 +11,7 @@ import gradio as gr
 
 from jobs import api
 from storage.errors import WorkbenchError
+from workbench import roles
 from workbench.ui import Refresh, attempt, esc, fail, ok
 
 FIELDS_PER_ROW = 3
@@ -249,14 +250,17 @@ def build() -> Refresh:
                 def values(*raw):
                     return form_values(specs, raw)
 
-                launch.click(
-                    lambda s, d, n, t, *raw: launch_job(kind_name, values(*raw), s, d, n, t),
-                    [start, dataset, examples, tolerance, *components], status,
-                )
-                add.click(
-                    lambda st, s, d, *raw: add_step(st, kind_name, values(*raw), s, d),
-                    [steps, start, dataset, *components], [steps, pipeline_md, status],
-                )
+                # Writes (and the pipeline builder that leads to one): refused on the server for viewers.
+                @roles.editor_only("launch a job")
+                def launch_one_job(s, d, n, t, *raw):
+                    return launch_job(kind_name, values(*raw), s, d, n, t)
+
+                @roles.editor_only("build a pipeline")
+                def add_pipeline_step(st, s, d, *raw):
+                    return add_step(st, kind_name, values(*raw), s, d)
+
+                launch.click(launch_one_job, [start, dataset, examples, tolerance, *components], status)
+                add.click(add_pipeline_step, [steps, start, dataset, *components], [steps, pipeline_md, status])
                 gr.on(
                     [dataset.change, *(c.change for c in components)],
                     lambda d, *raw: explain_text(kind_name, values(*raw), d),
@@ -300,7 +304,8 @@ def build() -> Refresh:
         return gr.update(value=str(v.dataset_id)) if v.dataset_id is not None else gr.update()
 
     start.change(pick_start, [start, dataset], dataset, show_progress="hidden")
-    launch_pipe.click(launch_pipeline, [steps, start, dataset, examples, tolerance], status)
+    launch_pipe.click(roles.editor_only("launch a pipeline")(launch_pipeline), [steps, start, dataset, examples, tolerance],
+                      status)
     pop.click(lambda st: (st[:-1], pipeline_text(st[:-1])), steps, [steps, pipeline_md])
     clear.click(lambda: ([], NO_STEPS, ""), None, [steps, pipeline_md, status])
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from jobs import api
 from storage.errors import WorkbenchError
-from workbench import charts
-from workbench.ui import Refresh, esc, fail, mb
+from workbench import charts, roles
+from workbench.ui import Refresh, esc, fail, mb, ok
 
 REFRESH_S = 3.0
 COLUMNS = ("id", "variant", "runtime", "precision", "size", "accuracy", "Δ vs parent", "agreement", "flag")
@@ -192,6 +195,125 @@ def variant_view(ref: str | None):
     return ("\n\n".join(header), recipe_markdown(v), evaluations_markdown(evaluations, summary), confusion, curve, facts(v))
 
 
+# ---- MLflow registry -----------------------------------------------------------------------------------------
+
+REGISTRY_COLUMNS = ("model", "version", "variant", "aliases", "runtime / precision", "accuracy")
+
+
+def registry_html(state: dict[str, Any]) -> str:
+    if not state["models"]:
+        return ("<p id='registry-empty'>No registered models yet. Pick a variant above and "
+                "<b>Register selected variant</b>.</p>")
+    rows = []
+    for m in state["models"]:
+        for v in reversed(m["versions"]):  # newest version first
+            badges = " ".join(f"<span class='registry-alias'>{esc(a)}</span>" for a in v["aliases"])
+            variant = f"#{v['variant_id']} {esc(v['variant'])}" if v["variant_id"] is not None else esc(v["variant"])
+            rows.append(
+                f"<tr data-model='{esc(m['name'])}' data-version='{esc(v['version'])}' "
+                f"data-variant-id='{v['variant_id'] or ''}' data-aliases='{esc(','.join(v['aliases']))}'>"
+                f"<td>{esc(m['name'])}</td><td>v{esc(v['version'])}</td><td>{variant}</td><td>{badges}</td>"
+                f"<td>{esc(v['runtime'])} / {esc(v['precision'])}</td><td>{_pct(v['accuracy'])}</td></tr>"
+            )
+    head = "".join(f"<th>{h}</th>" for h in REGISTRY_COLUMNS)
+    undo = [f"{esc(m['name'])} {esc(a)} → v{esc(v)}" for m in state["models"] for a, v in m["rollback_to"].items()]
+    note = f"<p class='registry-rollback'>Roll back would move: {'; '.join(undo)}</p>" if undo else ""
+    return (f"<table class='variants-table' id='registry-table-rows'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>{note}")
+
+
+def _version_choices(state: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(f"{m['name']} v{v['version']}" + (f" (variant #{v['variant_id']})" if v["variant_id"] is not None else ""),
+             f"{m['name']}:{v['version']}") for m in state["models"] for v in reversed(m["versions"])]
+
+
+def registry_view(selected: str | None = None):
+    """The registry table, the version dropdown and the tracking line."""
+    try:
+        state = api.registry_state()
+    except Exception as exc:  # noqa: BLE001 - an unreachable tracking server must not break the tab
+        uri = api.mlflow_uri()
+        return (fail(f"MLflow registry unavailable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"),
+                gr.update(choices=[]), f"Tracking: `{uri['tracking_uri']}`")
+    choices = _version_choices(state)
+    values = {value for _, value in choices}
+    value = selected if selected in values else (choices[0][1] if choices else None)
+    line = f"Tracking: `{state['tracking_uri']}` · open MLflow: `{state['ui_command']}`"
+    return registry_html(state), gr.update(choices=choices, value=value), line
+
+
+def _split_version(value: str | None) -> tuple[str, str]:
+    if not value or ":" not in value:
+        raise WorkbenchError("pick a registered model version first (register a variant to make one)")
+    name, _, version = value.rpartition(":")
+    return name, version
+
+
+def _registry_action(action, selected: str | None):
+    try:
+        message = ok(action())
+    except WorkbenchError as exc:
+        message = fail(str(exc))
+    return (message, *registry_view(selected))
+
+
+@roles.editor_only("register models")
+def register_selected(ref: str | None, name: str | None):
+    def act() -> str:
+        if not ref:
+            raise WorkbenchError("pick a variant above first")
+        mv = api.register_variant(ref, (name or "").strip() or None)
+        return f"Registered variant #{mv['variant_id']} as {mv['model']} v{mv['version']}"
+
+    return _registry_action(act, None)
+
+
+@roles.editor_only("promote models")
+def promote_selected(selected: str | None, alias: str | None):
+    def act() -> str:
+        name, version = _split_version(selected)
+        move = api.promote(name, version, (alias or "").strip() or "production")
+        if not move["changed"]:
+            return f"{name} {move['alias']} already points at v{version}"
+        was = f" (was v{move['previous']})" if move["previous"] else ""
+        return f"{name} {move['alias']} → v{version}{was}"
+
+    return _registry_action(act, selected)
+
+
+@roles.editor_only("roll back models")
+def rollback_selected(selected: str | None, alias: str | None):
+    def act() -> str:
+        name, _ = _split_version(selected)
+        move = api.rollback(name, (alias or "").strip() or "production")
+        return f"{name} {move['alias']} rolled back to v{move['version']} (was v{move['previous']})"
+
+    return _registry_action(act, selected)
+
+
+# ---- export as a Space --------------------------------------------------------------------------------------
+
+
+@roles.editor_only("export a Space")
+def export_space_zip(ref: str | None, license_: str | None):
+    """The picked variant as a runnable Gradio demo (Hugging Face Space layout), zipped for download."""
+    hidden = gr.update(value=None, visible=False)
+    if not ref:
+        return fail("pick a variant first"), hidden
+    out = Path(tempfile.mkdtemp(prefix="workbench-space-"))
+    try:
+        result = api.export_space(ref, out / f"space-variant-{ref}", license_=(license_ or "").strip() or "other")
+        archive = shutil.make_archive(str(out / f"space-variant-{ref}"), "zip", result.directory)
+    except WorkbenchError as exc:
+        shutil.rmtree(out, ignore_errors=True)
+        return fail(str(exc)), hidden
+    shutil.rmtree(result.directory, ignore_errors=True)  # the zip is what goes to the browser
+    notes = "".join(f"\n\n{esc(n)}" for n in result.notes)
+    return (ok(f"variant #{result.variant_id} as a Space: {len(result.files)} files, model {mb(result.model_bytes)}. "
+               f"Unzip, `pip install -r requirements.txt`, `python app.py`; or push it to a Hugging Face Space.{notes}"),
+            gr.update(value=archive, visible=True))
+
+
 def build() -> Refresh:
     gr.Markdown(
         "Every variant, as a tree from each model's original. Each one a job yields is evaluated against its parent "
@@ -212,6 +334,31 @@ def build() -> Refresh:
         with gr.Column(scale=2):
             with gr.Accordion("Facts (quantization, pruning, export parity, training settings, files)", open=True):
                 info = gr.JSON(elem_id="variant-info", open=False)
+    with gr.Accordion("Export as a Space (runnable demo app)", open=False, elem_id="space-section") as space_section:
+        gr.Markdown("The selected variant as a Gradio app in a Hugging Face Space's layout: `app.py` (offline), "
+                    "`requirements.txt`, `README.md` with the Space metadata, recipe and accuracy, and the model files.")
+        with gr.Row(equal_height=True):
+            space_license = gr.Textbox(value="other", label="License of the original model (Space metadata)",
+                                       elem_id="space-license", scale=2)
+            space_btn = gr.Button("Export as Space (.zip)", elem_id="space-export", scale=1)
+        space_status = gr.Markdown(elem_id="space-status")
+        space_file = gr.File(label="Space (.zip)", interactive=False, visible=False, elem_id="space-zip")
+    roles.editor_control(space_section)  # viewers do not see it; the handler refuses them anyway
+    with gr.Accordion("Registry (MLflow)", open=True, elem_id="registry-section"):
+        gr.Markdown("Register a variant as a model version; point aliases (staging, production) at versions, and "
+                    "roll an alias back to where it was before the last promote.")
+        registry_table = gr.HTML(elem_id="registry-table")
+        with gr.Row(equal_height=True):
+            register_name = gr.Textbox(label="Registered model name (empty: the variant's model name)",
+                                       elem_id="registry-name", scale=3)
+            register_btn = gr.Button("Register selected variant", variant="primary", elem_id="registry-register", scale=1)
+        with gr.Row(equal_height=True):
+            version = gr.Dropdown(label="Model version", choices=[], interactive=True, elem_id="registry-version", scale=3)
+            alias = gr.Textbox(value="production", label="Alias", elem_id="registry-alias", scale=1)
+            promote_btn = gr.Button("Promote", elem_id="registry-promote", scale=1)
+            rollback_btn = gr.Button("Roll back", elem_id="registry-rollback", scale=1)
+        registry_status = gr.Markdown(elem_id="registry-status")
+        tracking_line = gr.Markdown(elem_id="registry-uri")
     seen = gr.State("")
 
     detail_outputs = [summary, recipe, evaluations, confusion, curve, info]
@@ -227,10 +374,17 @@ def build() -> Refresh:
 
     gr.Timer(REFRESH_S).tick(tick, [pick, seen], [table, pick, seen, *detail_outputs], show_progress="hidden")
     pick.change(variant_view, pick, detail_outputs)
+    space_btn.click(export_space_zip, [pick, space_license], [space_status, space_file], api_visibility="private")
+
+    registry_outputs = [registry_status, registry_table, version, tracking_line]
+    private = dict(api_visibility="private")
+    register_btn.click(register_selected, [pick, register_name], registry_outputs, **private)
+    promote_btn.click(promote_selected, [version, alias], registry_outputs, **private)
+    rollback_btn.click(rollback_selected, [version, alias], registry_outputs, **private)
 
     def refresh():
         tree = api.variant_tree()
         html = variants_html(tree)
-        return html, gr.update(choices=_choices(tree)), html
+        return (html, gr.update(choices=_choices(tree)), html, *registry_view())
 
-    return Refresh(refresh, [table, pick, seen])
+    return Refresh(refresh, [table, pick, seen, registry_table, version, tracking_line])

@@ -1,0 +1,257 @@
+"""MLflow: every job a real worker runs is an MLflow run; variants become registered model versions whose aliases
+are promoted and rolled back. Everything is checked through `MlflowClient`, as another MLflow user would see it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli, wait_for
+
+pytestmark = pytest.mark.slow
+
+FINETUNE = {"epochs": 2, "max_length": 16, "batch_size": 16, "max_val_examples": 20, "patience": 5}
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, minilm_dir):
+    """One tiny model, the toy dataset, a fine-tune (and the evaluation it queues) and a failing job, run by one
+    `worker --burst` with the default tracking store."""
+    from storage import db
+    from tests.support.data import write_sentiment_csv
+    from tests.support.tiny import tiny_classifier
+
+    root = tmp_path_factory.mktemp("mlflow")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WORKBENCH_HOME", str(root / "home"))
+        for name in ("WORKBENCH_DB_URL", "MLFLOW_TRACKING_URI"):
+            mp.delenv(name, raising=False)
+        mp.setenv("WORKBENCH_MLFLOW", "on")
+        db.dispose_all()
+        from jobs import api
+
+        intake = api.add_model(api.ModelRequest(str(tiny_classifier(root / "tiny", minilm_dir)), name="tiny"))
+        api.add_dataset(api.DatasetRequest(str(write_sentiment_csv(root / "toy.csv")), name="toy"))
+        finetune = api.submit("finetune", FINETUNE, model="tiny", dataset="toy")
+        failing = api.submit("test-sleep", {"seconds": 0, "outcome": "raise"})
+        run_cli("worker", "--burst")
+        finetune = api.get_job(finetune.id)
+        assert finetune.status.value == "succeeded", api.job_log(finetune.id)[-3000:]
+        uri = f"sqlite:///{root / 'home' / 'mlflow.db'}"
+        yield {"api": api, "root": root, "uri": uri, "root_variant": intake.variant, "finetune": finetune,
+               "failing": api.get_job(failing.id)}
+        db.dispose_all()
+
+
+def client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def run_of(uri: str, job_id: int, experiment: str):
+    c = client(uri)
+    exp = c.get_experiment_by_name(experiment)
+    assert exp is not None, f"no experiment {experiment!r} in {uri}"
+    runs = c.search_runs([exp.experiment_id], filter_string=f"tags.`workbench.job_id` = '{job_id}'")
+    assert len(runs) == 1, f"job {job_id}: {len(runs)} runs in {experiment!r}"
+    return runs[0]
+
+
+def test_the_default_store_is_sqlite_in_the_data_directory(lab):
+    assert lab["api"].mlflow_uri()["tracking_uri"] == lab["uri"]
+    assert (lab["root"] / "home" / "mlflow.db").is_file()
+    assert lab["api"].mlflow_uri()["ui_command"] == f"mlflow ui --backend-store-uri {lab['uri']}"
+
+
+def test_every_job_is_a_run_with_params_metrics_tags_and_artifacts(lab):
+    api, c = lab["api"], client(lab["uri"])
+    finetune = lab["finetune"]
+    produced = api.get_variant(finetune.produced_variant_id)
+    evaluate = next(j for j in api.list_jobs() if j.kind == "evaluate" and j.variant_id == produced.id)
+    inspect = next(j for j in api.list_jobs() if j.kind == "inspect")
+    for job in (finetune, evaluate, inspect):  # one run per job, in the model's experiment
+        assert run_of(lab["uri"], job.id, "workbench/tiny").info.status == "FINISHED"
+
+    run = run_of(lab["uri"], finetune.id, "workbench/tiny")
+    assert run.info.run_name == f"job {finetune.id} finetune"
+    assert run.data.params["epochs"] == "2" and run.data.params["max_length"] == "16"
+    assert json.loads(run.data.params["lora_target_modules"]) == ["query", "value"]  # lists as JSON
+    assert float(run.data.params["resolved.learning_rate"]) > 0  # what "auto" became
+    tags = run.data.tags
+    assert tags["workbench.kind"] == "finetune" and tags["workbench.status"] == "succeeded"
+    assert tags["workbench.model"] == "tiny" and tags["workbench.dataset"] == "toy"
+    assert tags["workbench.produced_variant_id"] == str(produced.id)
+    assert tags["workbench.variant_artifact_dir"] == Path(produced.artifact_dir).as_uri()  # a link, no copy
+    metrics = run.data.metrics
+    assert 0 <= metrics["training.best_val_accuracy"] <= 1 and metrics["variant_size_bytes"] == produced.size_bytes
+    curve = c.get_metric_history(run.info.run_id, "val_accuracy")  # the training curve, one step per epoch
+    assert [m.step for m in curve] == [1, 2][: len(curve)] and curve
+    assert {a.path for a in c.list_artifacts(run.info.run_id)} >= {"job.json", "variant.json", "job.log"}
+    assert not any(a.path.endswith(".safetensors") for a in c.list_artifacts(run.info.run_id))
+    assert run.info.artifact_uri.startswith((lab["root"] / "home" / "mlartifacts").as_uri())
+    assert f"MLflow: run {run.info.run_id}" in api.job_log(finetune.id)
+
+    evaluation = api.variant_detail(produced.id)["evaluations"][-1]
+    scored = run_of(lab["uri"], evaluate.id, "workbench/tiny")
+    assert scored.data.metrics["accuracy"] == pytest.approx(evaluation.accuracy)
+    assert scored.data.metrics["macro_f1"] == pytest.approx(evaluation.macro_f1)
+    assert "evaluation.json" in {a.path for a in c.list_artifacts(scored.info.run_id)}
+
+
+def test_a_failed_job_is_a_failed_run(lab):
+    failing = lab["failing"]
+    assert failing.status.value == "failed"
+    run = run_of(lab["uri"], failing.id, "workbench")  # no model: the default experiment
+    assert run.info.status == "FAILED" and run.data.tags["workbench.status"] == "failed"
+    assert "asked to fail" in run.data.tags["workbench.error"]
+
+
+def test_a_job_cancelled_while_running_is_a_killed_run(lab):
+    from jobs.worker import Worker
+    from storage import queue
+
+    api = lab["api"]
+    job = api.submit("test-sleep", {"seconds": 30})
+    worker = Worker(poll_interval=0.05)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        wait_for(lambda: queue.get_job(job.id).pid, what="job process")
+        queue.request_cancel(job.id)
+        wait_for(lambda: queue.get_job(job.id).status.finished, timeout=30, what="cancelled job")
+    finally:
+        worker.stop()
+        thread.join(90)  # the worker hands its tracker the last job ids before it stops
+    assert queue.get_job(job.id).status.value == "cancelled"
+    assert run_of(lab["uri"], job.id, "workbench").info.status == "KILLED"
+
+
+def test_register_promote_and_roll_back_through_aliases(lab):
+    from storage.errors import Conflict, InvalidInput, NotFound
+
+    api, c = lab["api"], client(lab["uri"])
+    tuned = api.get_variant(lab["finetune"].produced_variant_id)
+    v1 = api.register_variant(tuned.id)
+    assert v1["model"] == "tiny" and v1["version"] == "1"
+    mv = c.get_model_version("tiny", "1")
+    assert mv.tags["workbench.variant_id"] == str(tuned.id) and mv.tags["sha256"] == tuned.sha256
+    assert mv.tags["runtime"] == "pytorch" and mv.tags["precision"] == "fp32"
+    assert float(mv.tags["accuracy"]) == pytest.approx(api.variant_detail(tuned.id)["evaluations"][-1].accuracy, abs=1e-6)
+    assert mv.source == Path(tuned.artifact_dir).as_uri()
+    assert mv.run_id == run_of(lab["uri"], lab["finetune"].id, "workbench/tiny").info.run_id  # linked to its job's run
+    v2 = api.register_variant(lab["root_variant"].id)
+    assert v2["version"] == "2" and c.get_model_version("tiny", "2").tags["workbench.variant_id"] == str(lab["root_variant"].id)
+    with pytest.raises(Conflict, match="already version 1"):
+        api.register_variant(tuned.id)
+
+    def alias(name: str) -> str:
+        return str(c.get_model_version_by_alias("tiny", name).version)
+
+    api.promote("tiny", 1, "staging")
+    api.promote("tiny", "v1", "production")
+    assert alias("staging") == alias("production") == "1"
+    moved = api.promote("tiny", 2, "production")
+    assert moved["previous"] == "1" and alias("production") == "2"
+    back = api.rollback("tiny", "production")
+    assert back == {"name": "tiny", "alias": "production", "version": "1", "previous": "2", "changed": True}
+    assert alias("production") == "1" and alias("staging") == "1"
+    with pytest.raises(InvalidInput, match="nothing to roll back"):
+        api.rollback("tiny", "production")  # before v1 it pointed nowhere
+
+    state = api.registry_state()
+    tiny = next(m for m in state["models"] if m["name"] == "tiny")
+    assert tiny["aliases"] == {"production": "1", "staging": "1"}
+    assert [(v["version"], v["variant_id"], v["aliases"]) for v in tiny["versions"]] == [
+        ("1", tuned.id, ["production", "staging"]), ("2", lab["root_variant"].id, [])]
+    for bad, error, message in [
+        (lambda: api.register_variant(999), NotFound, "no variant '999'"),
+        (lambda: api.promote("tiny", 7), NotFound, "has no version 7"),
+        (lambda: api.promote("nope", 1), NotFound, "no registered model 'nope'"),
+        (lambda: api.promote("tiny", 1, "latest"), InvalidInput, "reserved"),
+        (lambda: api.promote("tiny", "one"), InvalidInput, "positive number"),
+        (lambda: api.register_variant(tuned.id, "a/b"), InvalidInput, "registered model name"),
+    ]:
+        with pytest.raises(error, match=message):
+            bad()
+
+
+def test_registry_cli(lab):
+    api, tuned = lab["api"], lab["finetune"].produced_variant_id
+    registered = json.loads(run_cli("registry", "register", str(tuned), "--name", "tiny-cli", "--json").stdout)
+    assert registered["model"] == "tiny-cli" and registered["version"] == "1" and registered["variant_id"] == tuned
+    api.register_variant(lab["root_variant"].id, "tiny-cli")
+    api.promote("tiny-cli", 2)
+    promoted = json.loads(run_cli("registry", "promote", "tiny-cli", "1", "--json").stdout)  # default alias production
+    assert promoted == {"name": "tiny-cli", "alias": "production", "version": "1", "previous": "2", "changed": True}
+    assert "production rolled back to version 2" in run_cli("registry", "rollback", "tiny-cli").stdout
+    assert str(client(lab["uri"]).get_model_version_by_alias("tiny-cli", "production").version) == "2"
+    listing = run_cli("registry", "list").stdout
+    assert f"mlflow ui --backend-store-uri {lab['uri']}" in listing and "tiny-cli: production -> v2" in listing
+    for args, message in [
+        (("register", "999"), "error: no variant '999'"),
+        (("promote", "tiny-cli", "1", "--alias", "bad alias"), "error: alias 'bad alias'"),
+        (("rollback", "tiny-cli", "--alias", "staging"), "error: nothing to roll back"),
+    ]:
+        refused = run_cli("registry", *args, "--json", check=False)
+        assert refused.returncode == 2 and refused.stderr.startswith(message), refused.stderr
+        assert refused.stderr.count("\n") == 1 and not refused.stdout  # one line, nothing written
+
+
+def test_mlflow_tracking_uri_overrides_and_tracking_can_be_off(lab, monkeypatch):
+    from jobs import tracking
+    from jobs.worker import Worker
+
+    api = lab["api"]
+    other = f"sqlite:///{lab['root'] / 'other.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    assert api.mlflow_uri()["tracking_uri"] == other
+    job = api.submit("test-sleep", {"seconds": 0})
+    Worker(burst=True, poll_interval=0.05).run()
+    assert run_of(other, job.id, "workbench").info.status == "FINISHED"
+    default = client(lab["uri"])
+    assert not default.search_runs([default.get_experiment_by_name("workbench").experiment_id],
+                                   filter_string=f"tags.`workbench.job_id` = '{job.id}'")
+    assert client(other).get_experiment_by_name("workbench").artifact_location.startswith(
+        (lab["root"] / "home" / "mlartifacts").as_uri())
+
+    monkeypatch.setenv("WORKBENCH_MLFLOW", "off")
+    quiet = api.submit("test-sleep", {"seconds": 0})
+    Worker(burst=True, poll_interval=0.05).run()
+    assert api.get_job(quiet.id).status.value == "succeeded" and "MLflow" not in api.job_log(quiet.id)
+    assert not client(other).search_runs([client(other).get_experiment_by_name("workbench").experiment_id],
+                                         filter_string=f"tags.`workbench.job_id` = '{quiet.id}'")
+
+    # a tracking problem is one line in the job's log, never a failed job
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "bogus-scheme://nowhere")
+    line = tracking.track(quiet.id)
+    assert line.startswith("MLflow tracking failed (the job is not affected):") and "\n" not in line
+    assert api.get_job(quiet.id).status.value == "succeeded"
+
+
+def test_benchmark_cells_become_metrics_and_long_params_are_cut(lab):
+    """What a run records, without MLflow: a finished benchmark job's cells; a parameter over MLflow's limit."""
+    from jobs import tracking
+    from storage import catalog, queue
+    from storage.orm import JobStatus
+
+    root = lab["root_variant"]
+    job = queue.enqueue("benchmark", {"batch_sizes": [1], "note": "x" * 7000}, variant_id=root.id)
+    assert queue.claim_next("describe-test", ["cpu"]).id == job.id
+    stats = dict(samples=10, p50_ms=2.0, p90_ms=2.5, p95_ms=3.0, p99_ms=3.5, mean_ms=2.2, std_ms=0.3,
+                 throughput_sps=500.0, tokens_per_s=8000.0, peak_rss_bytes=None, gpu_peak_bytes=None, load_time_s=0.1,
+                 threads=1, stable=True, spread=0.01, fingerprint={}, fingerprint_hash="f" * 16)
+    catalog.add_measurements([dict(variant_id=root.id, job_id=job.id, dataset_id=None, device="cpu", batch_size=1,
+                                   seq_len=16, **stats)])
+    assert queue.finish(job.id, JobStatus.SUCCEEDED, result={"measurements": 1, "variants": [root.id]},
+                        worker_id="describe-test")
+    record = tracking.describe_job(queue.get_job(job.id))
+    metrics = {key: value for key, value, _ in record["metrics"]}
+    assert metrics[f"p50_ms.v{root.id}.b1.s16"] == 2.0 and metrics[f"p95_ms.v{root.id}.b1.s16"] == 3.0
+    assert metrics[f"throughput_sps.v{root.id}.b1.s16"] == 500.0 and metrics["measurements"] == 1
+    assert len(record["params"]["note"]) == tracking.MAX_PARAM and record["params"]["batch_sizes"] == "[1]"
+    assert record["experiment"] == "workbench/tiny" and record["status"] == "FINISHED"

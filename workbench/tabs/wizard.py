@@ -1,0 +1,339 @@
+"""Wizard tab: the guided path from a constraint ("4x faster, under 1 point lost") to a recommended variant.
+
+Five steps: model, dataset, goal (target hardware detected and editable, accuracy tolerance, latency SLO or
+speed-up), the recommended recipe with one reason per step (its parameters editable as JSON), then review and
+launch. After launch one progress bar follows every job of the run; when it is done the tab shows the
+comparison with the recommended variant highlighted. All the deciding is in `jobs.wizard`, through `jobs.api`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from jobs import api
+from storage.errors import WorkbenchError
+from workbench import compare_charts, roles
+from workbench.ui import Refresh, esc, fail, ok
+
+REFRESH_S = 2.0
+PRIVATE = dict(api_visibility="private")  # UI events, not API endpoints
+STATUS_ICONS = {"queued": "⏳", "running": "🔄", "succeeded": "✅", "failed": "❌", "cancelled": "⛔"}
+
+
+# ---- what each step shows ----------------------------------------------------------------------------------------
+
+
+def _model_choices() -> list[tuple[str, str]]:
+    return [(f"#{m.id} {m.name}", str(m.id)) for m in api.list_models()]
+
+
+def _dataset_choices() -> list[tuple[str, str]]:
+    return [(f"#{d.id} {d.name}", str(d.id)) for d in api.list_datasets()]
+
+
+def model_text(ref: str | None) -> str:
+    if not ref:
+        return "*Add a model in the **Models** tab, then pick it here.*"
+    try:
+        model = api.get_model(ref)
+    except WorkbenchError as exc:
+        return fail(str(exc))
+    info = model.info or {}
+    facts = [f"**{esc(model.name)}**"]
+    if info.get("architecture"):
+        facts.append(esc(info["architecture"]))
+    if info.get("num_parameters"):
+        facts.append(f"{info['num_parameters'] / 1e6:.1f}M parameters")
+    if info.get("labels"):
+        facts.append(f"classifies {esc(', '.join(map(str, info['labels'])))}")
+    elif info.get("task_note"):
+        facts.append(esc(info["task_note"]))
+    return " · ".join(facts)
+
+
+def dataset_text(ref: str | None) -> str:
+    if not ref:
+        return "*Add a dataset in the **Datasets** tab, then pick it here.*"
+    try:
+        ds = api.get_dataset(ref)
+    except WorkbenchError as exc:
+        return fail(str(exc))
+    sizes = ", ".join(f"{k} {v:,}" for k, v in ds.split_sizes.items())
+    return f"**{esc(ds.name)}** · {len(ds.labels)} labels: {esc(', '.join(ds.labels))} · {sizes}"
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def recipe_html(recipe) -> str:
+    """The recipe as a table (step, kind, key parameters, why), with the baseline, expectation and notes."""
+    rows = "".join(
+        f"<tr data-kind='{esc(s.kind)}'><td>{i}</td><td><b>{esc(s.kind)}</b></td>"
+        f"<td><code>{esc(', '.join(f'{k}={_value(v)}' for k, v in s.params.items()) or 'defaults')}</code></td>"
+        f"<td>{esc(s.why)}</td></tr>"
+        for i, s in enumerate(recipe.steps, start=1))
+    head = "<tr><th>#</th><th>job</th><th>key parameters</th><th>why</th></tr>"
+    notes = "".join(f"<li>{esc(n)}</li>" for n in recipe.notes)
+    expected = f"about {recipe.expected_speedup:g}x" if recipe.expected_speedup else "unknown"
+    return (
+        f"<div class='wizard-recipe'><p><b>Hardware here:</b> {esc(recipe.hardware)}<br>"
+        f"<b>Goal:</b> {esc(recipe.goal.describe())}<br><b>Baseline:</b> {esc(recipe.baseline)} · "
+        f"<b>expected speed-up:</b> {expected}</p>"
+        f"<table class='wizard-recipe-table' id='wizard-recipe-table'><thead>{head}</thead><tbody>{rows}</tbody></table>"
+        + (f"<ul class='wizard-notes'>{notes}</ul>" if notes else "") + "</div>"
+    )
+
+
+def recipe_json(recipe) -> str:
+    return json.dumps({"steps": [{"kind": s.kind, "params": s.params} for s in recipe.steps],
+                       "evaluation": recipe.evaluation}, indent=2)
+
+
+def review_text(recipe) -> str:
+    chain = " → ".join(f"{i}\\. **{esc(s.kind)}**" for i, s in enumerate(recipe.steps, start=1))
+    ev = recipe.evaluation
+    examples = f"{ev['max_examples']} test examples" if ev.get("max_examples") else "the whole test split"
+    lines = [
+        f"**Model** {esc(recipe.model_name)} (from variant #{recipe.start_variant_id}) · **Dataset** "
+        f"{esc(recipe.dataset_name)} · **Target** {esc(recipe.goal.target)}",
+        f"**Goal:** {esc(recipe.goal.describe())}",
+        f"**Steps:** {chain}",
+        f"Every new variant is evaluated on {examples} and flagged when it is more than "
+        f"{ev.get('tolerance_points', 1.0):g} points below its parent"
+        + ("; the baseline is evaluated on the same examples first." if recipe.evaluate_start else "."),
+    ]
+    if recipe.quick:
+        lines.append("⚡ **Quick trial:** small samples and short benchmark cells: the figures are rough.")
+    return "\n\n".join(lines)
+
+
+def progress_html(progress) -> str:
+    """One bar for the whole run, then a line per step with the evaluation of what it made."""
+    pct = f"{progress.fraction:.0%}"
+    evaluations: dict[int | None, list] = {}
+    for line in progress.lines:
+        if line.role == "evaluation":
+            evaluations.setdefault(line.number, []).append(line)
+
+    def evaluation_items(number: int | None) -> str:
+        items = []
+        for ev in evaluations.get(number, []):
+            result = f"accuracy {ev.accuracy:.1%}" if ev.accuracy is not None else esc(ev.message[:120])
+            items.append(f"<li data-status='{ev.status}'>{STATUS_ICONS.get(ev.status, '')} evaluation of "
+                         f"#{ev.variant_id}: {result}</li>")
+        return f"<ul>{''.join(items)}</ul>" if items else ""
+
+    steps = []
+    for line in progress.lines:
+        if line.role != "step":
+            continue
+        made = f" → variant #{line.variant_id}" if line.variant_id else ""
+        detail = "" if line.status == "succeeded" else f" ({line.progress:.0%}) {esc(line.message[:160])}"
+        steps.append(f"<li data-kind='{esc(line.kind)}' data-status='{line.status}'>{STATUS_ICONS.get(line.status, '')} "
+                     f"<b>{esc(line.kind)}</b> {line.status}{detail}{made}{evaluation_items(line.number)}</li>")
+    baseline = evaluation_items(None)
+    state = "failed" if progress.failed else "done" if progress.done else "running"
+    return (
+        f"<div class='wizard-progress' data-state='{state}' data-pipeline='{esc(progress.pipeline)}'>"
+        f"<div><progress max='1' value='{progress.fraction:.3f}' style='width:60%'></progress> "
+        f"<b class='wizard-percent'>{pct}</b> · {esc(progress.message[:300])}</div>"
+        + (f"<div>Baseline{baseline}</div>" if baseline else "")
+        + f"<ol>{''.join(steps)}</ol></div>"
+    )
+
+
+def outcome_views(progress):
+    """Summary, chart and decision table once the run is done (empty before)."""
+    outcome = progress.outcome
+    if progress.failed:
+        return fail(f"The run stopped: {esc(progress.message)}. See the **Jobs** tab for the log."), None, pd.DataFrame()
+    if outcome is None:
+        return "", None, pd.DataFrame()
+    summary = f"### ★ {esc(outcome.summary)}" if outcome.recommended_id else f"### {esc(outcome.summary)}"
+    if outcome.decision is None:
+        return summary, None, pd.DataFrame()
+    decision = outcome.decision
+    summary += ("\n\nEvery chart, other batch sizes and the report are in the **Compare** tab (same hardware "
+                f"fingerprint `{esc(outcome.fingerprint or '')}`, batch {decision.batch_size} x {decision.seq_len}); "
+                "each variant's lineage and evaluation are in **Variants**.")
+    chart = compare_charts.accuracy_vs_latency(decision.points, decision.front, decision.sweet,
+                                               sweet_name="recommended", baseline=decision.baseline)
+    return summary, chart, pd.DataFrame(api.decision_table(decision))
+
+
+# ---- handlers ----------------------------------------------------------------------------------------------------
+
+
+def _go(step: int):
+    return gr.Walkthrough(selected=step)
+
+
+def to_dataset(model: str | None):
+    if not model:
+        return gr.update(), fail("pick a model first")
+    return _go(2), ""
+
+
+def to_goal(dataset: str | None):
+    if not dataset:
+        return gr.update(), fail("pick a dataset first")
+    return _go(3), ""
+
+
+def to_recipe(model, dataset, target, max_drop, slo, speedup, batch, seq, quick):
+    """Step 3 → 4: the core's recommendation for this goal, or why there is none."""
+    if not model or not dataset:
+        return None, gr.update(), gr.update(), gr.update(), fail("pick a model (step 1) and a dataset (step 2)")
+    try:
+        recipe = api.recommend_recipe(
+            model, dataset, target=target or None, max_drop_points=float(max_drop if max_drop is not None else 1.0),
+            slo_ms=float(slo) if slo else None, speedup=float(speedup) if speedup else None,
+            batch_size=int(batch or 1), seq_len=int(seq or 128), quick=bool(quick))
+    except WorkbenchError as exc:
+        return None, gr.update(), gr.update(), gr.update(), fail(str(exc))
+    return recipe, recipe_html(recipe), recipe_json(recipe), _go(4), ""
+
+
+def to_review(recipe, edited: str | None):
+    """Step 4 → 5: the recipe with the user's edits (checked as a pipeline), then the review."""
+    if recipe is None:
+        return None, gr.update(), gr.update(), fail("go back to step 3 for a recipe")
+    try:
+        data = json.loads(edited or "{}")
+    except json.JSONDecodeError as exc:
+        return recipe, gr.update(), gr.update(), fail(f"the steps are not valid JSON: {exc}")
+    if not isinstance(data, dict):
+        return recipe, gr.update(), gr.update(), fail('expected {"steps": [...], "evaluation": {...}}')
+    try:
+        recipe = api.edit_recipe(recipe, data.get("steps", []), data.get("evaluation"))
+    except WorkbenchError as exc:
+        return recipe, gr.update(), gr.update(), fail(str(exc))
+    return recipe, review_text(recipe), _go(5), ""
+
+
+@roles.editor_only("launch jobs")
+def launch(recipe):
+    """Queue the recipe; the timer then follows the run."""
+    if recipe is None:
+        return None, fail("no recipe yet: go back to step 3"), gr.update(), gr.update(), gr.Timer(active=False)
+    try:
+        launched = api.launch_recipe(recipe)
+    except WorkbenchError as exc:
+        return None, fail(str(exc)), gr.update(), gr.update(), gr.Timer(active=False)
+    progress = api.wizard_progress(launched.pipeline, launched.goal)
+    message = ok(f"launched run {launched.pipeline}: jobs {', '.join(map(str, launched.job_ids))}")
+    return launched, message, progress_html(progress), gr.update(interactive=False), gr.Timer(active=True)
+
+
+def follow(run):
+    """Timer tick: the run's progress, and the comparison once it is done (then the timer stops)."""
+    if run is None:
+        return gr.update(), gr.update(), gr.update(), gr.update(), gr.Timer(active=False)
+    try:
+        progress = api.wizard_progress(run.pipeline, run.goal)
+    except WorkbenchError as exc:
+        return fail(str(exc)), gr.update(), gr.update(), gr.update(), gr.Timer(active=False)
+    summary, chart, table = outcome_views(progress) if progress.done else (gr.update(),) * 3
+    return progress_html(progress), summary, chart, table, gr.Timer(active=not progress.done)
+
+
+def start_over():
+    return None, None, _go(1), "", "", "", None, pd.DataFrame(), gr.update(interactive=True), gr.Timer(active=False)
+
+
+# ---- the tab -----------------------------------------------------------------------------------------------------
+
+
+def build() -> Refresh:
+    defaults = api.wizard_defaults()
+    goal = defaults["goal"]
+    gr.Markdown("Know your constraint but not the recipe? Pick a model and a dataset, say how fast and how accurate "
+                "it must be on which hardware; the wizard recommends the steps (and says why), runs them as one "
+                "pipeline, and ends on the comparison with the recommended variant highlighted.")
+    recipe_state = gr.State(None)
+    run_state = gr.State(None)
+    with gr.Walkthrough(selected=1, elem_id="wizard-walkthrough") as walk:
+        with gr.Step("Model", id=1, elem_id="wizard-step-1"):
+            model = gr.Dropdown(label="Model", choices=[], interactive=True, elem_id="wizard-model",
+                                info="the model to make faster (fine-tuned first if it has no head for the dataset)")
+            model_info = gr.Markdown(model_text(None), elem_id="wizard-model-info")
+            next1 = gr.Button("Next: dataset", variant="primary", elem_id="wizard-next-1")
+            status1 = gr.Markdown(elem_id="wizard-status-1")
+        with gr.Step("Dataset", id=2, elem_id="wizard-step-2"):
+            dataset = gr.Dropdown(label="Dataset", choices=[], interactive=True, elem_id="wizard-dataset",
+                                  info="for fine-tuning, accuracy and the benchmark's texts")
+            dataset_info = gr.Markdown(dataset_text(None), elem_id="wizard-dataset-info")
+            with gr.Row():
+                back2 = gr.Button("Back", size="sm", elem_id="wizard-back-2")
+                next2 = gr.Button("Next: goal", variant="primary", elem_id="wizard-next-2")
+            status2 = gr.Markdown(elem_id="wizard-status-2")
+        with gr.Step("Goal", id=3, elem_id="wizard-step-3"):
+            hardware = gr.Markdown(f"**Detected here:** {esc(defaults['hardware'])}", elem_id="wizard-hardware")
+            target = gr.Dropdown(label="Target hardware (detected; change it if the model will run elsewhere)",
+                                 choices=[(f"{k}: {v}", k) for k, v in defaults["targets"].items()],
+                                 value=defaults["target"], interactive=True, elem_id="wizard-target")
+            with gr.Row():
+                max_drop = gr.Number(goal["max_drop_points"], label="Maximum accuracy drop (points)", minimum=0,
+                                     elem_id="wizard-max-drop")
+                slo = gr.Number(0, label="p95 latency SLO (ms; 0 = none: the fastest)", minimum=0, elem_id="wizard-slo")
+                speedup = gr.Number(0, label="Speed-up wanted (x; 0 = as fast as possible)", minimum=0,
+                                    elem_id="wizard-speedup")
+            with gr.Row():
+                batch = gr.Number(goal["batch_size"], label="Batch size of interest", precision=0, minimum=1,
+                                  elem_id="wizard-batch")
+                seq = gr.Number(goal["seq_len"], label="Sequence length (tokens)", precision=0, minimum=2,
+                                elem_id="wizard-seq")
+                quick = gr.Checkbox(False, label="Quick trial: small samples, short benchmark cells (minutes; rough figures)",
+                                    elem_id="wizard-quick")
+            with gr.Row():
+                back3 = gr.Button("Back", size="sm", elem_id="wizard-back-3")
+                next3 = gr.Button("Next: recommend a recipe", variant="primary", elem_id="wizard-next-3")
+            status3 = gr.Markdown(elem_id="wizard-status-3")
+        with gr.Step("Recipe", id=4, elem_id="wizard-step-4"):
+            recipe_view = gr.HTML(elem_id="wizard-recipe")
+            with gr.Accordion("Edit the steps and the evaluation (JSON)", open=False):
+                params = gr.Code(language="json", interactive=True, elem_id="wizard-params")
+            with gr.Row():
+                back4 = gr.Button("Back", size="sm", elem_id="wizard-back-4")
+                next4 = gr.Button("Next: review", variant="primary", elem_id="wizard-next-4")
+            status4 = gr.Markdown(elem_id="wizard-status-4")
+        with gr.Step("Review and launch", id=5, elem_id="wizard-step-5"):
+            review = gr.Markdown(elem_id="wizard-review")
+            with gr.Row():
+                back5 = gr.Button("Back", size="sm", elem_id="wizard-back-5")
+                launch_button = gr.Button("Launch", variant="primary", elem_id="wizard-launch")
+                again = gr.Button("Start over", size="sm", elem_id="wizard-start-over")
+            launch_status = gr.Markdown(elem_id="wizard-launch-status")
+            progress = gr.HTML(elem_id="wizard-progress")
+            summary = gr.Markdown(elem_id="wizard-summary")
+            chart = gr.Plot(elem_id="wizard-chart", show_label=False)
+            table = gr.Dataframe(label="Decision at the goal's cell", interactive=False, elem_id="wizard-table")
+    timer = gr.Timer(REFRESH_S, active=False)
+
+    model.change(model_text, model, model_info, show_progress="hidden", **PRIVATE)
+    dataset.change(dataset_text, dataset, dataset_info, show_progress="hidden", **PRIVATE)
+    next1.click(to_dataset, model, [walk, status1], **PRIVATE)
+    next2.click(to_goal, dataset, [walk, status2], **PRIVATE)
+    next3.click(to_recipe, [model, dataset, target, max_drop, slo, speedup, batch, seq, quick],
+                [recipe_state, recipe_view, params, walk, status3], **PRIVATE)
+    next4.click(to_review, [recipe_state, params], [recipe_state, review, walk, status4], **PRIVATE)
+    for button, step in ((back2, 1), (back3, 2), (back4, 3), (back5, 4)):
+        button.click(lambda step=step: _go(step), None, walk, **PRIVATE)
+    launch_button.click(launch, recipe_state, [run_state, launch_status, progress, launch_button, timer], **PRIVATE)
+    timer.tick(follow, run_state, [progress, summary, chart, table, timer], show_progress="hidden", **PRIVATE)
+    again.click(start_over, None, [recipe_state, run_state, walk, launch_status, progress, summary, chart, table,
+                                   launch_button, timer], **PRIVATE)
+
+    def refresh():
+        models, datasets = _model_choices(), _dataset_choices()
+        return (gr.update(choices=models), gr.update(choices=datasets),
+                f"**Detected here:** {esc(api.wizard_defaults()['hardware'])}")
+
+    return Refresh(refresh, [model, dataset, hardware])
