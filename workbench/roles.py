@@ -9,6 +9,7 @@ directly (not through a visible button) is refused just the same.
 from __future__ import annotations
 
 import functools
+import hmac
 import inspect
 import typing
 from typing import Any, Callable
@@ -44,9 +45,9 @@ def auth_configured() -> bool:
 
 
 def check_login(username: str, password: str) -> bool:
-    """For `launch(auth=...)`."""
+    """For `launch(auth=...)`. Constant-time comparison, so response timing does not leak the password."""
     account = accounts().get(username)
-    return account is not None and account[0] == password
+    return account is not None and hmac.compare_digest(account[0].encode(), (password or "").encode())
 
 
 def role_of(username: str | None) -> str:
