@@ -11,34 +11,48 @@ from typing import Any
 from jobs.devices import detect, fast_bf16
 
 
-def _measured_speedups(fingerprint_hash: str) -> dict[str, float]:
-    """'runtime precision' -> p50 speedup over PyTorch fp32 at batch 1, from this machine's newest benchmark rows."""
+def _measured_speedups(fingerprint_hash: str, batch_size: int = 1) -> dict[str, float]:
+    """'runtime precision' -> best p50 speedup over its nearest measured PyTorch fp32 ancestor at `batch_size`, at
+    the same sequence length, from this machine's newest benchmark rows.
+
+    The ancestor, not any fp32 variant: a distilled student is fp32 too, and measuring the full model's bf16
+    child against the student's latency would understate bf16.
+    """
     from storage import catalog
 
-    rows = [m for m in catalog.list_measurements(fingerprint_hash=fingerprint_hash) if m.batch_size == 1]
+    rows = [m for m in catalog.list_measurements(fingerprint_hash=fingerprint_hash) if m.batch_size == batch_size]
     if not rows:
         return {}
     variants = {v.id: v for v in catalog.list_variants()}
     newest: dict[tuple[int, int], Any] = {}
     for m in rows:
         newest[(m.variant_id, m.seq_len)] = m
+
+    def fp32_ancestor(variant_id: int, seq: int):
+        parent_id = variants[variant_id].parent_id
+        while parent_id is not None and parent_id in variants:
+            parent = variants[parent_id]
+            if (parent.runtime, parent.precision) == ("pytorch", "fp32") and (parent.id, seq) in newest:
+                return newest[(parent.id, seq)]
+            parent_id = parent.parent_id
+        return None
+
     by_kind: dict[str, float] = {}
-    baselines = {seq: m.p50_ms for (vid, seq), m in newest.items()
-                 if vid in variants and (variants[vid].runtime, variants[vid].precision) == ("pytorch", "fp32")}
     for (vid, seq), m in newest.items():
-        if vid not in variants or seq not in baselines:
+        base = fp32_ancestor(vid, seq) if vid in variants else None
+        if base is None:
             continue
         key = f"{variants[vid].runtime} {variants[vid].precision}"
-        by_kind[key] = max(by_kind.get(key, 0.0), baselines[seq] / m.p50_ms)
+        by_kind[key] = max(by_kind.get(key, 0.0), base.p50_ms / m.p50_ms)
     by_kind.pop("pytorch fp32", None)
     return by_kind
 
 
-def measured_speedups(device: str = "cpu") -> dict[str, float]:
-    """This machine's best measured speedups over PyTorch fp32 at batch 1, by 'runtime precision' (may be empty)."""
+def measured_speedups(device: str = "cpu", batch_size: int = 1) -> dict[str, float]:
+    """This machine's best measured speedups over PyTorch fp32 at a batch size, by 'runtime precision' (may be empty)."""
     from jobs.bench.fingerprint import fingerprint, fingerprint_hash
 
-    return _measured_speedups(fingerprint_hash(fingerprint(device)))
+    return _measured_speedups(fingerprint_hash(fingerprint(device)), batch_size)
 
 
 def advice(kind: str, params: dict[str, Any]) -> list[str]:

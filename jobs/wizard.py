@@ -193,16 +193,19 @@ def defaults() -> dict[str, Any]:
             "goal": {f.name: f.default for f in dataclasses.fields(Goal) if f.name != "target"}}
 
 
-def _measured(target: str, detected: str) -> dict[str, float]:
-    """This machine's measured speedups at batch 1, when the target is this machine (else none apply)."""
+def _measured(target: str, detected: str, batch_size: int = 1) -> tuple[int, dict[str, float]]:
+    """The batch size and this machine's measured speedups there: the goal's batch size, else batch 1. None apply
+    when the target is not this machine."""
     if target != detected:
-        return {}
+        return batch_size, {}
     from jobs.advice import measured_speedups
 
     try:
-        return measured_speedups("cuda" if target == "nvidia-gpu" else "cpu")
+        device = "cuda" if target == "nvidia-gpu" else "cpu"
+        at_goal = measured_speedups(device, batch_size)
+        return (batch_size, at_goal) if at_goal or batch_size == 1 else (1, measured_speedups(device, 1))
     except Exception:  # noqa: BLE001 - no CUDA to fingerprint in this process: nothing measured here applies
-        return {}
+        return batch_size, {}
 
 
 def _speed_name(key: str) -> str:
@@ -334,7 +337,7 @@ def _choose(goal: Goal, detected: str, start: Variant) -> tuple[_Option, float, 
     """
     from jobs.registry import all_kinds
 
-    measured = _measured(goal.target, detected)
+    measured_batch, measured = _measured(goal.target, detected, goal.batch_size)
     unavailable = {k.name: k.availability()[1] for k in all_kinds() if not k.availability()[0]}
     onnx_start = start.runtime == "onnxruntime"
     options, notes = [], []
@@ -350,7 +353,7 @@ def _choose(goal: Goal, detected: str, start: Variant) -> tuple[_Option, float, 
     reason = chosen.fact
     here = [f"{_speed_name(o.key)} {measured[o.key]:.1f}x" for o in options if o.key in measured]
     if here:
-        reason += f"; measured on this machine at batch 1 vs PyTorch fp32: {', '.join(here)}"
+        reason += f"; measured on this machine at batch {measured_batch} vs PyTorch fp32: {', '.join(here)}"
         if chosen is not options[0]:
             reason += f", so {_speed_name(chosen.key)} is chosen over the usual {_speed_name(options[0].key)}"
     elif goal.target == detected:
@@ -435,7 +438,7 @@ def recommend(model: int | str, dataset: int | str, goal: Goal, *, quick: bool =
     def add_precision(for_student: bool) -> None:
         for kind, params in precision_steps:
             why = precision_why[kind]
-            add(kind, dict(params), f"The same for the student: {why[0].lower()}{why[1:]}" if for_student else why)
+            add(kind, dict(params), f"The same for the student. {why}" if for_student else why)
 
     if distill_why is not None and goal.target == "nvidia-gpu":  # a GPU engine cannot teach on a CPU worker
         add("distill", {"student": "half-layers"}, distill_why)

@@ -113,6 +113,16 @@ def test_advice_cites_what_this_machine_measured(home):
     assert any("measured on this machine" in n and "onnxruntime int8 4.0x" in n for n in notes)
     assert any("dense runtime" in n for n in api.hardware_advice("prune", {"method": "l1-unstructured"}))
 
+    # A faster fp32 variant (a distilled student) is not the baseline of the full model's children: each variant
+    # is compared with its nearest measured fp32 PyTorch ancestor.
+    student = _variant(catalog, model.id, root.id, "m > distill", runtime="pytorch", precision="fp32")
+    student_bf16 = _variant(catalog, model.id, student.id, "m > distill > bf16", runtime="pytorch", precision="bf16")
+    _measure(catalog, student.id, here, 50.0)
+    _measure(catalog, student_bf16.id, here, 40.0)
+    from jobs.advice import measured_speedups
+
+    assert measured_speedups("cpu") == pytest.approx({"onnxruntime int8": 4.0, "pytorch bf16": 1.25})
+
 
 def test_compare_tab_renders_one_fingerprint_and_exports(two_machines):
     from jobs.bench.fingerprint import fingerprint_hash
