@@ -72,3 +72,12 @@ def minilm_dir() -> Path:
     from jobs.intake.builtin import builtin_model
 
     return builtin_model("minilm-l6").path()
+
+
+@pytest.fixture
+def page(served):
+    """A headless Chromium page on the app a browser test module serves (its `served` fixture yields the URL)."""
+    from tests.support.browser import open_page
+
+    with open_page(served) as page:
+        yield page

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from tests.support.browser import open_page, require_chromium, serve_app
+from tests.support.browser import require_chromium, serve_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -15,12 +15,6 @@ def served(tmp_path_factory):
     require_chromium()
     with serve_app(tmp_path_factory.mktemp("served")) as url:
         yield url
-
-
-@pytest.fixture
-def page(served):
-    with open_page(served) as page:
-        yield page
 
 
 def test_add_dataset_and_model_then_see_the_job_succeed(page, tmp_path):

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.conftest import wait_for
-from tests.support.browser import choose, open_page, require_chromium, serve_app
+from tests.support.browser import choose, require_chromium, serve_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -26,12 +26,6 @@ def served(home):
     api.add_dataset(api.DatasetRequest("builtin:tweet-sentiment"))
     with serve_app(home) as url:
         yield url
-
-
-@pytest.fixture
-def page(served):
-    with open_page(served) as page:
-        yield page
 
 
 def pick_kind(page, kind: str, first_param: str) -> None:

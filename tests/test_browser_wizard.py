@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.conftest import wait_for
-from tests.support.browser import choose, open_page, require_chromium, serve_app
+from tests.support.browser import choose, require_chromium, serve_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -27,12 +27,6 @@ def served(home, tmp_path, minilm_dir):
     api.add_dataset(api.DatasetRequest(str(write_sentiment_csv(tmp_path / "toy.csv")), name="toy"))
     with serve_app(home) as url:
         yield url
-
-
-@pytest.fixture
-def page(served):
-    with open_page(served) as page:
-        yield page
 
 
 def test_the_wizard_from_goal_to_recommended_variant(page, tmp_path):
