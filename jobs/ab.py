@@ -7,16 +7,14 @@ binomial test is used, otherwise the chi-square test with continuity correction 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
 from jobs.data import split_examples
-from jobs.playground import Prediction, predict_text
+from jobs.playground import Prediction, predict_text, timed_probabilities
 from jobs.predictor_cache import CACHE, PredictorCache
-from jobs.runtimes.base import softmax
 from storage import catalog
 from storage.errors import InvalidInput
 
@@ -111,7 +109,7 @@ def compare_on_split(variant_a: int | str, variant_b: int | str, dataset: int | 
         raise InvalidInput(f"the {split} split of dataset {data.name!r} is empty")
 
     probs: dict[int, list[np.ndarray]] = {a_id: [], b_id: []}
-    elapsed = {a_id: 0.0, b_id: 0.0}
+    elapsed_ms = {a_id: 0.0, b_id: 0.0}
     labels: dict[int, list[str]] = {}
     for i in range(0, len(examples), batch_size):
         if progress is not None:
@@ -120,11 +118,10 @@ def compare_on_split(variant_a: int | str, variant_b: int | str, dataset: int | 
         order = (a_id, b_id) if (i // batch_size) % 2 == 0 else (b_id, a_id)
         for vid in order:
             with cache.use(vid, device) as predictor:
-                start = time.perf_counter()
-                logits = predictor.predict_encoded(predictor.encode(chunk))
-                elapsed[vid] += time.perf_counter() - start
+                batch_probs, _, ms = timed_probabilities(predictor, chunk)
                 labels[vid] = _label_names(predictor)
-            probs[vid].append(softmax(logits))
+            elapsed_ms[vid] += ms
+            probs[vid].append(batch_probs)
     if progress is not None:
         progress(len(examples), len(examples))
     if set(labels[a_id]) != set(labels[b_id]):
@@ -148,6 +145,6 @@ def compare_on_split(variant_a: int | str, variant_b: int | str, dataset: int | 
         accuracy_a=sum(a_correct) / n, accuracy_b=sum(b_correct) / n,
         agreement=sum(x == y for x, y in zip(pred_a, pred_b, strict=True)) / n,
         mcnemar=mcnemar_test(a_correct, b_correct),
-        ms_per_example_a=elapsed[a_id] * 1000 / n, ms_per_example_b=elapsed[b_id] * 1000 / n,
+        ms_per_example_a=elapsed_ms[a_id] / n, ms_per_example_b=elapsed_ms[b_id] / n,
         disagreements=disagreements,
     )

@@ -128,7 +128,7 @@ def read_texts_file(path: str | Path, column: str | None = None) -> list[str]:
 # ---- prediction ---------------------------------------------------------------------------------------------
 
 
-def _run(predictor: Predictor, texts: list[str]) -> tuple[np.ndarray, np.ndarray, float]:
+def timed_probabilities(predictor: Predictor, texts: list[str]) -> tuple[np.ndarray, np.ndarray, float]:
     """Probabilities and the tokens each row used, with the wall time of tokenizing and the forward pass."""
     start = time.perf_counter()
     batch = predictor.encode(texts)
@@ -150,7 +150,7 @@ def predict_text(variant_id: int | str, text: str, device: str = "cpu", cache: P
     """One text through one variant."""
     text = check_text(text)
     with cache.use(int(variant_id), device) as predictor:
-        probs, used, ms = _run(predictor, [text])
+        probs, used, ms = timed_probabilities(predictor, [text])
         tokens = predictor.token_counts([text])[0]
         return _prediction(text, predictor.labels, probs[0], tokens, used[0], ms)
 
@@ -167,7 +167,7 @@ def predict_texts(variant_id: int | str, texts: Sequence[str], batch_size: int =
         chunk = texts[i : i + batch_size]
         # The lock is taken per batch, so one user's large upload does not hold the model for everyone else.
         with cache.use(int(variant_id), device) as predictor:
-            probs, used, ms = _run(predictor, chunk)
+            probs, used, ms = timed_probabilities(predictor, chunk)
             tokens = predictor.token_counts(chunk)
             labels = predictor.labels
         total_ms += ms
