@@ -13,7 +13,7 @@ import pandas as pd
 from jobs import api
 from storage.errors import WorkbenchError
 from workbench import playground_charts
-from workbench.ui import Refresh, esc, fail, mb, ok
+from workbench.ui import Refresh, esc, fail, mb, ok, variant_choices
 
 EXAMPLES = 20  # examples offered per dataset
 EXAMPLE_LABEL_CHARS = 110
@@ -25,10 +25,6 @@ BATCH_COLUMNS = ["text", "label", "confidence", "tokens", "truncated"]  # the ta
 
 
 # ---- shared with the A/B tab ------------------------------------------------------------------------------------
-
-
-def variant_choices(tree) -> list[tuple[str, str]]:
-    return [(f"#{s.id} {s.name} ({s.runtime} {s.precision})", str(s.id)) for s in tree]
 
 
 def default_variant(tree) -> str | None:

@@ -13,7 +13,7 @@ import gradio as gr
 from jobs import api
 from storage.errors import WorkbenchError
 from workbench import charts, roles
-from workbench.ui import Refresh, esc, fail, mb, ok
+from workbench.ui import Refresh, esc, fail, mb, ok, variant_choices
 
 REFRESH_S = 3.0
 COLUMNS = ("id", "variant", "runtime", "precision", "size", "accuracy", "Δ vs parent", "agreement", "flag")
@@ -76,10 +76,6 @@ def variants_html(tree=None) -> str:
     head = "".join(f"<th>{h}</th>" for h in COLUMNS)
     return (f"<table class='variants-table' id='variants-table'><thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>")
-
-
-def _choices(tree) -> list[tuple[str, str]]:
-    return [(f"#{s.id} {s.name} ({s.runtime} {s.precision})", str(s.id)) for s in tree]
 
 
 # ---- one variant ---------------------------------------------------------------------------------------------
@@ -370,7 +366,7 @@ def build() -> Refresh:
         if html == last:
             return (gr.skip(), gr.skip(), last, *[gr.skip()] * len(detail_outputs))
         detail = variant_view(ref) if ref else [gr.skip()] * len(detail_outputs)
-        return (html, gr.update(choices=_choices(tree)), html, *detail)
+        return (html, gr.update(choices=variant_choices(tree)), html, *detail)
 
     gr.Timer(REFRESH_S).tick(tick, [pick, seen], [table, pick, seen, *detail_outputs], show_progress="hidden")
     pick.change(variant_view, pick, detail_outputs)
@@ -385,6 +381,6 @@ def build() -> Refresh:
     def refresh():
         tree = api.variant_tree()
         html = variants_html(tree)
-        return (html, gr.update(choices=_choices(tree)), html, *registry_view())
+        return (html, gr.update(choices=variant_choices(tree)), html, *registry_view())
 
     return Refresh(refresh, [table, pick, seen, registry_table, version, tracking_line])
