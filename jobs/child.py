@@ -76,7 +76,7 @@ def _run(job, ctx) -> int:
             won = queue.finish(
                 job_id,
                 JobStatus.SUCCEEDED,
-                message="done",
+                message=outcome.message,
                 result=outcome.result,
                 produced_variant_id=variant_id,
                 worker_id=job.worker_id,

@@ -32,11 +32,23 @@ class Examples:
         return [index[label] for label in self.labels]
 
 
+def stratified_sample(frame, limit: int):
+    """`limit` rows with the split's label proportions (so a small evaluation is not skewed towards one label by
+    chance), seeded so a child and its parent see the same rows; plain random when a label is too rare to split."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        sample, _ = train_test_split(frame, train_size=limit, stratify=frame["label"], random_state=SAMPLE_SEED)
+    except ValueError:  # a label with one row, or fewer rows per label than the split needs
+        sample = frame.sample(n=limit, random_state=SAMPLE_SEED)
+    return sample.sort_index()
+
+
 def split_examples(dataset: Dataset, split: str, limit: int = 0) -> Examples:
     """A split in stored order, or a fixed random sample of `limit` examples from it."""
     if limit < 0:
         raise InvalidInput(f"the number of examples must be 0 (all) or positive, not {limit}")
     frame = load_split(dataset, split)
     if limit and limit < len(frame):
-        frame = frame.sample(n=limit, random_state=SAMPLE_SEED)
+        frame = stratified_sample(frame, limit)
     return Examples([str(t) for t in frame["text"]], [str(label) for label in frame["label"]])

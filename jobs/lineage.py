@@ -32,6 +32,11 @@ class VariantSummary:
     agreement_with_parent: float | None
     flagged: bool
     evaluation: str  # "done", "queued", "running", "failed", or why there is none
+    degenerate: bool = False  # one class for (nearly) all inputs, or no better than the majority class
+    degenerate_reason: str | None = None
+    accuracy_low: float | None = None  # Wilson 95 % interval
+    accuracy_high: float | None = None
+    majority_accuracy: float | None = None  # always answering the most common label of the same examples
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,6 +76,9 @@ def variant_tree(model_id: int | None = None) -> list[VariantSummary]:
             num_examples=ev.num_examples if ev else None, parent_accuracy=ev.parent_accuracy if ev else None,
             drop_points=ev.drop_points if ev else None, agreement_with_parent=ev.agreement_with_parent if ev else None,
             flagged=bool(ev and ev.flagged), evaluation=_evaluation_state(v, ev, eval_jobs),
+            degenerate=bool(ev and ev.degenerate), degenerate_reason=ev.degenerate_reason if ev else None,
+            accuracy_low=ev.accuracy_low if ev else None, accuracy_high=ev.accuracy_high if ev else None,
+            majority_accuracy=ev.majority_accuracy if ev else None,
         ))
         for child in children.get(v.id, []):
             visit(child, depth + 1)

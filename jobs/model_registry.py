@@ -87,7 +87,7 @@ def _registered_model(client, name: str):
         return client.get_registered_model(name)
     except MlflowException as exc:
         if _not_found(exc):
-            raise NotFound(f"no registered model {name!r}; see `workbench registry list`") from None
+            raise NotFound(f"no registered model {name!r}", what="registered model") from None
         raise
 
 
@@ -99,7 +99,7 @@ def _model_version(client, name: str, version: str):
         return client.get_model_version(name, version)
     except MlflowException as exc:
         if _not_found(exc):
-            raise NotFound(f"registered model {name!r} has no version {version}; see `workbench registry list`") from None
+            raise NotFound(f"registered model {name!r} has no version {version}", what="registered model") from None
         raise
 
 
@@ -166,17 +166,39 @@ def register_variant(variant_ref: int | str, name: str | None = None) -> dict[st
 
 
 @_mlflow_errors
-def promote(name: str, version: Any, alias: str = DEFAULT_ALIAS) -> dict[str, Any]:
-    """Point `alias` at a version; the move is remembered so `rollback` can undo it."""
+def degenerate_reason(variant_id: int | None) -> str | None:
+    """Why the variant's newest evaluation found it degenerate, or None (sound, or never evaluated)."""
+    if variant_id is None:
+        return None
+    evaluations = catalog.list_evaluations(variant_id)
+    newest = evaluations[-1] if evaluations else None
+    return newest.degenerate_reason if newest is not None and newest.degenerate else None
+
+
+def promote(name: str, version: Any, alias: str = DEFAULT_ALIAS, force: bool = False) -> dict[str, Any]:
+    """Point `alias` at a version; the move is remembered so `rollback` can undo it.
+
+    A version whose variant is degenerate (one class for all inputs, or no better than the majority class) is
+    refused with the reason unless `force`; a forced promotion is tagged on the version with that reason.
+    """
     name, version, alias = check_name(name), check_version(version), check_alias(alias)
     client = _client()
-    _model_version(client, name, version)
+    mv = _model_version(client, name, version)
+    variant_tag = (mv.tags or {}).get(f"{TAG}variant_id")
+    reason = degenerate_reason(int(variant_tag)) if variant_tag and variant_tag.isdigit() else None
+    if reason and not force:
+        raise InvalidInput(f"refused: version {version} of {name!r} is variant {variant_tag}, which is degenerate "
+                           f"({reason}); force the promotion to do it anyway")
     previous = _alias_target(client, name, alias)
     if previous == version:
-        return {"name": name, "alias": alias, "version": version, "previous": previous, "changed": False}
+        return {"name": name, "alias": alias, "version": version, "previous": previous, "changed": False,
+                "degenerate": reason}
+    if reason:
+        client.set_model_version_tag(name, version, f"{TAG}forced_promotion", f"{alias}: degenerate: {reason}")
     client.set_registered_model_alias(name, alias, version)
     aliases.record(tracking.tracking_uri(), name, alias, "promote", version, previous)
-    return {"name": name, "alias": alias, "version": version, "previous": previous, "changed": True}
+    return {"name": name, "alias": alias, "version": version, "previous": previous, "changed": True,
+            "degenerate": reason}
 
 
 @_mlflow_errors

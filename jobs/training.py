@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from jobs.context import JobContext
-from jobs.metrics import classification_metrics
+from jobs.metrics import classification_metrics, model_validity
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class TrainOutcome:
     best_accuracy: float = 0.0
     stopped_early: bool = False
     seconds: float = 0.0
+    best_validity: dict[str, Any] = field(default_factory=dict)  # metrics.model_validity of the best epoch
 
 
 # loss(student_logits, gold_label_ids, example_indices) -> scalar tensor
@@ -147,6 +148,7 @@ def train_classifier(
                 f"macro-F1 {record['val_macro_f1']:.4f} ({record['seconds']} s)")
         if best_state is None or scores["accuracy"] > outcome.best_accuracy:
             outcome.best_epoch, outcome.best_accuracy = epoch, scores["accuracy"]
+            outcome.best_validity = model_validity(scores["confusion"]) if validation[0] else {}
             best_state = copy.deepcopy(model.state_dict())
         elif epoch - outcome.best_epoch >= settings.patience and epoch < settings.epochs:
             outcome.stopped_early = True

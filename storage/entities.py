@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -148,6 +148,13 @@ class Evaluation:
     flagged: bool
     predictions: list[Any]
     created_at: datetime
+    majority_accuracy: float | None = None
+    majority_label: str | None = None
+    accuracy_low: float | None = None
+    accuracy_high: float | None = None
+    per_class_recall: dict[str, Any] = field(default_factory=dict)
+    degenerate: bool = False
+    degenerate_reason: str | None = None
 
     @property
     def drop_points(self) -> float | None:
@@ -182,6 +189,9 @@ class Measurement:
     fingerprint: dict[str, Any]
     fingerprint_hash: str
     created_at: datetime
+    samples_ms: list[float] | None = None
+    load: dict[str, Any] = field(default_factory=dict)
+    rough: bool = False
 
 
 @dataclass(frozen=True)

@@ -173,6 +173,11 @@ class SqlMeasurement(Base):
     threads: Mapped[int | None] = mapped_column(Integer)
     stable: Mapped[bool] = mapped_column(Boolean, default=False)  # the stop rule converged (not a time/sample cap)
     spread: Mapped[float | None] = mapped_column(Float)  # relative spread of the last window medians
+    # every timed call in ms, so a speedup can carry a bootstrap interval (None for rows measured before 0006)
+    samples_ms: Mapped[list[Any] | None] = mapped_column(JSON)
+    # the machine's load while the cell ran: {"loadavg_1m", "other_cpu_fraction", "steal_fraction", "cpus"}
+    load: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    rough: Mapped[bool] = mapped_column(Boolean, default=False)  # a quick-trial cell: shown, never used as advice
     fingerprint: Mapped[dict[str, Any]] = mapped_column(default=dict)
     fingerprint_hash: Mapped[str] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -197,6 +202,14 @@ class SqlEvaluation(Base):
     tolerance_points: Mapped[float] = mapped_column(Float, default=1.0)
     flagged: Mapped[bool] = mapped_column(Boolean, default=False)  # more than the tolerance below its parent
     predictions: Mapped[list[Any]] = mapped_column(default=list)  # predicted label index per example, in split order
+    # validity: is the model better than always answering the most common label of these examples?
+    majority_accuracy: Mapped[float | None] = mapped_column(Float)
+    majority_label: Mapped[str | None] = mapped_column(String(200))
+    accuracy_low: Mapped[float | None] = mapped_column(Float)  # Wilson 95 % interval of the accuracy
+    accuracy_high: Mapped[float | None] = mapped_column(Float)
+    per_class_recall: Mapped[dict[str, Any]] = mapped_column(default=dict)  # label -> recall (None: no example)
+    degenerate: Mapped[bool] = mapped_column(Boolean, default=False)
+    degenerate_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

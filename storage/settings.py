@@ -35,6 +35,11 @@ SETTINGS: dict[str, Setting] = {
             float,
         ),
         Setting("WORKBENCH_MAX_ATTEMPTS", "2", "How many times a job is tried before a lost worker fails it.", int),
+        Setting("WORKBENCH_MIN_SAMPLES", "20",
+                "Fewest timed calls a benchmark cell needs before a speedup or a recommendation is made from it.", int),
+        Setting("WORKBENCH_BUSY_CPU_FRACTION", "0.25",
+                "A cell during which other processes (and CPU steal) took more than this share of the CPU was "
+                "measured on a busy machine: it is shown, but not compared.", float),
         Setting("WORKBENCH_PREDICTOR_CACHE_MB", "3072",
                 "Memory the playground may keep loaded predictors in, in MiB; least recently used go first.", int),
         Setting("WORKBENCH_MAX_TEXT_CHARS", "20000", "Longest text one playground prediction accepts, in characters.", int),

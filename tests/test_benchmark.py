@@ -97,11 +97,29 @@ def test_sweet_spot_respects_tolerance_and_slo():
     assert sweet_spot(POINTS, 0.80, max_drop_points=50, slo_ms=24).variant_id == 3
 
 
-def test_speedup_and_its_spread():
-    s = speedup(POINTS[0], POINTS[2])
-    assert s["speedup"] == pytest.approx(5.0)
-    assert s["low"] == pytest.approx(90 / 22) and s["high"] == pytest.approx(110 / 18)
-    assert s["low"] < s["speedup"] < s["high"]
+def test_speedup_interval_matches_a_direct_bootstrap():
+    """The bootstrap interval of the ratio of medians, against the same resampling written out by hand."""
+    import numpy as np
+
+    from jobs.compare import speedup_interval
+
+    rng = np.random.default_rng(7)
+    base = 90 + rng.gamma(2.0, 3.0, 60)  # right-skewed like real latencies
+    cand = 18 + rng.gamma(2.0, 0.8, 40)
+    ratio, low, high = speedup_interval(base, cand, resamples=4000)
+    assert ratio == pytest.approx(np.median(base) / np.median(cand))
+    direct = np.random.default_rng(11)
+    ratios = [np.median(direct.choice(base, base.size)) / np.median(direct.choice(cand, cand.size)) for _ in range(4000)]
+    d_low, d_high = np.percentile(ratios, [2.5, 97.5])
+    assert low == pytest.approx(d_low, rel=0.02) and high == pytest.approx(d_high, rel=0.02)
+    assert low < ratio < high
+    wider = speedup_interval(base[:10], cand[:10], resamples=4000)  # fewer samples: a wider interval
+    assert wider[2] - wider[1] > high - low
+
+
+def test_speedup_needs_raw_samples():
+    with pytest.raises(ValueError, match="raw samples"):
+        speedup(POINTS[0], POINTS[2])
 
 
 def test_cost_per_million_predictions():

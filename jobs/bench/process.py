@@ -31,6 +31,7 @@ def _peak_rss_bytes() -> int:
 
 
 def serve(artifact_dir: str, runtime: str, device: str, threads: int, texts_file: str) -> None:
+    from jobs.bench.load import LoadProbe
     from jobs.bench.stability import StopRule, measure
     from jobs.runtimes import load_predictor
 
@@ -51,13 +52,14 @@ def serve(artifact_dir: str, runtime: str, device: str, threads: int, texts_file
             import torch
 
             torch.cuda.reset_peak_memory_stats()
+        probe = LoadProbe()
         try:
             timing = measure(lambda batch=encoded: predictor.predict_encoded(batch), StopRule(**command["rule"]))
         except Exception as exc:  # e.g. a TensorRT profile too small for this cell
             _send({"error": f"{type(exc).__name__}: {exc}"})
             continue
         reply = {"samples_ms": timing.samples_ms, "stable": timing.stable, "spread": timing.spread,
-                 "stopped_by": timing.stopped_by, "peak_rss_bytes": _peak_rss_bytes()}
+                 "stopped_by": timing.stopped_by, "peak_rss_bytes": _peak_rss_bytes(), "load": probe.finish()}
         if cuda:
             import torch
 

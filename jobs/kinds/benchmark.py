@@ -40,6 +40,8 @@ class BenchmarkParams:
     min_samples: int = field(default=30, metadata={"help": "timed calls at least, per cell"})
     max_seconds: float = field(default=10.0, metadata={"help": "time cap per cell (the row then says it did not converge)"})
     texts: int = field(default=64, metadata={"help": "test-split texts cycled into the batches"})
+    rough: bool = field(default=False, metadata={
+        "help": "a first look (the wizard's quick trial): its figures are shown but never become advice"})
 
     def __post_init__(self) -> None:
         if not self.batch_sizes or min(self.batch_sizes) < 1 or max(self.batch_sizes) > 1024:
@@ -105,10 +107,15 @@ def run(params: BenchmarkParams, ctx: JobContext) -> JobResult:
                     "peak_rss_bytes": reply["peak_rss_bytes"], "gpu_peak_bytes": reply.get("gpu_peak_bytes"),
                     "load_time_s": proc.ready["load_time_s"], "threads": proc.ready["threads"],
                     "stable": reply["stable"], "spread": reply["spread"], "fingerprint": fp, "fingerprint_hash": fp_hash,
+                    "samples_ms": [round(x, 4) for x in reply["samples_ms"]], "load": reply["load"],
+                    "rough": params.rough,
                 })
+                load = reply["load"]
                 ctx.progress(0.1 + 0.85 * done / total,
                              f"variant {variant.id}: batch {batch} x {seq} tokens: p50 {stats['p50_ms']:.2f} ms "
-                             f"({stats['samples']} calls, {reply['stopped_by']})")
+                             f"({stats['samples']} calls, {reply['stopped_by']}; other processes took "
+                             f"{load['other_cpu_fraction']:.0%} of the CPU, steal {load['steal_fraction']:.0%}, "
+                             f"load average {load['loadavg_1m']})")
     finally:
         for proc in processes.values():
             proc.close()

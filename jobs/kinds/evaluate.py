@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from jobs.context import JobContext, JobResult
 from jobs.data import Examples, split_examples
-from jobs.metrics import agreement, classification_metrics
+from jobs.metrics import agreement, classification_metrics, model_validity
 from jobs.params import parse_params, to_jsonable
 from jobs.registry import register
 from jobs.runtimes import load_predictor
@@ -93,7 +93,7 @@ def _parent_predictions(variant: Variant, examples: Examples, labels: list[str],
 
 
 @register("evaluate", EvaluateParams, summary="Accuracy, macro-F1, confusion matrix and agreement with the parent",
-          needs_dataset=False)
+          needs_dataset=False, automatic=True)
 def run(params: EvaluateParams, ctx: JobContext) -> JobResult:
     variant, dataset = ctx.require_variant(), ctx.require_dataset()
     device = "cuda" if ctx.job.device == "cuda" else "cpu"
@@ -111,21 +111,31 @@ def run(params: EvaluateParams, ctx: JobContext) -> JobResult:
         agree = agreement(predicted, parent_predicted)
     drop = None if parent_accuracy is None else (parent_accuracy - scores["accuracy"]) * 100
     flagged = drop is not None and drop > params.tolerance_points
+    validity = model_validity(scores["confusion"])
     evaluation = catalog.add_evaluation(
         variant_id=variant.id, dataset_id=dataset.id, job_id=ctx.job.id, split=params.split, num_examples=len(examples),
         accuracy=scores["accuracy"], macro_f1=scores["macro_f1"], confusion=scores["confusion"],
         agreement_with_parent=agree, parent_accuracy=parent_accuracy, tolerance_points=params.tolerance_points,
-        flagged=flagged, predictions=predicted,
+        flagged=flagged, predictions=predicted, **validity,
     )
     summary: dict[str, Any] = {
         "evaluation_id": evaluation.id, "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"],
         "num_examples": len(examples), "parent_accuracy": parent_accuracy, "agreement_with_parent": agree,
         "drop_points": None if drop is None else round(drop, 2), "flagged": flagged,
+        "majority_accuracy": validity["majority_accuracy"], "accuracy_interval": [validity["accuracy_low"],
+                                                                                  validity["accuracy_high"]],
+        "per_class_recall": validity["per_class_recall"], "degenerate": validity["degenerate"],
+        "degenerate_reason": validity["degenerate_reason"],
     }
-    line = f"accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f} on {len(examples)} {params.split} examples"
+    line = (f"accuracy {scores['accuracy']:.4f} (95% interval {validity['accuracy_low']:.4f}-{validity['accuracy_high']:.4f}), "
+            f"macro-F1 {scores['macro_f1']:.4f} on {len(examples)} {params.split} examples; always answering "
+            f"{validity['majority_label']!r} would score {validity['majority_accuracy']:.4f}")
     if parent_accuracy is not None:
         line += f"; parent {parent_accuracy:.4f}, agreement {agree:.4f}"
     if flagged:
         line += f"; FLAGGED: {drop:.2f} points below its parent (tolerance {params.tolerance_points})"
+    if validity["degenerate"]:
+        line += f"; DEGENERATE: {validity['degenerate_reason']}"
     ctx.log(line)
-    return JobResult(result=summary)
+    message = f"done: DEGENERATE, {validity['degenerate_reason']}" if validity["degenerate"] else "done"
+    return JobResult(result=summary, message=message)
