@@ -7,7 +7,8 @@ import platform
 from functools import lru_cache
 from typing import Any
 
-INTERESTING_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+INTERESTING_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16",
+                         "amx_int8")
 
 
 def cpu_info() -> dict[str, Any]:

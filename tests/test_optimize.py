@@ -47,6 +47,7 @@ def lab(tmp_path_factory):
 
         after("static-preset", "quantize", {"method": "ort-static-int8", "calibration_examples": 32}, onnx_job)
         after("static-no-preset", "quantize", {"method": "ort-static-int8", "calibration_examples": 32, "exclusion_preset": False}, onnx_job)
+        after("ort-reduce-range", "quantize", {"method": "ort-dynamic-int8", "reduce_range": "on"}, onnx_job)
         after("torch-int8", "quantize", {"method": "torch-dynamic-int8"}, tuned)
         after("bf16", "quantize", {"method": "bf16"}, tuned)
         after("fp16", "quantize", {"method": "fp16"}, tuned)
@@ -83,7 +84,7 @@ def evaluation_of(lab, variant):
 
 def test_every_variant_is_evaluated_and_none_is_left_pending(lab):
     tree = lab["api"].variant_tree()
-    assert len(tree) == 1 + 15  # the original and one variant per job that yields one
+    assert len(tree) == 1 + 16  # the original and one variant per job that yields one
     for row in tree[1:]:
         assert row.evaluation == "done", f"variant {row.id} {row.name}: {row.evaluation}"
         assert row.accuracy is not None and row.num_examples and row.num_examples > 0
@@ -157,6 +158,92 @@ def test_static_int8_with_and_without_the_exclusion_preset(lab):
         assert ev.parent_accuracy is not None
         assert ev.flagged == (ev.drop_points > ev.tolerance_points)
         print(f"{variant.name}: accuracy {ev.accuracy:.3f}, drop {ev.drop_points:+.2f} pts, flagged {ev.flagged}")
+
+
+def _int8_weights(variant) -> list[np.ndarray]:
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(Path(variant.artifact_dir) / "model.onnx")).graph
+    return [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+
+
+def test_ort_dynamic_int8_with_reduce_range_on_makes_7_bit_weights_that_work(lab):
+    from jobs.devices import detect
+    from jobs.kinds.quantize import resolve_reduce_range
+    from jobs.runtimes import load_predictor
+
+    reduced, default = produced(lab, "ort-reduce-range"), produced(lab, "ort-dynamic")
+    facts = reduced.info["quantization"]
+    assert facts["reduce_range"] is True and facts["reduce_range_why"] == "set to on"
+    weights = _int8_weights(reduced)
+    assert len(weights) >= 12 and max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64  # 7 bits
+    # the default (auto) says what it resolved to on this machine's flags, and why
+    auto = default.info["quantization"]
+    assert (auto["reduce_range"], auto["reduce_range_why"]) == resolve_reduce_range("auto", detect()["cpu_flags"])
+    if not auto["reduce_range"]:
+        assert max(int(np.abs(w.astype(np.int16)).max()) for w in _int8_weights(default)) > 64
+    probs = load_predictor(reduced).predict(["i found it wonderful", "what a terrible day"])
+    assert probs.shape == (2, 3) and np.allclose(probs.sum(1), 1, atol=1e-4)
+    ev = evaluation_of(lab, reduced)
+    assert ev.agreement_with_parent is not None and ev.flagged == (ev.drop_points > ev.tolerance_points)
+
+
+def test_reduce_range_parses_and_applies_to_onnx_runtime_methods_only():
+    from jobs.kinds.quantize import QuantizeParams
+    from jobs.params import describe, parse_params
+    from storage.errors import InvalidInput
+
+    assert parse_params(QuantizeParams, {}).reduce_range == "auto"
+    for method in ("ort-dynamic-int8", "ort-static-int8"):
+        for value in ("auto", "on", "off"):
+            assert parse_params(QuantizeParams, {"method": method, "reduce_range": value}).reduce_range == value
+    with pytest.raises(InvalidInput, match="reduce_range='7bit' is not allowed; use one of auto, on, off"):
+        parse_params(QuantizeParams, {"reduce_range": "7bit"})
+    with pytest.raises(InvalidInput, match="reduce_range do not apply to method torch-dynamic-int8"):
+        parse_params(QuantizeParams, {"method": "torch-dynamic-int8", "reduce_range": "on"})
+    assert parse_params(QuantizeParams, {"method": "bf16", "reduce_range": "auto"}).method == "bf16"
+    field = next(f for f in describe(QuantizeParams) if f.name == "reduce_range")
+    assert field.choices == ("auto", "on", "off") and "VNNI" in field.help
+
+
+@pytest.mark.parametrize(
+    ("flags", "setting", "activations", "expected"),
+    [
+        ({"avx2"}, "auto", "uint8", True),  # AVX2 only (e.g. Zen 3): VPMADDUBSW can saturate
+        ({"avx2", "avx512f"}, "auto", "uint8", True),  # AVX-512 without VNNI (Skylake-SP)
+        ({"avx2", "avx512f", "avx512_vnni"}, "auto", "uint8", False),
+        ({"avx2", "avx_vnni"}, "auto", "uint8", False),  # AVX-VNNI without AVX-512 (Alder Lake)
+        ({"avx2", "amx_tile", "amx_int8"}, "auto", "uint8", False),
+        (set(), "auto", "uint8", True),
+        ({"avx2"}, "auto", "int8-symmetric", False),  # for TensorRT, not this CPU's u8s8 path
+        ({"avx2"}, "off", "uint8", False),
+        ({"avx512_vnni", "amx_int8"}, "on", "uint8", True),
+    ],
+)
+def test_reduce_range_auto_resolves_from_cpu_flags(flags, setting, activations, expected):
+    from jobs.kinds.quantize import resolve_reduce_range
+
+    on, why = resolve_reduce_range(setting, flags, activations)
+    assert on is expected
+    assert why.startswith("auto: ") == (setting == "auto")
+    if setting == "auto" and activations == "uint8":
+        assert ("no AVX-512 VNNI" in why) == expected
+        assert all(f in why for f in flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def test_advice_says_reduce_range_is_on_by_default_without_vnni(home, monkeypatch):
+    from jobs import api
+
+    avx2 = {"cpu": "EPYC", "cpu_count": 2, "cpu_flags": ["avx2"], "devices": ["cpu"]}
+    monkeypatch.setattr("jobs.advice.detect", lambda: avx2)
+    notes = api.hardware_advice("quantize", {"method": "ort-dynamic-int8"})
+    assert any("reduce_range is on by default here" in n and "VPMADDUBSW" in n for n in notes)
+    assert any("reduce_range=off" in n for n in api.hardware_advice("quantize", {"method": "ort-static-int8",
+                                                                                 "reduce_range": "off"}))
+    assert not any("reduce_range" in n for n in api.hardware_advice("quantize", {"method": "torch-dynamic-int8"}))
+    monkeypatch.setattr("jobs.advice.detect", lambda: {**avx2, "cpu_flags": ["avx2", "avx_vnni"]})
+    assert not any("reduce_range" in n for n in api.hardware_advice("quantize", {"method": "ort-dynamic-int8"}))
 
 
 def test_pruning(lab):

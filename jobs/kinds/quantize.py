@@ -5,11 +5,12 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
 from jobs.artifacts import copy_support_files, fresh_dir, inherited_meta, save_pytorch_variant
 from jobs.context import JobContext, JobResult
 from jobs.data import split_examples
+from jobs.devices import detect
 from jobs.registry import register
 from jobs.runtimes.base import read_variant_meta, write_variant_meta
 from jobs.runtimes.ort_runtime import ONNX_FILE
@@ -25,6 +26,9 @@ SENSITIVE_OP_TYPES = frozenset({
     "Gelu", "BiasGelu", "FastGelu", "Erf", "Softmax", "Pow", "Sqrt", "ReduceMean", "Div", "Tanh",
 })
 SENSITIVE_NAME_PARTS = ("layernorm", "intermediate_act_fn", "gelu", "softmax")
+# CPU instructions with an int8 dot product that accumulates in 32 bits: with them full 8-bit weights are safe.
+# Without them (AVX2 only) ONNX Runtime's u8s8 kernels use VPMADDUBSW, whose 16-bit pair sums can saturate.
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,9 @@ class QuantizeParams:
         "help": "static int8: how activation ranges are chosen from the calibration data"})
     activations: Literal["uint8", "int8-symmetric"] = field(default="uint8", metadata={
         "help": "static int8: uint8 activations suit ONNX Runtime on CPU; int8-symmetric is what TensorRT int8 engines need"})
+    reduce_range: Literal["auto", "on", "off"] = field(default="auto", metadata={
+        "help": "ONNX Runtime: 7-bit weights, which avoid saturating the u8s8 int8 path of x86 CPUs without VNNI "
+                "(AVX2 only); auto = on where this CPU has no AVX-512 VNNI, AVX-VNNI or AMX int8"})
 
     def __post_init__(self) -> None:
         if self.calibration_examples < 1:
@@ -50,8 +57,23 @@ class QuantizeParams:
         onnx_only = [n for n in ("per_channel", "op_types", "exclude_op_types", "exclude_nodes") if getattr(self, n)]
         if self.activations != "uint8" and self.method != "ort-static-int8":
             onnx_only.append("activations")
+        if self.reduce_range != "auto":
+            onnx_only.append("reduce_range")
         if self.method not in ONNX_METHODS and onnx_only:
             raise ValueError(f"{', '.join(onnx_only)} do not apply to method {self.method}")
+
+
+def resolve_reduce_range(setting: str, flags: Iterable[str], activations: str = "uint8") -> tuple[bool, str]:
+    """Whether ONNX Runtime should quantize weights to 7 bits, and why, for a `reduce_range` setting and CPU flags."""
+    if setting in ("on", "off"):
+        return setting == "on", f"set to {setting}"
+    if activations == "int8-symmetric":
+        return False, "auto: int8-symmetric activations are for TensorRT, whose int8 kernels use the full 8-bit range"
+    vnni = sorted(VNNI_FLAGS & set(flags))
+    if vnni:
+        return False, f"auto: this CPU has {', '.join(vnni)}, whose int8 dot products do not saturate; full 8-bit weights"
+    return True, ("auto: this CPU has no AVX-512 VNNI, AVX-VNNI or AMX int8, so ONNX Runtime's u8s8 path (AVX2 "
+                  "VPMADDUBSW) can saturate with full 8-bit weights; 7-bit weights avoid it")
 
 
 def sensitive_nodes(model_path: Path) -> list[str]:
@@ -139,14 +161,17 @@ def onnx_variant(params: QuantizeParams, variant: Variant, source: Path, out: Pa
     copy_support_files(source, out)
     src_model, dst_model = source / ONNX_FILE, out / ONNX_FILE
     excluded = list(params.exclude_nodes) + nodes_of_types(src_model, params.exclude_op_types)
-    facts: dict[str, Any] = {"per_channel": params.per_channel}
+    reduce_range, why = resolve_reduce_range(params.reduce_range, detect().get("cpu_flags", []), params.activations)
+    facts: dict[str, Any] = {"per_channel": params.per_channel, "reduce_range": reduce_range, "reduce_range_why": why}
+    ctx.log(f"reduce_range={params.reduce_range} -> {'on' if reduce_range else 'off'} ({why})")
     # quantizing a model saved by the transformer optimizer fails to find weight types without this default
     extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}
     op_types = list(params.op_types) or None
     if params.method == "ort-dynamic-int8":
         ctx.progress(0.3, "ONNX Runtime dynamic int8")
         quantize_dynamic(str(src_model), str(dst_model), weight_type=QuantType.QInt8, per_channel=params.per_channel,
-                         op_types_to_quantize=op_types, nodes_to_exclude=excluded or None, extra_options=extra)
+                         reduce_range=reduce_range, op_types_to_quantize=op_types, nodes_to_exclude=excluded or None,
+                         extra_options=extra)
     else:
         if params.exclusion_preset:
             preset = sensitive_nodes(src_model)
@@ -167,7 +192,8 @@ def onnx_variant(params: QuantizeParams, variant: Variant, source: Path, out: Pa
             activation_type = QuantType.QInt8
             extra.update(ActivationSymmetric=True, WeightSymmetric=True)
         quantize_static(str(src_model), str(dst_model), _Calibration(source, texts, names), quant_format=QuantFormat.QDQ,
-                        per_channel=params.per_channel, activation_type=activation_type, weight_type=QuantType.QInt8,
+                        per_channel=params.per_channel, reduce_range=reduce_range, activation_type=activation_type,
+                        weight_type=QuantType.QInt8,
                         op_types_to_quantize=op_types, nodes_to_exclude=excluded or None, calibrate_method=method,
                         extra_options=extra)
         facts.update(calibration_examples=len(texts), calibration_method=params.calibration_method,
