@@ -6,50 +6,85 @@ already measured (newest benchmark rows on its own fingerprint), so advice says 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from jobs.devices import detect, fast_bf16
 
 
-def _measured_speedups(fingerprint_hash: str, batch_size: int = 1) -> dict[str, float]:
-    """'runtime precision' -> best p50 speedup over its nearest measured PyTorch fp32 ancestor at `batch_size`, at
-    the same sequence length, from this machine's newest benchmark rows.
+@dataclass(frozen=True)
+class MeasuredSpeedup:
+    """A speedup this machine measured, with the benchmark job and date it comes from (advice cites both)."""
 
-    The ancestor, not any fp32 variant: a distilled student is fp32 too, and measuring the full model's bf16
-    child against the student's latency would understate bf16.
+    ratio: float
+    job_id: int | None
+    measured_at: datetime
+    batch_size: int
+
+    def cite(self) -> str:
+        return f"{self.ratio:.1f}x (job {self.job_id}, {self.measured_at:%Y-%m-%d})"
+
+
+def sound_cell(m: Any, rules: Any) -> bool:
+    """A full (not quick-trial) cell that passes the comparison rules: enough samples, stable, machine not busy."""
+    from jobs.compare import Point, cell_problems
+
+    point = Point(m.variant_id, "", m.p95_ms, None, m.p50_ms, samples=m.samples, stable=m.stable, spread=m.spread,
+                  other_cpu_fraction=m.load.get("other_cpu_fraction"), steal_fraction=m.load.get("steal_fraction"),
+                  samples_ms=tuple(m.samples_ms) if m.samples_ms else None)
+    return not m.rough and not cell_problems(point, rules)
+
+
+def _measured_speedups(fingerprint_hash: str, batch_size: int = 1) -> dict[str, MeasuredSpeedup]:
+    """'runtime precision' -> best p50 speedup over its nearest measured PyTorch fp32 ancestor at `batch_size`, at
+    the same sequence length and in the same benchmark job, from this machine's newest job that measured it.
+
+    Only sound cells count: never a quick trial's, an unstable one, one with too few samples or one measured while
+    the machine was busy, and never a ratio between two jobs (their load differed). The ancestor, not any fp32
+    variant: a distilled student is fp32 too, and measuring the full model's bf16 child against the student's
+    latency would understate bf16.
     """
+    from jobs.compare import Rules
     from storage import catalog
 
-    rows = [m for m in catalog.list_measurements(fingerprint_hash=fingerprint_hash) if m.batch_size == batch_size]
+    rules = Rules.from_settings()
+    rows = [m for m in catalog.list_measurements(fingerprint_hash=fingerprint_hash)
+            if m.batch_size == batch_size and sound_cell(m, rules)]
     if not rows:
         return {}
     variants = {v.id: v for v in catalog.list_variants()}
-    newest: dict[tuple[int, int], Any] = {}
-    for m in rows:
-        newest[(m.variant_id, m.seq_len)] = m
+    by_job: dict[int | None, dict[tuple[int, int], Any]] = {}
+    for m in rows:  # oldest first: within a job, the last row of a cell wins
+        by_job.setdefault(m.job_id, {})[(m.variant_id, m.seq_len)] = m
 
-    def fp32_ancestor(variant_id: int, seq: int):
+    def fp32_ancestor(cells: dict[tuple[int, int], Any], variant_id: int, seq: int):
         parent_id = variants[variant_id].parent_id
         while parent_id is not None and parent_id in variants:
             parent = variants[parent_id]
-            if (parent.runtime, parent.precision) == ("pytorch", "fp32") and (parent.id, seq) in newest:
-                return newest[(parent.id, seq)]
+            if (parent.runtime, parent.precision) == ("pytorch", "fp32") and (parent.id, seq) in cells:
+                return cells[(parent.id, seq)]
             parent_id = parent.parent_id
         return None
 
-    by_kind: dict[str, float] = {}
-    for (vid, seq), m in newest.items():
-        base = fp32_ancestor(vid, seq) if vid in variants else None
-        if base is None:
-            continue
-        key = f"{variants[vid].runtime} {variants[vid].precision}"
-        by_kind[key] = max(by_kind.get(key, 0.0), base.p50_ms / m.p50_ms)
+    by_kind: dict[str, MeasuredSpeedup] = {}
+    for job_id, cells in sorted(by_job.items(), key=lambda kv: max(m.id for m in kv[1].values())):
+        in_job: dict[str, MeasuredSpeedup] = {}
+        for (vid, seq), m in cells.items():
+            base = fp32_ancestor(cells, vid, seq) if vid in variants else None
+            if base is None:
+                continue
+            key = f"{variants[vid].runtime} {variants[vid].precision}"
+            ratio = base.p50_ms / m.p50_ms
+            if key not in in_job or ratio > in_job[key].ratio:
+                in_job[key] = MeasuredSpeedup(ratio, job_id, m.created_at, batch_size)
+        by_kind.update(in_job)  # a newer job's figure replaces an older one's
     by_kind.pop("pytorch fp32", None)
     return by_kind
 
 
-def measured_speedups(device: str = "cpu", batch_size: int = 1) -> dict[str, float]:
-    """This machine's best measured speedups over PyTorch fp32 at a batch size, by 'runtime precision' (may be empty)."""
+def measured_speedups(device: str = "cpu", batch_size: int = 1) -> dict[str, MeasuredSpeedup]:
+    """This machine's measured speedups over PyTorch fp32 at a batch size, by 'runtime precision' (may be empty)."""
     from jobs.bench.fingerprint import fingerprint, fingerprint_hash
 
     return _measured_speedups(fingerprint_hash(fingerprint(device)), batch_size)
@@ -74,13 +109,22 @@ def advice(kind: str, params: dict[str, Any]) -> list[str]:
                          "on a GPU prefer fp16, or TensorRT int8 from an ort-static-int8 (int8-symmetric) variant")
         if method.endswith("int8") and not cuda and not flags & {"avx512_vnni", "amx_int8"}:
             notes.append("this CPU has no VNNI or AMX int8 instructions: int8 speedups will be small")
+        if method.startswith("ort-") and not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}:
+            setting = params.get("reduce_range", "auto")
+            if setting == "off":
+                notes.append("reduce_range=off: without VNNI, ONNX Runtime's u8s8 int8 path (AVX2 VPMADDUBSW) can "
+                             "saturate with full 8-bit weights and cost accuracy")
+            elif setting == "auto" and params.get("activations") != "int8-symmetric":  # that one is for TensorRT
+                notes.append("reduce_range is on by default here: without VNNI, ONNX Runtime's u8s8 int8 path (AVX2 "
+                             "VPMADDUBSW) can saturate with full 8-bit weights, so weights get 7 bits, as ONNX "
+                             "Runtime recommends for such CPUs (reduce_range=off keeps 8)")
     if kind == "prune" and method == "l1-unstructured":
         notes.append("zeros do not make a dense runtime faster: expect the same latency and size; "
                      "use structured pruning (or a sparse runtime) for speed")
     if kind in ("quantize", "benchmark", "prune"):
         measured = _measured_speedups(fingerprint_hash(fingerprint("cpu")))
         if measured:
-            ranked = sorted(measured.items(), key=lambda kv: -kv[1])
-            notes.append("measured on this machine (batch 1, vs PyTorch fp32): "
-                         + ", ".join(f"{name} {ratio:.1f}x" for name, ratio in ranked))
+            ranked = sorted(measured.items(), key=lambda kv: -kv[1].ratio)
+            notes.append("measured on this machine (batch 1, vs PyTorch fp32; stable full benchmarks only): "
+                         + ", ".join(f"{name} {m.cite()}" for name, m in ranked))
     return notes

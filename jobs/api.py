@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from jobs.compare import Comparison, Decision, Point, build_comparison, decide, decision_table, focus_variants
+from jobs.compare import (
+    NEWEST_PER_VARIANT,
+    Comparison,
+    Decision,
+    Point,
+    build_comparison,
+    decide,
+    decision_table,
+    display_rows,
+    focus_variants,
+)
 from jobs.intake.builtin import BUILTIN_DATASETS, BUILTIN_MODELS
 from jobs.intake.datasets import DatasetRequest, add_dataset, load_split, split_class_counts
 from jobs.intake.models import IntakeResult, ModelRequest, add_model
@@ -37,7 +47,9 @@ __all__ = [
     "Point",
     "decide",
     "decision_table",
+    "display_rows",
     "focus_variants",
+    "NEWEST_PER_VARIANT",
     "parse_steps",
     "rerun_recipe",
     "Step",
@@ -110,7 +122,9 @@ def job_kinds() -> list[dict[str, Any]]:
             "device": k.device,
             "needs_variant": k.needs_variant,
             "needs_dataset": k.needs_dataset,
-            "pipeline_step": k.needs_variant and k.output_runtime is not None,  # yields a variant from a variant
+            # what the Optimize tab offers: kinds that take a variant and are not queued by the workbench itself
+            "pipeline_step": k.needs_variant and not k.automatic,
+            "yields_variant": k.output_runtime is not None,  # a step after it takes that variant (else: last step)
             "params": [vars(f) for f in describe(k.params_cls)],
         }
         for k in all_kinds()
@@ -158,6 +172,14 @@ def export_space(variant: int | str, directory: str, *, force: bool = False, tit
     return space.export_space(variant, directory, force=force, title=title, license_=license_, check=check)
 
 
+def zip_variant(variant: int | str, out: str | None = None):
+    """The variant's files (weights, ONNX graphs, tokenizer, config) as one zip at `out` (default: a temporary
+    directory), each checked against its recorded sha256; refused, leaving nothing, if one is missing or changed."""
+    from jobs.variant_zip import zip_variant as make_zip
+
+    return make_zip(variant, out)
+
+
 def explain_defaults(kind: str, params: dict[str, Any] | None, dataset: int | str | None) -> dict[str, str]:
     """What each parameter left on auto becomes for this dataset, and why (shown before launch)."""
     k = get_kind(kind)
@@ -180,10 +202,14 @@ def kind_availability() -> dict[str, str]:
 # ---- comparison --------------------------------------------------------------------------------------------
 
 
-def comparison(dataset: int | str | None = None, fingerprint: str | None = None) -> Comparison:
-    """Newest measurements per variant and cell on one hardware fingerprint (never mixed), with accuracy."""
+def comparison(dataset: int | str | None = None, fingerprint: str | None = None,
+               run: int | str | None = None) -> Comparison:
+    """One benchmark run's measurements (the newest unless `run` names a job id, or NEWEST_PER_VARIANT) on one
+    hardware fingerprint (never mixed), with accuracy and validity."""
     dataset_id = catalog.get_dataset(dataset).id if dataset not in (None, "") else None
-    return build_comparison(dataset_id, fingerprint or None)
+    if isinstance(run, str) and run.strip().isdigit():
+        run = int(run)
+    return build_comparison(dataset_id, fingerprint or None, run if run not in ("", None) else None)
 
 
 def hardware_advice(kind: str, params: dict[str, Any] | None = None) -> list[str]:
@@ -196,17 +222,25 @@ def hardware_advice(kind: str, params: dict[str, Any] | None = None) -> list[str
 # ---- playground: predictor, A/B, traffic split -------------------------------------------------------------
 
 
+def resolve_variant(ref: int | str) -> Variant:
+    """A variant by id, by name, or by registry alias `NAME@ALIAS` (e.g. `minilm-l6@production`): the variant the
+    alias points at now. The playground and the CLI take any of these wherever they take a variant."""
+    from jobs.variant_refs import resolve_variant as resolve
+
+    return resolve(ref)
+
+
 def predict(variant: int | str, text: str) -> Prediction:
     """One text through a cached predictor of the variant: probabilities, latency, tokens, truncation."""
     from jobs.playground import predict_text
 
-    return predict_text(catalog.get_variant(variant).id, text)
+    return predict_text(resolve_variant(variant).id, text)
 
 
 def predict_batch(variant: int | str, texts: list[str], progress=None) -> BatchPrediction:
     from jobs.playground import predict_texts
 
-    return predict_texts(catalog.get_variant(variant).id, texts, progress=progress)
+    return predict_texts(resolve_variant(variant).id, texts, progress=progress)
 
 
 def texts_from_lines(pasted: str) -> list[str]:
@@ -232,14 +266,15 @@ def example_texts(dataset: int | str, split: str = "test", count: int = 20) -> l
 def ab_compare(variant_a: int | str, variant_b: int | str, text: str) -> SideBySide:
     from jobs.ab import compare_text
 
-    return compare_text(catalog.get_variant(variant_a).id, catalog.get_variant(variant_b).id, text)
+    return compare_text(resolve_variant(variant_a).id, resolve_variant(variant_b).id, text)
 
 
 def ab_test_set(variant_a: int | str, variant_b: int | str, dataset: int | str, split: str = "test", limit: int = 0,
                 progress=None) -> TestSetComparison:
     from jobs.ab import compare_on_split
 
-    return compare_on_split(variant_a, variant_b, dataset, split, limit, progress=progress)
+    return compare_on_split(resolve_variant(variant_a).id, resolve_variant(variant_b).id, dataset, split, limit,
+                            progress=progress)
 
 
 def loaded_predictors() -> list:
@@ -251,7 +286,8 @@ def loaded_predictors() -> list:
 def start_experiment(variant_a: int | str, variant_b: int | str, split_b_percent: float, name: str | None = None):
     from jobs import traffic
 
-    return traffic.start_experiment(variant_a, variant_b, split_b_percent, name)
+    # an alias is resolved once: the experiment keeps the variants it pointed at when it started
+    return traffic.start_experiment(resolve_variant(variant_a).id, resolve_variant(variant_b).id, split_b_percent, name)
 
 
 def list_experiments():
@@ -315,11 +351,12 @@ def register_variant(variant: int | str, name: str | None = None) -> dict[str, A
     return model_registry.register_variant(variant, name)
 
 
-def promote(name: str, version: int | str, alias: str = "production") -> dict[str, Any]:
-    """Point an alias (staging, production, ...) of a registered model at one of its versions."""
+def promote(name: str, version: int | str, alias: str = "production", force: bool = False) -> dict[str, Any]:
+    """Point an alias (staging, production, ...) of a registered model at one of its versions; a degenerate
+    variant's version is refused with the reason unless `force`."""
     from jobs import model_registry
 
-    return model_registry.promote(name, version, alias)
+    return model_registry.promote(name, version, alias, force)
 
 
 def rollback(name: str, alias: str = "production") -> dict[str, Any]:
@@ -377,8 +414,22 @@ def launch_recipe(recipe):
     return wizard.launch(recipe)
 
 
+def wizard_remeasure(pipeline: str) -> int:
+    """Queue a full benchmark of a finished run's variants in the same run; its verdict is then made from it."""
+    from jobs import wizard
+
+    return wizard.remeasure(pipeline)
+
+
 def wizard_progress(pipeline: str, goal=None):
     """Overall fraction, one line per job, done/failed, and once done the recommended variant with its comparison."""
     from jobs import wizard
 
     return wizard.progress(pipeline, goal)
+
+
+def recent_wizard_runs(limit: int = 10):
+    """The newest wizard runs first (to reopen one after a page reload)."""
+    from jobs import wizard
+
+    return wizard.recent_runs(limit)

@@ -324,6 +324,12 @@ def decide(rows: Sequence[dict[str, Any]], batch_size: int, seq_len: int, baseli
     elif baseline.variant_id in excluded:
         undecided = f"the baseline's cell is not comparable: {excluded[baseline.variant_id]}"
     sweet = None if undecided else sweet_spot(decision.candidates, baseline.accuracy, max_drop_points, slo_ms)
+    unmeasured = [p for p in points if p.variant_id in excluded and sweet_spot([p], baseline.accuracy,
+                                                                               max_drop_points, None) is not None]
+    if sweet is not None and unmeasured:  # it might have been faster: "the fastest" cannot be claimed
+        sweet = None
+        undecided = ("variants within the tolerance could not be compared with the baseline: "
+                     + "; ".join(f"{p.label}: {excluded[p.variant_id]}" for p in unmeasured))
     if sweet is None and undecided is None:
         left_out = [f"{p.label}: {excluded[p.variant_id]}" for p in points if p.variant_id in excluded]
         left_out += [f"{p.label}: degenerate ({p.degenerate_reason})" for p in decision.candidates if p.degenerate]
@@ -356,7 +362,7 @@ def decision_table(decision: Decision, currency: str = "USD") -> list[dict[str, 
             "speedup (95% interval)": speed,
             "accuracy (95% interval)": accuracy,
             "validity": f"DEGENERATE: {p.degenerate_reason}" if p.degenerate else ("" if p.accuracy is not None else "?"),
-            f"cost / 1M ({currency})": f"{cost:.3f}" if cost is not None else "",
+            f"cost / 1M predictions ({currency})": f"{cost:.3f}" if cost is not None else "",
             "Pareto": "yes" if p.variant_id in front else "",
             "sweet spot": "★" if decision.sweet and p.variant_id == decision.sweet.variant_id else "",
         })

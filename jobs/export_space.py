@@ -282,7 +282,8 @@ def _check_target(target: Path, variant: Variant, force: bool) -> None:
     if target.exists() and not target.is_dir():
         raise InvalidInput(f"{target} is a file, not a directory")
     if target.exists() and any(target.iterdir()) and not force:
-        raise InvalidInput(f"{target} is not empty: pick a new directory, or pass --force to replace it")
+        raise InvalidInput(f"{target} is not empty: pick a new directory, or choose to replace its contents",
+                           inputs=("force",))
     protected = [Path("/"), Path.home(), settings.home(), Path(variant.artifact_dir).resolve()]
     for p in protected:
         if target == p or target in p.parents:

@@ -29,6 +29,9 @@ class JobKind:
     # output_runtime(params, input_runtime) -> runtime of the variant it yields; raises InvalidInput when the
     # input cannot be used, so a job or a whole pipeline is refused before anything is queued
     output_runtime: Callable[[Any, str], str] | None = None
+    # queued by the workbench itself (an evaluation after each new variant, an inspection after intake), so not
+    # offered as a step to launch by hand
+    automatic: bool = False
 
     def availability(self) -> tuple[bool, str]:
         return self.available() if self.available else (True, "")
@@ -59,6 +62,7 @@ def register(
     explain: Callable[[Any, Any], dict[str, str]] | None = None,
     available: Callable[[], tuple[bool, str]] | None = None,
     output_runtime: Callable[[Any, str], str] | None = None,
+    automatic: bool = False,
 ) -> Callable:
     if device not in ("cpu", "cuda", "any"):
         raise ValueError(f"device must be cpu, cuda or any, not {device!r}")
@@ -67,7 +71,8 @@ def register(
         if name in _KINDS:
             raise ValueError(f"job kind {name!r} is registered twice ({_KINDS[name].run.__module__} and {fn.__module__})")
         _KINDS[name] = JobKind(
-            name, params_cls, fn, summary, needs_variant, needs_dataset, device, explain, available, output_runtime
+            name, params_cls, fn, summary, needs_variant, needs_dataset, device, explain, available, output_runtime,
+            automatic,
         )
         return fn
 

@@ -42,12 +42,12 @@ def _resolve_inputs(kind: JobKind, model: int | str | None, variant: int | str |
             if (dataset is not None or from_job.dataset_id) else None
         return None, dataset_entity
     if kind.needs_variant and variant_entity is None:
-        raise InvalidInput(f"job kind {kind.name!r} needs a model or variant (--model or --variant)")
+        raise InvalidInput(f"job kind {kind.name!r} needs an input: choose a model or a variant", inputs=("model", "variant"))
     dataset_entity = catalog.get_dataset(dataset) if dataset is not None else None
     if dataset_entity is None and variant_entity is not None and variant_entity.dataset_id is not None:
         dataset_entity = catalog.get_dataset(variant_entity.dataset_id)
     if kind.needs_dataset and dataset_entity is None:
-        raise InvalidInput(f"job kind {kind.name!r} needs a dataset (--dataset)")
+        raise InvalidInput(f"job kind {kind.name!r} needs a dataset: choose one", inputs=("dataset",))
     return variant_entity, dataset_entity
 
 
@@ -137,6 +137,9 @@ def check_pipeline(
     for kind in kinds:
         if not kind.needs_variant:
             raise InvalidInput(f"{kind.name} does not take a variant, so it cannot be a pipeline step")
+    for number, kind in enumerate(kinds[:-1], start=1):
+        if kind.output_runtime is None:  # e.g. a benchmark: the step after it would have no input
+            raise InvalidInput(f"step {number} ({kind.name}) yields no variant, so it can only be the last step")
     variant_entity, dataset_entity = _resolve_inputs(kinds[0], model, variant, dataset)
     runtime: str | None = variant_entity.runtime if variant_entity else None
     checked, runtimes = [], []
@@ -146,7 +149,7 @@ def check_pipeline(
         except InvalidInput as exc:
             raise InvalidInput(f"step {number} ({kind.name}): {exc}") from None
         if kind.needs_dataset and dataset_entity is None:
-            raise InvalidInput(f"step {number} ({kind.name}) needs a dataset (--dataset)")
+            raise InvalidInput(f"step {number} ({kind.name}) needs a dataset: choose one", inputs=("dataset",))
         checked.append(params)
         runtimes.append(runtime)
     return PipelinePlan(kinds, checked, runtimes, variant_entity, dataset_entity)

@@ -8,6 +8,7 @@ buffer that the loop writes to the job's log.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -31,6 +32,15 @@ ERROR_BACKOFF_S = 2.0
 LOG_TAIL_LINES = 20
 # Logs are read by people: no tqdm bars redrawn in place, no tokenizer fork warnings.
 CHILD_ENV = {"PYTHONUNBUFFERED": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TOKENIZERS_PARALLELISM": "false"}
+# Terminal escape sequences that libraries print anyway (colours, hyperlinks, cursor moves): CSI (ESC [ ... final
+# byte), OSC (ESC ] ... ended by BEL or ESC \), the 8-bit CSI, and two-byte escapes such as ESC ( B or ESC =.
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x9b[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"
+                         r"|\x1b[ -/]*[0-~]")
+
+
+def strip_ansi(text: str) -> str:
+    """`text` without terminal escape sequences: a job's log is read in a browser and a database, not a terminal."""
+    return ANSI_ESCAPE.sub("", text) if "\x1b" in text or "\x9b" in text else text
 
 
 @dataclass
@@ -46,7 +56,7 @@ class RunningJob:
         def pump() -> None:
             assert self.process.stdout is not None
             for raw in iter(self.process.stdout.readline, b""):
-                line = raw.decode("utf-8", errors="replace")
+                line = strip_ansi(raw.decode("utf-8", errors="replace"))
                 self.lines.append(line)
                 self.tail.append(line)
 
@@ -71,7 +81,7 @@ def describe_exit(returncode: int) -> str:
 class Worker:
     def __init__(self, concurrency: int = 1, burst: bool = False, poll_interval: float = 0.5):
         if concurrency < 1:
-            raise InvalidInput(f"--concurrency must be at least 1, not {concurrency}")
+            raise InvalidInput(f"concurrency must be at least 1, not {concurrency}", inputs=("concurrency",))
         self.concurrency = concurrency
         self.burst = burst
         self.poll_interval = poll_interval

@@ -23,7 +23,7 @@ def by_ref(session: Session, orm_cls: type, ref: int | str, what: str):
     if row is None and hasattr(orm_cls, "name") and not ref_text.isdigit():
         row = session.scalars(select(orm_cls).where(orm_cls.name == ref_text)).first()
     if row is None:
-        raise NotFound(f"no {what} {ref_text!r}; list them with `workbench {what}s list`")
+        raise NotFound(f"no {what} {ref_text!r}", what=what)
     return row
 
 

@@ -75,7 +75,7 @@ def get_job(job_id: int | str) -> Job:
     with session_scope() as s:
         row = s.get(SqlJob, int(job_id)) if str(job_id).isdigit() else None
         if row is None:
-            raise NotFound(f"no job {job_id!r}; list them with `workbench jobs list`")
+            raise NotFound(f"no job {job_id!r}", what="job")
         return from_row(Job, row)
 
 

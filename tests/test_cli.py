@@ -52,14 +52,14 @@ def test_builtin_model_and_dataset_then_inspect_to_success(cli_home):
         (["datasets", "add", "builtin:nope"], "no built-in dataset 'nope'"),
         (["jobs", "submit", "nope"], "unknown job kind 'nope'"),
         (["jobs", "submit", "test-sleep", "--param", "seconds=-1"], "seconds must be >= 0"),
-        (["jobs", "submit", "inspect"], "needs a model or variant"),
+        (["jobs", "submit", "inspect"], "choose a model or a variant (--model or --variant)"),
         (["jobs", "submit", "test-sleep", "--params", "[1]"], "--params must be a JSON object"),
         (["jobs", "logs", "abc", "--json"], "no job 'abc'"),
-        (["worker", "--concurrency", "0"], "--concurrency must be at least 1"),
+        (["worker", "--concurrency", "0"], "concurrency must be at least 1, not 0 (--concurrency)"),
         (["models", "add", " "], "give a model source"),
         (["jobs", "show", "999"], "no job '999'"),
         (["jobs", "cancel", "999"], "no job '999'"),
-        (["variants", "show", "42"], "no variant '42'"),
+        (["variants", "show", "42"], "no variant '42'; list them with `workbench variants list`"),
     ],
 )
 def test_bad_input_exits_non_zero_with_one_line_and_writes_nothing(cli_home, args, message):
@@ -99,3 +99,23 @@ def test_serve_refuses_a_busy_port_with_one_line(cli_home):
         port = busy.getsockname()[1]
         proc = run_cli("serve", "--port", str(port), check=False)
     assert proc.returncode == 2 and "cannot listen on 127.0.0.1" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_core_errors_name_no_cli_flag_and_the_cli_adds_its_hints(home):
+    """The UI shows the core's message as it is, so it speaks of choices, not of flags or commands."""
+    from jobs import api
+    from storage.errors import InvalidInput, NotFound
+    from workbench.cli import error_line
+
+    with pytest.raises(InvalidInput) as needs_input:
+        api.submit("inspect", {})
+    with pytest.raises(NotFound) as missing:
+        api.get_variant("42")
+    with pytest.raises(NotFound) as no_job:
+        api.get_job(7)
+    for exc in (needs_input.value, missing.value, no_job.value):
+        assert "--" not in str(exc) and "workbench " not in str(exc), str(exc)
+    assert "choose a model or a variant" in str(needs_input.value)
+    assert error_line(needs_input.value).endswith("(--model or --variant)")
+    assert error_line(missing.value) == "no variant '42'; list them with `workbench variants list`"
+    assert error_line(no_job.value) == "no job 7; list them with `workbench jobs list`"

@@ -90,7 +90,7 @@ def test_decision_on_stored_rows(two_machines):
     assert strict.sweet.variant_id == two_machines["bf16"].id  # int8 lost 0.5 points
     assert [p.variant_id for p in decision.front] == [two_machines["int8"].id, two_machines["bf16"].id]
     table = api.decision_table(decision)
-    assert table[0]["sweet spot"] == "★" and table[0]["cost / 1M (USD)"]
+    assert table[0]["sweet spot"] == "★" and table[0]["cost / 1M predictions (USD)"]
     assert table[0]["speedup (95% interval)"].startswith("4.00x (")
 
 

@@ -255,3 +255,46 @@ def test_benchmark_cells_become_metrics_and_long_params_are_cut(lab):
     assert metrics[f"throughput_sps.v{root.id}.b1.s16"] == 500.0 and metrics["measurements"] == 1
     assert len(record["params"]["note"]) == tracking.MAX_PARAM and record["params"]["batch_sizes"] == "[1]"
     assert record["experiment"] == "workbench/tiny" and record["status"] == "FINISHED"
+
+
+def test_a_registry_alias_works_wherever_a_variant_id_does(home, tmp_path, minilm_dir, monkeypatch):
+    """`NAME@ALIAS` resolves, when asked, to the variant the alias points at: predict, A/B, the CLI and the tabs."""
+    from jobs import api
+    from jobs.predictor_cache import CACHE
+    from storage.errors import NotFound
+    from tests.support.tiny import add_two_tiny_variants
+    from workbench.tabs import predictor
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    text = "what a wonderful day"
+    a, b = add_two_tiny_variants(tmp_path, minilm_dir)
+    api.register_variant(a.id, "tiny")
+    api.register_variant(b.id, "tiny")
+    api.promote("tiny", 1, "production")
+    api.promote("tiny", 2, "staging")
+    try:
+        assert api.resolve_variant("tiny@production").id == a.id and api.resolve_variant(str(b.id)).id == b.id
+        assert api.predict("tiny@production", text).probabilities == api.predict(a.id, text).probabilities
+        side = api.ab_compare("tiny@production", "tiny@staging", text)
+        assert side.b.probabilities == api.predict(b.id, text).probabilities
+        on_split = api.ab_test_set("tiny@production", "tiny@staging", "toy", limit=10)
+        assert (on_split.variant_a, on_split.variant_b) == (a.id, b.id)
+
+        api.promote("tiny", 2, "production")  # the alias moves: the same reference now means the other variant
+        assert api.predict_batch("tiny@production", [text]).variant_id == b.id
+        for ref, message in [("tiny@nope", "registered model 'tiny' has no alias 'nope'; its aliases: production, staging"),
+                             ("nope@production", "no registered model 'nope'")]:
+            with pytest.raises(NotFound, match=message):
+                api.predict(ref, text)
+
+        assert ("tiny@production → #%d (v2)" % b.id, "tiny@production") in predictor.known_choices()["variants"]
+        shown, _chart, _loaded = predictor.predict("tiny@staging", text)
+        assert not shown.startswith("❌"), shown
+
+        cli = json.loads(run_cli("predict", "tiny@production", text, "--json").stdout)
+        assert cli[0]["probabilities"] == pytest.approx(api.predict(b.id, text).probabilities)
+        refused = run_cli("predict", "tiny@nope", text, check=False)
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+        assert "has no alias 'nope'" in refused.stderr and "`workbench registry list`" in refused.stderr
+    finally:
+        CACHE.clear()

@@ -394,3 +394,14 @@ def test_a_negative_number_of_examples_is_refused(two_variants):
     a, b = two_variants
     with pytest.raises(InvalidInput, match="0 \\(all\\) or positive, not -5"):
         api.ab_test_set(a.id, b.id, "toy", limit=-5)
+
+
+def test_ab_tab_runs_the_whole_split_by_default_as_its_label_says():
+    import gradio as gr
+
+    from workbench.tabs import ab
+
+    with gr.Blocks() as blocks:
+        ab.build()
+    limit = next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "ab-limit")
+    assert "0 = the whole split" in limit.label and limit.value == 0

@@ -34,7 +34,8 @@ VIEWER_BUTTONS = {  # labels that sound like writes but are not; viewers may use
 # What this change guarded (at least these; other tabs add theirs). The Optimize form's launch and add-step
 # handlers are drawn per session by gr.render, so the served test finds them through the render instead.
 GUARDED = {"add_builtin_model", "add_model_from_path", "add_uploaded_model", "add_builtin_dataset",
-           "add_uploaded_dataset", "upload_columns", "launch_pipeline", "submit_job", "cancel_job", "export_space_zip"}
+           "add_uploaded_dataset", "upload_columns", "launch_pipeline", "submit_job", "cancel_job", "export_space_zip",
+           "download_variant_zip"}
 RENDERED_GUARDED = {"launch_one_job", "add_pipeline_step"}
 
 

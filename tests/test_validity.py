@@ -87,7 +87,11 @@ def test_unsound_cells_give_no_speedup_and_no_sweet_spot(bad, reason):
 
     decision = decide([row(1, 30.0, 0.80), row(2, 10.0, 0.80, **bad)], 1, 128, baseline_id=1)
     assert 2 not in decision.ratios and reason in decision.not_comparable[2]
-    assert decision.sweet.variant_id == 1  # the baseline itself is sound: keep it
+    # it might be the fastest within the tolerance: neither it nor "keep the baseline" can be claimed
+    assert decision.sweet is None and decision.undecided.startswith("variants within the tolerance could not be")
+    assert reason in decision.undecided
+    worse = decide([row(1, 30.0, 0.80), row(2, 10.0, 0.70, **bad)], 1, 128, baseline_id=1)
+    assert worse.sweet.variant_id == 1  # out of the tolerance anyway: the baseline stays, from sound cells
     fast = {r["variant"]: r for r in decision_table(decision)}["#2"]
     assert fast["speedup (95% interval)"].startswith("not comparable: ") and reason in fast["speedup (95% interval)"]
     # the same problem on the baseline's cell: nothing can be decided, and it says why

@@ -250,3 +250,34 @@ def test_sweep_closes_a_cancel_requested_job_as_cancelled(home):
     assert queue.get_job(job.id).status is JobStatus.CANCELLED
     closed = queue.get_job(dependent.id)
     assert closed.status is JobStatus.CANCELLED and closed.message.endswith(f"job {job.id}, which it depends on, cancelled")
+
+
+# ---- what reaches a job's log --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw, clean", [
+    ("\x1b[31mERROR\x1b[0m disk full\n", "ERROR disk full\n"),  # colour (CSI SGR)
+    ("\x1b[1;32;40mok\x1b[K done\n", "ok done\n"),  # several parameters, erase to end of line
+    ("see \x1b]8;;https://example.org\x07the docs\x1b]8;;\x07\n", "see the docs\n"),  # OSC 8 hyperlink, BEL-ended
+    ("\x1b]0;title\x1b\\step 3\n", "step 3\n"),  # OSC ended by ESC \
+    ("\x1b[?25lhidden cursor\x1b[?25h\x1b(B\n", "hidden cursor\n"),  # private CSI, charset selection
+    ("no escapes: 100% [====>   ] \\x1b\n", "no escapes: 100% [====>   ] \\x1b\n"),
+])
+def test_strip_ansi(raw, clean):
+    from jobs.worker import strip_ansi
+
+    assert strip_ansi(raw) == clean
+
+
+def test_child_output_reaches_the_log_without_terminal_escapes():
+    """The worker's reader strips escapes as lines arrive, so the log and the failure tail are both clean."""
+    from jobs.worker import RunningJob
+
+    script = "print('\\x1b[31mred\\x1b[0m and \\x1b]8;;https://x.org\\x07a link\\x1b]8;;\\x07'); print('plain')"
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    entry = RunningJob(0, process)
+    entry.start_reader()
+    process.wait(timeout=30)
+    entry.reader.join(timeout=30)
+    assert entry.drain() == "red and a link\nplain\n"
+    assert "".join(entry.tail) == "red and a link\nplain\n"

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from storage.errors import WorkbenchError
+from storage.errors import InvalidInput, WorkbenchError
 
 EXIT_BAD_INPUT = 2
 
@@ -339,6 +339,15 @@ def cmd_jobs_kinds(args):
 # ---- variants -----------------------------------------------------------------------------------------------
 
 
+def cmd_variants_download(args):
+    from jobs import api
+
+    result = api.zip_variant(args.ref, args.out)
+    data = {"zip": str(result.path), "variant": result.variant_id, "files": result.files, "bytes": result.bytes}
+    _emit(args, data, lambda: f"wrote {result.path}: variant {result.variant_id}, {len(result.files)} files "
+                              f"({_mb(result.bytes)} before compression), each matching its recorded sha256")
+
+
 def cmd_variants_list(args):
     from jobs import api
 
@@ -348,7 +357,8 @@ def cmd_variants_list(args):
          "runtime": v.runtime, "precision": v.precision, "size": _mb(v.size_bytes),
          "accuracy": _pct(v.accuracy) if v.accuracy is not None else v.evaluation,
          "vs parent": "" if v.drop_points is None else f"{0.0 - v.drop_points:+.2f} pts",
-         "flag": f"FLAGGED: {v.drop_points:.2f} pts below parent" if v.flagged else ""}
+         "flag": "; ".join(f for f in (f"FLAGGED: {v.drop_points:.2f} pts below parent" if v.flagged else "",
+                                         f"DEGENERATE: {v.degenerate_reason}" if v.degenerate else "") if f)}
         for v in tree
     ]
     _emit(args, [v.to_dict() for v in tree],
@@ -369,11 +379,20 @@ def cmd_variants_show(args):
         lines += [f"    {i}. {s['kind']} {json.dumps(s.get('params', {k: s[k] for k in s if k != 'kind'}))}"
                   for i, s in enumerate(v.recipe.get("steps", []), start=1)]
         for ev in detail["evaluations"]:
-            line = f"  evaluation {ev.id}: accuracy {_pct(ev.accuracy)}, macro-F1 {ev.macro_f1:.4f} on {ev.num_examples} {ev.split} examples"
+            line = f"  evaluation {ev.id}: accuracy {_pct(ev.accuracy)}"
+            if ev.accuracy_low is not None:
+                line += f" (95% interval {_pct(ev.accuracy_low)}-{_pct(ev.accuracy_high)})"
+            line += f", macro-F1 {ev.macro_f1:.4f} on {ev.num_examples} {ev.split} examples"
+            if ev.majority_accuracy is not None:
+                line += f"; always {ev.majority_label!r} would score {_pct(ev.majority_accuracy)}"
+            if ev.per_class_recall:
+                line += "; recall " + ", ".join(f"{k} {_pct(r) if r is not None else '-'}" for k, r in ev.per_class_recall.items())
             if ev.parent_accuracy is not None:
                 line += f"; parent {_pct(ev.parent_accuracy)} ({0.0 - ev.drop_points:+.2f} pts), agreement {_pct(ev.agreement_with_parent)}"
             if ev.flagged:
                 line += f"  FLAGGED (tolerance {ev.tolerance_points} pts)"
+            if ev.degenerate:
+                line += f"  DEGENERATE: {ev.degenerate_reason}"
             lines.append(line)
         summary = detail["summary"]
         if not detail["evaluations"] and summary is not None:
@@ -396,17 +415,16 @@ def cmd_report(args):
     from pathlib import Path
 
     from jobs import api
-    from workbench.report import build_report
+    from workbench.report import ReportSettings, build_report
 
     comparison = api.comparison(args.dataset, args.fingerprint)
     if not comparison.rows:
-        from storage.errors import InvalidInput
-
         raise InvalidInput("no measurements to report: run a benchmark job first")
     cells = sorted({(r["batch_size"], r["seq_len"]) for r in comparison.rows})
     batch, seq = (args.batch, args.seq) if args.batch and args.seq else cells[0]
     decision = api.decide(comparison.rows, batch, seq, args.baseline, args.slo_ms, args.max_drop, args.price_per_hour or 0.0)
-    paths = build_report(comparison, decision).write(Path(args.out))
+    settings = ReportSettings(slo_ms=args.slo_ms, max_drop_points=args.max_drop, price_per_hour=args.price_per_hour or 0.0)
+    paths = build_report(comparison, decision, settings).write(Path(args.out))
     data = {"files": [str(p) for p in paths], "fingerprint": comparison.fingerprint.hash, "rows": len(comparison.rows),
             "sweet_spot": decision.sweet.label if decision.sweet else None}
     _emit(args, data, lambda: "\n".join(
@@ -492,8 +510,14 @@ def _moved(move: dict[str, Any], verb: str) -> str:
 def cmd_registry_promote(args):
     from jobs import api
 
-    move = api.promote(args.name, args.version, args.alias)
-    _emit(args, move, lambda: _moved(move, "->"))
+    try:
+        move = api.promote(args.name, args.version, args.alias, force=args.force)
+    except InvalidInput as exc:
+        if "degenerate" in str(exc) and not args.force:
+            raise InvalidInput(f"{str(exc).replace('force the promotion', 'pass --force')}") from None
+        raise
+    forced = f"\nwarning: promoted although degenerate: {move['degenerate']}" if move.get("degenerate") else ""
+    _emit(args, move, lambda: _moved(move, "->") + forced)
 
 
 def cmd_registry_rollback(args):
@@ -535,6 +559,8 @@ def _registry_commands(sub, leaf) -> None:
     p.add_argument("name", help="registered model name")
     p.add_argument("version", help="model version, like 2 or v2")
     p.add_argument("--alias", default="production", help="alias to move, like staging or production (default production)")
+    p.add_argument("--force", action="store_true",
+                   help="promote even if the version's variant is degenerate (the reason is printed)")
     p = leaf(registry, "rollback", cmd_registry_rollback, "Move an alias back to where it was before the last promote")
     p.add_argument("name", help="registered model name")
     p.add_argument("--alias", default="production", help="alias to roll back (default production)")
@@ -631,6 +657,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="only this model's variants")
     p = leaf(variants, "show", cmd_variants_show, "Show one variant: lineage, recipe, evaluations, training curve, files")
     p.add_argument("ref", help="variant id")
+    p = leaf(variants, "download", cmd_variants_download,
+             "Zip a variant's files (weights, ONNX graphs, tokenizer), each checked against its recorded sha256")
+    p.add_argument("ref", help="variant id")
+    p.add_argument("out", help="the zip to write (a new file ending in .zip)")
 
     p = leaf(sub, "report", cmd_report, "Write report.html (self-contained, offline), rows.csv and rows.json")
     p.add_argument("--out", default="report", help="directory to write into")
@@ -641,10 +671,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", type=int, help="variant id the speedups are relative to (default: the slowest)")
     p.add_argument("--slo-ms", type=float, help="p95 latency SLO for the sweet spot")
     p.add_argument("--max-drop", type=float, default=1.0, help="accuracy points the sweet spot may lose vs the baseline")
-    p.add_argument("--price-per-hour", type=float, help="machine price per hour, for cost per million predictions")
+    p.add_argument("--price-per-hour", type=float, help="machine price per hour in USD, for cost per million predictions")
 
     p = leaf(sub, "predict", cmd_predict, "Predict labels with a variant: texts as arguments, --file, or one per line on stdin")
-    p.add_argument("variant", help="variant id")
+    p.add_argument("variant", help="variant id, or a registry alias NAME@ALIAS (e.g. minilm-l6@production)")
     p.add_argument("texts", nargs="*", help="texts to classify")
     p.add_argument("--file", help="a CSV / TSV / JSONL / Parquet file of texts")
     p.add_argument("--column", help="the file's text column (default: text, sentence, ... or the only column)")
@@ -682,12 +712,27 @@ def _evaluation_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tolerance", type=float, help="flag a new variant this many accuracy points below its parent (default 1)")
 
 
+# Where to look when something is not found, by the kind of thing (the core's errors name it, not a command).
+LISTINGS = {"model": "workbench models list", "dataset": "workbench datasets list", "variant": "workbench variants list",
+            "job": "workbench jobs list", "registered model": "workbench registry list"}
+
+
+def error_line(exc: WorkbenchError) -> str:
+    """The core's surface-neutral message, with this surface's hints: the flags it is about, where to list things."""
+    line = str(exc)
+    if exc.inputs:
+        line += f" ({' or '.join('--' + name.replace('_', '-') for name in exc.inputs)})"
+    if exc.what in LISTINGS:
+        line += f"; list them with `{LISTINGS[exc.what]}`"
+    return line
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args) or 0
     except WorkbenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {error_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130

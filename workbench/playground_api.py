@@ -1,7 +1,8 @@
 """The playground as a Gradio API (`gradio_client.Client(url).predict(..., api_name="/predict")`, or one HTTP POST
 to `/gradio_api/run/predict` with `{"data": [variant, text]}`).
 
-Plain JSON in and out, so scripts and other services can call the same cached predictors the tabs use. A
+Plain JSON in and out, so scripts and other services can call the same cached predictors the tabs use. A variant
+is its id or a registry alias `NAME@ALIAS` (`minilm-l6@production`: whatever version the alias points at now). A
 WorkbenchError becomes a `gr.Error`, which gradio_client raises with the same one-line message.
 """
 

@@ -8,9 +8,23 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from jobs import api
 from jobs.api import Comparison, Decision, decision_table
 from workbench import compare_charts
+
+CURRENCY = "USD"  # the price per hour is taken to be in US dollars; the cost column says so
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """What the decision was made with, beyond the cell and baseline the Decision holds: printed in the report."""
+
+    slo_ms: float | None = None  # p95 latency SLO; None or 0 = none
+    max_drop_points: float = 1.0  # accuracy points the sweet spot may lose against the baseline
+    price_per_hour: float = 0.0  # machine price per hour; 0 = no costs
+    currency: str = CURRENCY
 
 
 @dataclass(frozen=True)
@@ -46,14 +60,70 @@ def rows_csv(rows: list[dict]) -> str:
     return out.getvalue()
 
 
+# Display precision by column: milliseconds 2 decimals, fractions as percentages, rates and sizes 1 decimal.
+PERCENT_2 = {"accuracy", "accuracy_low", "accuracy_high", "majority_accuracy"}
+PERCENT_1 = {"spread", "other_cpu_fraction", "steal_fraction"}
+ONE_DECIMAL = {"throughput_sps", "tokens_per_s", "samples/s", "size_mb", "peak_rss_mb", "gpu_peak_mb"}
+
+
+def cell_text(column: str, value: Any) -> str:
+    """A table cell as people read it: '12.35' ms, '79.50 %' accuracy, '1,234.5' samples/s, not 13 decimals."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if not isinstance(value, float):
+        return str(value)
+    if column in PERCENT_2:
+        return f"{value * 100:.2f} %"
+    if column in PERCENT_1:
+        return f"{value * 100:.1f} %"
+    if column in ONE_DECIMAL:
+        return f"{value:,.1f}"
+    if column.endswith(("_ms", " ms", "_s")) or abs(value) >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3g}"  # a small ratio or fraction: three significant digits
+
+
 def html_table(rows: list[dict]) -> str:
     head = "".join(f"<th>{html.escape(k)}</th>" for k in (rows[0] if rows else {}))
-    body = "".join("<tr>" + "".join(f"<td>{html.escape('' if v is None else str(v))}</td>" for v in r.values()) + "</tr>"
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell_text(k, v))}</td>" for k, v in r.items()) + "</tr>"
                    for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def build_report(comparison: Comparison, decision: Decision, title: str = "Transformer Deployment Workbench report") -> Report:
+def cost_column(currency: str = CURRENCY) -> str:
+    return f"cost / 1M predictions ({currency})"
+
+
+def decision_rows(decision: Decision, currency: str = CURRENCY) -> list[dict[str, Any]]:
+    """The core's decision table with the cost column named for people: 'cost / 1M predictions (USD)'."""
+    return [{(cost_column(currency) if k.startswith("cost / 1M") else k): v for k, v in row.items()}
+            for row in decision_table(decision)]
+
+
+def settings_rows(comparison: Comparison, decision: Decision, settings: ReportSettings) -> list[dict[str, str]]:
+    baseline = decision.baseline
+    price = (f"{settings.price_per_hour:,.2f} {settings.currency} per hour (the '{cost_column(settings.currency)}' "
+             "column assumes the machine runs flat out at the measured throughput)"
+             if settings.price_per_hour else "not given: no costs")
+    rows = [
+        ("cell (batch x sequence length)", f"{decision.batch_size} x {decision.seq_len} tokens"),
+        ("baseline (speedups relative to it)", baseline.label if baseline is not None else "none measured"),
+        ("p95 latency SLO", f"{settings.slo_ms:g} ms" if settings.slo_ms else "none"),
+        ("max accuracy drop vs the baseline",
+         f"{settings.max_drop_points:g} point{'' if settings.max_drop_points == 1 else 's'}"),
+        ("machine price", price),
+    ]
+    if comparison.run not in (None, ""):
+        run = comparison.run
+        rows.append(("benchmark run", f"job {run}" if str(run).isdigit() else str(run)))
+    return [{"setting": k, "value": v} for k, v in rows]
+
+
+def build_report(comparison: Comparison, decision: Decision, settings: ReportSettings | None = None,
+                 title: str = "Transformer Deployment Workbench report") -> Report:
+    settings = settings or ReportSettings()
     parts = []
     for i, fig in enumerate(figures(comparison, decision)):
         parts.append(fig.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False,
@@ -61,7 +131,7 @@ def build_report(comparison: Comparison, decision: Decision, title: str = "Trans
     sweet = decision.sweet
     summary = (f"Sweet spot at batch {decision.batch_size} x {decision.seq_len}: <b>{html.escape(sweet.label)}</b>, "
                f"p95 {sweet.latency_ms:.2f} ms, accuracy {sweet.accuracy:.2%}" if sweet else
-               "No variant meets the latency SLO and the accuracy tolerance.")
+               html.escape(decision.undecided or "No variant meets the latency SLO and the accuracy tolerance."))
     fp = comparison.fingerprint
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse;font-size:12px}}
@@ -71,8 +141,9 @@ td,th{{border:1px solid #ddd;padding:3px 6px}} .note{{color:#a15c00}}</style></h
 Results from other fingerprints are not included.</p>
 <p class="note">{html.escape(comparison.note)}</p>
 <p>{summary}</p>
-<h2>Decision at batch {decision.batch_size} x {decision.seq_len}</h2>{html_table(decision_table(decision))}
+<h2>Settings</h2>{html_table(settings_rows(comparison, decision, settings))}
+<h2>Decision at batch {decision.batch_size} x {decision.seq_len}</h2>{html_table(decision_rows(decision, settings.currency))}
 {''.join(parts)}
-<h2>Measurements</h2>{html_table(comparison.rows)}
+<h2>Measurements</h2>{html_table(api.display_rows(comparison.rows))}
 </body></html>"""
     return Report(page, rows_csv(comparison.rows), json.dumps(comparison.rows, indent=2))

@@ -107,7 +107,8 @@ def _inspect_onnx(model_dir: Path, ctx: JobContext) -> dict[str, Any]:
     return info
 
 
-@register("inspect", InspectParams, summary="Load a model and record its architecture, size, task and labels")
+@register("inspect", InspectParams, summary="Load a model and record its architecture, size, task and labels",
+          automatic=True)
 def run(params: InspectParams, ctx: JobContext) -> JobResult:
     variant = ctx.variant
     assert variant is not None and ctx.model is not None

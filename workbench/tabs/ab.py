@@ -11,7 +11,7 @@ import pandas as pd
 from jobs import api
 from storage.errors import WorkbenchError
 from workbench import playground_charts
-from workbench.tabs.predictor import PRIVATE, keep, known_choices, prediction_markdown, values
+from workbench.tabs.predictor import PRIVATE, keep, known_choices, prediction_markdown, ref_label, values
 from workbench.ui import Refresh, esc, fail, ok
 
 SPLITS = ["test", "validation"]
@@ -26,6 +26,7 @@ REQUEST_COLUMNS = ["request", "time", "user", "arm", "variant", "label", "confid
 SIGNIFICANCE = 0.05
 RECENT = 50
 NEED_TWO = "pick variant A and variant B first"
+WHOLE_SPLIT = 0  # the default number of examples for "Run on a test set": 0 = every example of the split
 
 
 def _pct(x: float | None, digits: int = 1) -> str:
@@ -35,7 +36,7 @@ def _pct(x: float | None, digits: int = 1) -> str:
 def _ab_defaults(choices: dict) -> tuple[str | None, str | None]:
     """B: the newest evaluated variant; A: its parent, else the newest other variant."""
     b = choices["variant_default"]
-    others = [v for v in values(choices["variants"]) if v != b]
+    others = [v for v in values(choices["variants"]) if v != b and v.isdigit()]  # ids, not registry aliases
     a = choices["parents"].get(b) or (max(others, key=int) if others else None)
     return a, b
 
@@ -57,9 +58,10 @@ def compare(a: str | None, b: str | None, text: str | None):
         return fail(str(exc)), "", "", None
     verdict = (f"✅ agree: both say **{esc(side.a.label)}**" if side.agree else
                f"⚠ disagree: A says **{esc(side.a.label)}**, B says **{esc(side.b.label)}**")
-    chart = playground_charts.side_by_side(side.a.probabilities, side.b.probabilities, f"A #{a}", f"B #{b}")
-    return (f"**A** (variant #{a})\n\n{prediction_markdown(side.a)}", f"**B** (variant #{b})\n\n{prediction_markdown(side.b)}",
-            verdict, chart)
+    chart = playground_charts.side_by_side(side.a.probabilities, side.b.probabilities, f"A {ref_label(a)}",
+                                           f"B {ref_label(b)}")
+    return (f"**A** (variant {esc(ref_label(a))})\n\n{prediction_markdown(side.a)}",
+            f"**B** (variant {esc(ref_label(b))})\n\n{prediction_markdown(side.b)}", verdict, chart)
 
 
 # ---- on a split -------------------------------------------------------------------------------------------------
@@ -246,7 +248,10 @@ def build() -> Refresh:
     with gr.Row():
         dataset = gr.Dropdown(label="Dataset", choices=[], elem_id="ab-dataset")
         split = gr.Radio(SPLITS, value="test", label="Split", elem_id="ab-split-name")
-        limit = gr.Number(label="Examples (0 = the whole split)", value=500, precision=0, elem_id="ab-limit")
+        limit = gr.Number(label="Examples (0 = the whole split)", value=WHOLE_SPLIT, precision=0, minimum=0,
+                          elem_id="ab-limit",
+                          info="the whole split runs every example through both variants: minutes on a large "
+                               "dataset; a few hundred give a first answer")
         run = gr.Button("Run both on the split", variant="primary", elem_id="ab-run")
     with gr.Row(equal_height=False):
         summary = gr.Markdown(elem_id="ab-summary")

@@ -11,7 +11,7 @@ import pandas as pd
 from jobs import api
 from storage.errors import WorkbenchError
 from workbench import compare_charts
-from workbench.report import build_report
+from workbench.report import ReportSettings, build_report, decision_rows
 from workbench.ui import Refresh, fail
 
 ALL = ""
@@ -34,11 +34,40 @@ def _decide(comparison, cell: str | None, baseline: str | None, slo, max_drop, p
     return keys, cell, decision
 
 
-def render(dataset: str | None, fingerprint: str | None, cell: str | None, baseline: str | None, slo: float | None,
-           max_drop: float | None, price: float | None):
+def run_choices(comparison) -> list[tuple[str, str]]:
+    """The benchmark runs to pick from, newest first, each with what makes it trustworthy or not."""
+    choices = []
+    for r in comparison.runs:
+        facts = [f"{r.variants} variants", f"{r.cells} cells"]
+        if r.unstable:
+            facts.append(f"{r.unstable} unstable")
+        if r.busy_max is not None:
+            facts.append(f"others took up to {r.busy_max:.0%} CPU")
+        if r.rough:
+            facts.append("quick trial")
+        choices.append((f"job {r.job_id}, {r.measured_at.replace('T', ' ')} ({', '.join(facts)})", str(r.job_id)))
+    return choices + [("each variant's newest stable row (mixed runs: no speedups between runs)",
+                       api.NEWEST_PER_VARIANT)]
+
+
+def summary_line(decision, max_drop) -> str:
+    batch, seq = decision.batch_size, decision.seq_len
+    sweet = decision.sweet
+    if sweet is None:
+        return f"### Could not decide at batch {batch} x {seq}: {decision.undecided}"
+    ratio = decision.ratios.get(sweet.variant_id)
+    speed = (f", {ratio['speedup']:.2f}x faster than {decision.baseline.label} (95% interval {ratio['low']:.2f}-"
+             f"{ratio['high']:.2f}; {ratio['n_baseline']} and {ratio['n_candidate']} calls)"
+             if ratio and decision.baseline and sweet.variant_id != decision.baseline.variant_id else "")
+    return (f"### ★ Sweet spot at batch {batch} x {seq}: **{sweet.label}**, p95 {sweet.latency_ms:.2f} ms, accuracy "
+            f"{sweet.accuracy:.2%}{speed}")
+
+
+def render(dataset: str | None, fingerprint: str | None, run: str | None, cell: str | None, baseline: str | None,
+           slo: float | None, max_drop: float | None, price: float | None):
     """Everything the tab shows, from the core's comparison and decision (no ML here)."""
     try:
-        comparison = api.comparison(dataset or None, fingerprint or None)
+        comparison = api.comparison(dataset or None, fingerprint or None, run or None)
     except WorkbenchError as exc:
         return (fail(str(exc)),) + _empty()
     fp_choices = [(f"{f.description} [{f.hash}] ({f.rows} rows)", f.hash) for f in comparison.fingerprints]
@@ -49,9 +78,7 @@ def render(dataset: str | None, fingerprint: str | None, cell: str | None, basel
     batch, seq = decision.batch_size, decision.seq_len
     variant_choices = sorted({(r["label"], str(r["variant_id"])) for r in comparison.rows}, key=lambda c: int(c[1]))
     sweet = decision.sweet
-    summary = (f"### ★ Sweet spot at batch {batch} x {seq}: **{sweet.label}**, p95 {sweet.latency_ms:.2f} ms, accuracy "
-               f"{sweet.accuracy:.2%}" if sweet else
-               f"### No variant at batch {batch} x {seq} meets the SLO and stays within {max_drop} points of the baseline")
+    summary = summary_line(decision, max_drop)
     note = comparison.note or f"Hardware and libraries: {comparison.fingerprint.description}"
     # Charts across cells and the full table stay readable and light with hundreds of variants: they show the
     # variants the decision is about (frontier, baseline, sweet spot, the fastest); the CSV has every row.
@@ -64,45 +91,55 @@ def render(dataset: str | None, fingerprint: str | None, cell: str | None, basel
     return (
         note,
         gr.update(choices=fp_choices, value=fp_value),
+        gr.update(choices=run_choices(comparison), value=str(comparison.run)),
         gr.update(choices=cell_choices, value=cell),
         gr.update(choices=variant_choices, value=str(decision.baseline.variant_id) if decision.baseline else None),
         summary,
-        pd.DataFrame(api.decision_table(decision)),
+        pd.DataFrame(decision_rows(decision)),
         compare_charts.latency_vs_batch(focused_rows, seq),
         compare_charts.throughput(comparison.rows, batch, seq),
         compare_charts.accuracy_vs_latency(decision.points, decision.front, sweet),
         compare_charts.memory_and_size(focused_rows, batch, seq),
         compare_charts.speedups(decision.baseline, decision.points, decision.ratios) if decision.baseline else None,
-        pd.DataFrame(cell_rows),
+        pd.DataFrame(api.display_rows(cell_rows)),
     )
 
 
 def _empty(fp_choices=None):
     return (gr.update(choices=fp_choices or [], value=None), gr.update(choices=[], value=None),
-            gr.update(choices=[], value=None), "", pd.DataFrame(), None, None, None, None, None, pd.DataFrame())
+            gr.update(choices=[], value=None), gr.update(choices=[], value=None), "", pd.DataFrame(), None, None, None,
+            None, None, pd.DataFrame())
 
 
-def write_report(dataset, fingerprint, cell, baseline, slo, max_drop, price):
-    comparison = api.comparison(dataset or None, fingerprint or None)
+def write_report(dataset, fingerprint, run, cell, baseline, slo, max_drop, price):
+    comparison = api.comparison(dataset or None, fingerprint or None, run or None)
     if not comparison.rows:
         return None
     _, _, decision = _decide(comparison, cell, baseline, slo, max_drop, price)
+    settings = ReportSettings(slo_ms=slo or None, max_drop_points=max_drop if max_drop is not None else 1.0,
+                              price_per_hour=price or 0.0)
     out = Path(tempfile.mkdtemp(prefix="workbench-report-"))
-    return [str(p) for p in build_report(comparison, decision).write(out)]
+    return [str(p) for p in build_report(comparison, decision, settings).write(out)]
 
 
 def build() -> Refresh:
-    gr.Markdown("Measurements from **benchmark** jobs on one hardware/library fingerprint at a time (never mixed), "
-                "with each variant's accuracy. Pick the cell, a baseline, your latency SLO and accuracy tolerance.")
+    gr.Markdown("Measurements from one **benchmark** job at a time on one hardware/library fingerprint (never mixed), "
+                "with each variant's accuracy. Pick the run, the cell, a baseline, your latency SLO and accuracy "
+                "tolerance. A speedup is shown only between stable cells of one run, measured while the machine was "
+                "not busy; a degenerate variant (one class for all inputs, or no better than the majority class) is "
+                "never the sweet spot.")
     with gr.Row():
         dataset = gr.Dropdown(label="Dataset texts", choices=[("all", ALL)], value=ALL, elem_id="compare-dataset")
         fingerprint = gr.Dropdown(label="Hardware / libraries", choices=[], elem_id="compare-fingerprint", scale=3)
+        run = gr.Dropdown(label="Benchmark run (speedups only within one run)", choices=[], elem_id="compare-run",
+                          scale=2)
         cell = gr.Dropdown(label="Batch x sequence", choices=[], elem_id="compare-cell")
     with gr.Row():
         baseline = gr.Dropdown(label="Baseline (speedups relative to it)", choices=[], elem_id="compare-baseline")
         slo = gr.Number(label="p95 latency SLO (ms, 0 = none)", value=0, elem_id="compare-slo")
         max_drop = gr.Number(label="Accuracy tolerance (points)", value=1.0, elem_id="compare-tolerance")
-        price = gr.Number(label="Machine price per hour (for cost / 1M predictions)", value=0, elem_id="compare-price")
+        price = gr.Number(label="Machine price per hour (USD, for cost / 1M predictions)", value=0,
+                          elem_id="compare-price")
     note = gr.Markdown(elem_id="compare-note")
     sweet = gr.Markdown(elem_id="sweet-spot")
     table = gr.Dataframe(label="Decision", interactive=False, elem_id="decision-table")
@@ -119,9 +156,9 @@ def build() -> Refresh:
         report = gr.Button("Export report (HTML + CSV + JSON)", elem_id="export-report")
         files = gr.File(label="Report files", file_count="multiple", elem_id="report-files")
 
-    inputs = [dataset, fingerprint, cell, baseline, slo, max_drop, price]
-    outputs = [note, fingerprint, cell, baseline, sweet, table, latency, through, pareto, memory, speed, rows]
-    for control in (dataset, fingerprint, cell, baseline):
+    inputs = [dataset, fingerprint, run, cell, baseline, slo, max_drop, price]
+    outputs = [note, fingerprint, run, cell, baseline, sweet, table, latency, through, pareto, memory, speed, rows]
+    for control in (dataset, fingerprint, run, cell, baseline):
         control.input(render, inputs, outputs)
     for number in (slo, max_drop, price):
         number.submit(render, inputs, outputs)
@@ -130,6 +167,6 @@ def build() -> Refresh:
 
     def refresh():
         choices = [("all", ALL)] + [(d.name, str(d.id)) for d in api.list_datasets()]
-        return (gr.update(choices=choices),) + render(None, None, None, None, 0, 1.0, 0)
+        return (gr.update(choices=choices),) + render(None, None, None, None, None, 0, 1.0, 0)
 
     return Refresh(refresh, [dataset, *outputs])

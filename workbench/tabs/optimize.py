@@ -19,7 +19,8 @@ NO_STEPS = "*No steps yet: pick a job kind, set its parameters and click **Add s
 
 
 def step_kinds() -> list[dict[str, Any]]:
-    return [k for k in api.job_kinds() if k["pipeline_step"]]  # evaluate and inspect are queued for you
+    """Kinds to launch from a variant, benchmark included; evaluate and inspect are queued for you."""
+    return [k for k in api.job_kinds() if k["pipeline_step"]]
 
 
 def _kind_info(name: str | None) -> dict[str, Any] | None:
@@ -48,8 +49,9 @@ def kind_note(name: str | None) -> str:
     if info is None:
         return "<div class='kind-note'>Pick a job kind.</div>"
     needs = " and a dataset" if info["needs_dataset"] else ""
+    yields = "" if info.get("yields_variant", True) else "; yields no variant, so in a pipeline it is the last step"
     note = (f"<div class='kind-note'><b>{esc(info['name'])}</b>: {esc(info['summary'])}. "
-            f"<span class='kind-needs'>Takes a variant{needs}; runs on {esc(info['device'])}.</span></div>")
+            f"<span class='kind-needs'>Takes a variant{needs}; runs on {esc(info['device'])}{yields}.</span></div>")
     reason = api.kind_availability().get(info["name"])
     if reason:
         note += f"<div class='kind-unavailable' id='kind-unavailable'>⚠ {esc(info['name'])} is {esc(reason)}</div>"
@@ -149,8 +151,10 @@ def launch_job(kind: str | None, params: dict[str, Any], start: str | None, data
 
     def action() -> str:
         job = api.submit(kind, params, variant=start, dataset=dataset or None, evaluation=_evaluation(examples, tolerance))
-        return (f"queued job {job.id} ({job.kind}) — follow it in the Jobs tab; "
-                "its variant appears in the Variants tab")
+        info = _kind_info(job.kind) or {}
+        where = ("its variant appears in the Variants tab" if info.get("yields_variant", True)
+                 else "it yields no variant: its result is in the Jobs tab, measurements in the Compare tab")
+        return f"queued job {job.id} ({job.kind}) — follow it in the Jobs tab; {where}"
 
     return attempt(action)
 

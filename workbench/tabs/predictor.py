@@ -45,12 +45,34 @@ def keep(value: str | None, values: list[str], default: str | None):
     return gr.update(value=default if default in values else (values[0] if values else None))
 
 
+def alias_choices() -> list[tuple[str, str]]:
+    """Registry aliases that point at a variant, after the variants: 'tiny@production → #3' -> 'tiny@production'."""
+    try:
+        state = api.registry_state()
+    except Exception:  # noqa: BLE001 - an unreachable tracking server must not break the playground
+        return []
+    out = []
+    for m in state["models"]:
+        variant_of = {v["version"]: v["variant_id"] for v in m["versions"]}
+        for alias, version in m["aliases"].items():
+            if variant_of.get(version) is not None:
+                out.append((f"{m['name']}@{alias} → #{variant_of[version]} (v{version})", f"{m['name']}@{alias}"))
+    return out
+
+
+def ref_label(ref: str) -> str:
+    """'#3' for a variant id, the alias itself for 'tiny@production'."""
+    return f"#{ref}" if str(ref).isdigit() else str(ref)
+
+
 def known_choices() -> dict:
-    """Variant and dataset choices with their defaults, for a tab's refresh and the value fix-up that follows it."""
+    """Variant and dataset choices with their defaults, for a tab's refresh and the value fix-up that follows it.
+
+    The variant choices end with the registry's aliases (`NAME@ALIAS`), which the core resolves when called."""
     tree = api.variant_tree()
     datasets = api.list_datasets()
     return {
-        "variants": variant_choices(tree),
+        "variants": variant_choices(tree) + alias_choices(),
         "variant_default": default_variant(tree),
         "datasets": dataset_choices(datasets),
         "dataset_default": str(datasets[0].id) if datasets else None,
@@ -92,7 +114,7 @@ def predict(variant: str | None, text: str | None):
         p = api.predict(variant, text or "")
     except WorkbenchError as exc:
         return fail(str(exc)), None, loaded_line()
-    chart = playground_charts.probabilities(p.probabilities, p.label, f"Variant #{variant}: label probabilities")
+    chart = playground_charts.probabilities(p.probabilities, p.label, f"Variant {ref_label(variant)}: label probabilities")
     return prediction_markdown(p), chart, loaded_line()
 
 

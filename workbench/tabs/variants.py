@@ -43,10 +43,18 @@ def _step_name(s) -> str:
     return s.label
 
 
+def degenerate_badge(reason: str | None) -> str:
+    return f"<span class='flag-badge degenerate-badge' title='{esc(reason or '')}'>⛔ degenerate: {esc(reason or '')}</span>"
+
+
 def _accuracy_cell(s) -> str:
     if s.accuracy is not None:
         title = f"macro-F1 {s.macro_f1:.4f} on {s.num_examples:,} examples" if s.num_examples else ""
-        return f"<span class='accuracy' title='{title}'>{_pct(s.accuracy)}</span>"
+        if s.accuracy_low is not None and s.accuracy_high is not None:
+            title += f"; 95% interval {_pct(s.accuracy_low)}-{_pct(s.accuracy_high)}"
+        if s.majority_accuracy is not None:
+            title += f"; majority class {_pct(s.majority_accuracy)}"
+        return f"<span class='accuracy' title='{esc(title)}'>{_pct(s.accuracy)}</span>"
     state = s.evaluation.split(":")[0]
     return f"<span class='eval-state eval-{esc(state.replace(' ', '-'))}'>{esc(s.evaluation)}</span>"
 
@@ -60,12 +68,15 @@ def variants_html(tree=None) -> str:
         marker = "└ " if s.depth else ""
         name = f"<span class='tree-marker'>{marker}</span>{esc(_step_name(s))}"
         flag = f"<span class='flag-badge'>{esc(flag_text(s.drop_points))}</span>" if s.flagged else ""
+        if s.degenerate:
+            flag += degenerate_badge(s.degenerate_reason)
         agreement = _pct(s.agreement_with_parent, 1)
         compared = (f" title='parent {_pct(s.parent_accuracy)} on the same {s.num_examples:,} examples'"
                     if s.parent_accuracy is not None and s.num_examples else "")
-        row_class = " class='flagged'" if s.flagged else ""
+        row_class = " class='flagged'" if s.flagged or s.degenerate else ""
         rows.append(
-            f"<tr data-variant-id='{s.id}' data-flagged='{str(s.flagged).lower()}' data-step='{esc(s.step)}' "
+            f"<tr data-variant-id='{s.id}' data-flagged='{str(s.flagged).lower()}' "
+            f"data-degenerate='{str(s.degenerate).lower()}' data-step='{esc(s.step)}' "
             f"data-evaluation='{esc(s.evaluation.split(':')[0])}'{row_class}>"
             f"<td>{s.id}</td>"
             f"<td class='tree' style='padding-left:{0.5 + 1.4 * s.depth:.1f}em' title='{esc(s.name)}'>{name}</td>"
@@ -125,14 +136,22 @@ def evaluations_markdown(evaluations, summary) -> str:
         state = summary.evaluation if summary is not None else "not evaluated"
         return f"**Evaluation:** {esc(state)}"
     lines = ["**Evaluations**", "",
-             "| # | split | examples | accuracy | macro-F1 | parent accuracy | Δ vs parent | agreement | flag |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| # | split | examples | accuracy (95% interval) | majority class | macro-F1 | recall per class | "
+             "parent accuracy | Δ vs parent | agreement | flag |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for ev in evaluations:
         flag = (f"<span class='flag-badge'>{flag_text(ev.drop_points)}</span> (tolerance {ev.tolerance_points:g})"
                 if ev.flagged else ("ok" if ev.parent_accuracy is not None else ""))
+        if ev.degenerate:
+            flag += " " + degenerate_badge(ev.degenerate_reason)
+        interval = (f" ({_pct(ev.accuracy_low)}-{_pct(ev.accuracy_high)})"
+                    if ev.accuracy_low is not None and ev.accuracy_high is not None else "")
+        majority = f"{_pct(ev.majority_accuracy)} ({esc(ev.majority_label)})" if ev.majority_accuracy is not None else ""
+        recall = ", ".join(f"{esc(k)} {_pct(v) if v is not None else '-'}" for k, v in (ev.per_class_recall or {}).items())
         lines.append(
-            f"| {ev.id} | {ev.split} | {ev.num_examples:,} | {_pct(ev.accuracy)} | {ev.macro_f1:.4f} | "
-            f"{_pct(ev.parent_accuracy)} | {_points(ev.drop_points)} | {_pct(ev.agreement_with_parent, 1)} | {flag} |"
+            f"| {ev.id} | {ev.split} | {ev.num_examples:,} | {_pct(ev.accuracy)}{interval} | {majority} | "
+            f"{ev.macro_f1:.4f} | {recall} | {_pct(ev.parent_accuracy)} | {_points(ev.drop_points)} | "
+            f"{_pct(ev.agreement_with_parent, 1)} | {flag} |"
         )
     return "\n".join(lines)
 
@@ -178,6 +197,8 @@ def variant_view(ref: str | None):
     ]
     if summary is not None and summary.flagged:
         header.append(f"<span class='flag-badge'>{flag_text(summary.drop_points)}</span>")
+    if summary is not None and summary.degenerate:
+        header.append(degenerate_badge(summary.degenerate_reason) + " — never recommended; promotion needs a confirmation")
     evaluations = detail["evaluations"]
     latest = evaluations[-1] if evaluations else None
     confusion = (
@@ -265,14 +286,20 @@ def register_selected(ref: str | None, name: str | None):
 
 
 @roles.editor_only("promote models")
-def promote_selected(selected: str | None, alias: str | None):
+def promote_selected(selected: str | None, alias: str | None, force: bool = False):
     def act() -> str:
         name, version = _split_version(selected)
-        move = api.promote(name, version, (alias or "").strip() or "production")
+        try:
+            move = api.promote(name, version, (alias or "").strip() or "production", force=bool(force))
+        except WorkbenchError as exc:
+            if "degenerate" in str(exc):
+                raise type(exc)(f"{exc}: tick 'Promote even if degenerate' to confirm") from None
+            raise
+        warning = f" ⚠ promoted although degenerate: {move['degenerate']}" if move.get("degenerate") else ""
         if not move["changed"]:
-            return f"{name} {move['alias']} already points at v{version}"
+            return f"{name} {move['alias']} already points at v{version}{warning}"
         was = f" (was v{move['previous']})" if move["previous"] else ""
-        return f"{name} {move['alias']} → v{version}{was}"
+        return f"{name} {move['alias']} → v{version}{was}{warning}"
 
     return _registry_action(act, selected)
 
@@ -310,6 +337,24 @@ def export_space_zip(ref: str | None, license_: str | None):
             gr.update(value=archive, visible=True))
 
 
+# ---- the variant's own files ------------------------------------------------------------------------------
+
+
+@roles.editor_only("download a variant's files")
+def download_variant_zip(ref: str | None):
+    """The picked variant's directory as a zip (weights, ONNX graphs, tokenizer), each file checked against its hash."""
+    hidden = gr.update(value=None, visible=False)
+    if not ref:
+        return fail("pick a variant first"), hidden
+    try:
+        result = api.zip_variant(ref)
+    except WorkbenchError as exc:
+        return fail(str(exc)), hidden
+    return (ok(f"variant #{result.variant_id}: {len(result.files)} files, {mb(result.bytes)} before compression, "
+               "each matching its recorded sha256 (`SHA256SUMS` in the zip checks an unzipped copy)"),
+            gr.update(value=str(result.path), visible=True))
+
+
 def build() -> Refresh:
     gr.Markdown(
         "Every variant, as a tree from each model's original. Each one a job yields is evaluated against its parent "
@@ -340,6 +385,13 @@ def build() -> Refresh:
         space_status = gr.Markdown(elem_id="space-status")
         space_file = gr.File(label="Space (.zip)", interactive=False, visible=False, elem_id="space-zip")
     roles.editor_control(space_section)  # viewers do not see it; the handler refuses them anyway
+    with gr.Accordion("Download files (.zip)", open=False, elem_id="files-section") as files_section:
+        gr.Markdown("The selected variant's own files as they are stored (weights or ONNX graphs, tokenizer, "
+                    "config), each checked against the sha256 recorded when the variant was made.")
+        files_btn = gr.Button("Download files (.zip)", elem_id="files-download")
+        files_status = gr.Markdown(elem_id="files-status")
+        files_zip = gr.File(label="Variant files (.zip)", interactive=False, visible=False, elem_id="files-zip")
+    roles.editor_control(files_section)  # viewers do not see it; the handler refuses them anyway
     with gr.Accordion("Registry (MLflow)", open=True, elem_id="registry-section"):
         gr.Markdown("Register a variant as a model version; point aliases (staging, production) at versions, and "
                     "roll an alias back to where it was before the last promote.")
@@ -351,6 +403,8 @@ def build() -> Refresh:
         with gr.Row(equal_height=True):
             version = gr.Dropdown(label="Model version", choices=[], interactive=True, elem_id="registry-version", scale=3)
             alias = gr.Textbox(value="production", label="Alias", elem_id="registry-alias", scale=1)
+            force = gr.Checkbox(label="Promote even if degenerate", value=False, elem_id="registry-force", scale=1,
+                                info="a degenerate variant is refused with the reason; tick to confirm anyway")
             promote_btn = gr.Button("Promote", elem_id="registry-promote", scale=1)
             rollback_btn = gr.Button("Roll back", elem_id="registry-rollback", scale=1)
         registry_status = gr.Markdown(elem_id="registry-status")
@@ -371,11 +425,12 @@ def build() -> Refresh:
     gr.Timer(REFRESH_S).tick(tick, [pick, seen], [table, pick, seen, *detail_outputs], show_progress="hidden")
     pick.change(variant_view, pick, detail_outputs)
     space_btn.click(export_space_zip, [pick, space_license], [space_status, space_file], api_visibility="private")
+    files_btn.click(download_variant_zip, pick, [files_status, files_zip], api_visibility="private")
 
     registry_outputs = [registry_status, registry_table, version, tracking_line]
     private = dict(api_visibility="private")
     register_btn.click(register_selected, [pick, register_name], registry_outputs, **private)
-    promote_btn.click(promote_selected, [version, alias], registry_outputs, **private)
+    promote_btn.click(promote_selected, [version, alias, force], registry_outputs, **private)
     rollback_btn.click(rollback_selected, [version, alias], registry_outputs, **private)
 
     def refresh():
