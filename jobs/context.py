@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -12,6 +13,8 @@ from typing import Any
 from storage import catalog, files, queue, settings
 from storage.entities import Dataset, Job, Model, Variant
 from storage.errors import InvalidInput
+
+LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")  # BERT-family, GPT-2, T5-style configs
 
 
 class JobCancelled(Exception):
@@ -24,6 +27,39 @@ class JobResult:
 
     result: dict[str, Any] = field(default_factory=dict)
     new_variant: dict[str, Any] | None = None
+    message: str = "done"  # the job's closing message (e.g. a warning that the model it made is degenerate)
+
+
+def config_layers(directory: Path) -> int | None:
+    """The number of transformer layers a variant's `config.json` declares, if it has one."""
+    try:
+        config = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    layers = next((config[k] for k in LAYER_KEYS if isinstance(config.get(k), int)), None)
+    return layers if layers and layers > 0 else None
+
+
+def variant_name(parent_name: str, step: str, *, layers: int | None = None, original_layers: int | None = None,
+                 taken: set[str] | frozenset[str] = frozenset()) -> str:
+    """A new variant's name: `parent > step`, where the last segment (what lists and charts show) says what the
+    variant is and no other variant has the name.
+
+    A model with fewer layers than its original says so: a half-layers student is `distill-3L`, and what is made
+    from it carries the count (`onnx-fused-3L`), so it is not mistaken for the same step on the full model. A name
+    already taken gets ` (2)`, ` (3)`, ... (a second fine-tune of the same parent, say).
+    """
+    if layers and original_layers and layers != original_layers:
+        if step == "distill-half-layers":
+            step = f"distill-{layers}L"
+        elif not step.endswith(f"-{layers}L"):
+            step = f"{step}-{layers}L"
+    base = f"{parent_name.removesuffix(' (original)')} > {step}"
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base} ({n})"
+    return name
 
 
 class JobContext:
@@ -90,7 +126,7 @@ class JobContext:
         variant = dict(
             model_id=parent.model_id,
             parent_id=parent.id,
-            name=f"{parent.name.removesuffix(' (original)')} > {step}",
+            name=self._variant_name(parent, step, Path(artifact)),  # source_dir moved into the store
             artifact_dir=str(artifact),
             runtime=runtime,
             precision=precision,
@@ -102,6 +138,13 @@ class JobContext:
             info=info or {},
         )
         return JobResult(result=result or {}, new_variant=variant)
+
+    def _variant_name(self, parent: Variant, step: str, artifact_dir: Path) -> str:
+        """`parent > step`, its last segment saying what tells the variant apart (see `variant_name`)."""
+        root = catalog.root_variant(parent.model_id)
+        return variant_name(parent.name, step, layers=config_layers(artifact_dir),
+                            original_layers=config_layers(Path(root.artifact_dir)),
+                            taken={v.name for v in catalog.list_variants(parent.model_id)})
 
     def progress(self, fraction: float, message: str) -> None:
         """Log progress (0-1) with a short message; DB writes are thinned so a tight loop cannot flood it."""

@@ -150,7 +150,8 @@ def train_classifier(
             outcome.best_epoch, outcome.best_accuracy = epoch, scores["accuracy"]
             outcome.best_validity = model_validity(scores["confusion"]) if validation[0] else {}
             best_state = copy.deepcopy(model.state_dict())
-        elif epoch - outcome.best_epoch >= settings.patience and epoch < settings.epochs:
+        elif epoch - outcome.best_epoch >= settings.patience and epoch < settings.epochs \
+                and not outcome.best_validity.get("degenerate"):  # a model that only learned the prior goes on
             outcome.stopped_early = True
             ctx.log(f"early stop: no better validation accuracy for {settings.patience} epoch(s); keeping epoch {outcome.best_epoch}")
             break

@@ -36,12 +36,18 @@ DISTILL_WHEN_FASTEST_AND_DROP = 2.0  # "fastest": a half-depth student is worth 
 TRT_MAX_BATCH, TRT_MAX_SEQ = 32, 128
 # Small, fast settings for a first look (or a test): a sample of the data, short benchmark cells.
 QUICK = {
-    "finetune": {"epochs": 1, "max_train_examples": 256, "max_val_examples": 64, "max_length": 32},
-    "distill": {"epochs": 1, "max_train_examples": 256, "max_val_examples": 64},
+    # Sized on the built-in MiniLM + tweet sentiment so a quick trial does not end with a model that learned only
+    # the label prior: 256 examples x 1 epoch gave 55-62 % (macro-F1 0.40-0.46; 34 % on an AVX2 EPYC, all
+    # "negative"), 1,024 x 2 gave 64 % (58.8-69.5 %, macro-F1 0.58) vs 42 % for the majority class, in 2.5 min
+    # of training on a busy 2-core Xeon (benchmarks/wizard_trial.py).
+    "finetune": {"epochs": 2, "max_train_examples": 1024, "max_val_examples": 128, "max_length": 32},
+    "distill": {"epochs": 2, "max_train_examples": 1024, "max_val_examples": 128},
     "export-onnx": {"parity_examples": 16},
-    "benchmark": {"warmup": 2, "window": 5, "min_samples": 10, "max_seconds": 1.0, "texts": 16},
+    # enough calls per cell for a speedup with an interval (WORKBENCH_MIN_SAMPLES, 20 by default), marked rough so
+    # its figures never become "measured on this machine" advice
+    "benchmark": {"warmup": 3, "window": 5, "min_samples": 20, "max_seconds": 4.0, "texts": 16, "rough": True},
 }
-QUICK_EVAL_EXAMPLES = 64
+QUICK_EVAL_EXAMPLES = 300  # stratified: a Wilson interval of about ±5 points, enough to tell a model from the prior
 # Progress weight of each kind: training dominates a recipe's time, evaluations are short.
 WEIGHTS = {"finetune": 4.0, "distill": 4.0, "build-tensorrt": 2.0, "benchmark": 2.0, "evaluate": 0.5}
 RUNTIME_NAMES = {"pytorch": "PyTorch", "onnxruntime": "ONNX Runtime", "tensorrt": "TensorRT"}
@@ -143,6 +149,8 @@ class Outcome:
     meets_goal: bool
     summary: str
     fingerprint: str | None = None
+    undecided: str | None = None  # why no variant is recommended, when none is ("could not decide: ...")
+    benchmark_job: int | None = None  # the one benchmark job every figure of the verdict comes from
 
 
 @dataclass(frozen=True)
@@ -193,7 +201,7 @@ def defaults() -> dict[str, Any]:
             "goal": {f.name: f.default for f in dataclasses.fields(Goal) if f.name != "target"}}
 
 
-def _measured(target: str, detected: str, batch_size: int = 1) -> tuple[int, dict[str, float]]:
+def _measured(target: str, detected: str, batch_size: int = 1) -> tuple[int, dict[str, Any]]:
     """The batch size and this machine's measured speedups there: the goal's batch size, else batch 1. None apply
     when the target is not this machine."""
     if target != detected:
@@ -263,7 +271,10 @@ def _option_steps(key: str, goal: Goal, fusion_ok: bool, start_runtime: str) -> 
     if start_runtime == "pytorch":
         steps.append(("export-onnx", dict(export) if key != "tensorrt fp16" else {}))  # TensorRT fuses on its own
     if key == "onnxruntime int8":
-        steps.append(("quantize", {"method": "ort-dynamic-int8", "per_channel": True}))
+        quantize = {"method": "ort-dynamic-int8", "per_channel": True}
+        if goal.target == "cpu-avx2":  # no VNNI there: 7-bit weights keep the u8s8 path from saturating
+            quantize["reduce_range"] = "on"
+        steps.append(("quantize", quantize))
     elif key == "tensorrt fp16":
         steps.append(("build-tensorrt", {
             "precision": "fp16", "opt_batch": goal.batch_size, "max_batch": max(goal.batch_size, TRT_MAX_BATCH),
@@ -313,8 +324,9 @@ def _start(model: Model, dataset: Dataset) -> tuple[Variant, bool, str]:
                         f"{len(labels)} labels: {', '.join(labels)})")
 
 
-def _baseline_latency(model_id: int, goal: Goal, detected: str) -> tuple[float, int] | None:
-    """The newest p95 of a PyTorch fp32 variant of this model at the goal's cell, measured here (ms, variant id)."""
+def _baseline_latency(model_id: int, goal: Goal, detected: str) -> tuple[float, int, int | None] | None:
+    """The newest sound p95 of a PyTorch fp32 variant of this model at the goal's cell, measured here (ms, variant
+    id, job id): a full benchmark's stable cell on a quiet machine."""
     if goal.target != detected:
         return None
     from jobs.bench.fingerprint import fingerprint, fingerprint_hash
@@ -323,11 +335,15 @@ def _baseline_latency(model_id: int, goal: Goal, detected: str) -> tuple[float, 
         fp = fingerprint_hash(fingerprint("cuda" if goal.target == "nvidia-gpu" else "cpu"))
     except Exception:  # noqa: BLE001 - no CUDA to fingerprint: nothing measured here applies
         return None
+    from jobs.advice import sound_cell
+    from jobs.compare import Rules
+
+    rules = Rules.from_settings()
     variants = {v.id: v for v in catalog.list_variants(model_id)}
     rows = [m for m in catalog.list_measurements(variant_ids=list(variants), fingerprint_hash=fp)
-            if (m.batch_size, m.seq_len) == (goal.batch_size, goal.seq_len)
+            if (m.batch_size, m.seq_len) == (goal.batch_size, goal.seq_len) and sound_cell(m, rules)
             and (variants[m.variant_id].runtime, variants[m.variant_id].precision) == ("pytorch", "fp32")]
-    return (rows[-1].p95_ms, rows[-1].variant_id) if rows else None
+    return (rows[-1].p95_ms, rows[-1].variant_id, rows[-1].job_id) if rows else None
 
 
 def _choose(goal: Goal, detected: str, start: Variant) -> tuple[_Option, float, str, list[str]]:
@@ -349,9 +365,12 @@ def _choose(goal: Goal, detected: str, start: Variant) -> tuple[_Option, float, 
             options.append(option)
     if not options:
         raise InvalidInput(f"no recipe for an ONNX model on {goal.target}: start from the PyTorch model instead")
-    chosen = max(options, key=lambda o: measured.get(o.key, o.prior))  # the first of equals: the usual choice
+    def expected(o: _Option) -> float:
+        return measured[o.key].ratio if o.key in measured else o.prior
+
+    chosen = max(options, key=expected)  # the first of equals: the usual choice
     reason = chosen.fact
-    here = [f"{_speed_name(o.key)} {measured[o.key]:.1f}x" for o in options if o.key in measured]
+    here = [f"{_speed_name(o.key)} {measured[o.key].cite()}" for o in options if o.key in measured]
     if here:
         reason += f"; measured on this machine at batch {measured_batch} vs PyTorch fp32: {', '.join(here)}"
         if chosen is not options[0]:
@@ -360,7 +379,7 @@ def _choose(goal: Goal, detected: str, start: Variant) -> tuple[_Option, float, 
         reason += "; nothing is measured on this machine yet, so this is the reference figure"
     else:
         reason += f"; this machine is {detected}, so its measurements do not apply to {goal.target}"
-    return chosen, measured.get(chosen.key, chosen.prior), reason, notes
+    return chosen, expected(chosen), reason, notes
 
 
 def _required_speedup(goal: Goal, model: Model, detected: str) -> tuple[float | None, list[str]]:
@@ -373,7 +392,7 @@ def _required_speedup(goal: Goal, model: Model, detected: str) -> tuple[float | 
                               f"{goal.seq_len} yet: the benchmark step tells whether the {goal.slo_ms:g} ms SLO is met"]
     need = base[0] / goal.slo_ms
     return max(goal.speedup or 0.0, need), [
-        f"measured here: PyTorch fp32 (variant #{base[1]}) p95 {base[0]:.2f} ms at batch {goal.batch_size} x "
+        f"measured here: PyTorch fp32 (variant #{base[1]}, job {base[2]}) p95 {base[0]:.2f} ms at batch {goal.batch_size} x "
         f"{goal.seq_len}, so a {goal.slo_ms:g} ms SLO needs about {need:.1f}x"]
 
 
@@ -537,6 +556,25 @@ def launch(recipe: Recipe) -> Launched:
     return Launched(jobs[0].pipeline, [j.id for j in jobs], recipe.goal)
 
 
+def remeasure(pipeline: str) -> int:
+    """Queue a full benchmark of what a run's last benchmark measured (the default stop rule, not the quick
+    trial's), in the same run, so its verdict can be made again from sound cells. Returns the new job's id."""
+    jobs = queue.pipeline_jobs(pipeline)
+    bench = next((j for j in reversed(jobs) if j.kind == "benchmark"), None)
+    if bench is None:
+        raise InvalidInput(f"run {pipeline} has no benchmark to repeat")
+    if not all(j.status.finished for j in jobs):
+        raise InvalidInput(f"run {pipeline} is still running: re-measure once it is done")
+    if bench.status.value != "succeeded":
+        raise InvalidInput(f"the benchmark of run {pipeline} (job {bench.id}) {bench.status.value}: see its log")
+    quick_only = set(QUICK["benchmark"])
+    params = {k: v for k, v in bench.params.items() if k not in quick_only}
+    job = queue.enqueue("benchmark", params, device=bench.device, model_id=bench.model_id,
+                        variant_id=bench.variant_id, dataset_id=bench.dataset_id, depends_on_id=bench.id,
+                        pipeline=pipeline, max_attempts=bench.max_attempts)
+    return job.id
+
+
 def _yields_variant(kind: str) -> bool:
     from jobs.registry import get_kind
 
@@ -620,7 +658,7 @@ def _outcome(steps: list[Job], goal: Goal | None) -> Outcome:
     measured = set(bench.result["variants"])
     final = catalog.get_variant(bench.variant_id) if bench.variant_id else None
     baseline = _baseline_of(final, measured) if final else None
-    comparison = build_comparison(bench.dataset_id, bench.result.get("fingerprint_hash"))
+    comparison = build_comparison(bench.dataset_id, bench.result.get("fingerprint_hash"), run=bench.id)
     rows = [r for r in comparison.rows if r["variant_id"] in measured]
     cells = sorted({(r["batch_size"], r["seq_len"]) for r in rows})
     if not cells:
@@ -630,15 +668,21 @@ def _outcome(steps: list[Job], goal: Goal | None) -> Outcome:
     decision = decide(rows, batch, seq, baseline.id if baseline else None, goal.slo_ms, goal.max_drop_points)
     recommended = decision.sweet
     misses_slo = False
-    if recommended is None and goal.slo_ms:  # nothing meets the SLO: the fastest within the tolerance, said plainly
-        recommended = sweet_spot(decision.points, decision.baseline.accuracy if decision.baseline else None,
-                                 goal.max_drop_points, None)
+    if recommended is None and goal.slo_ms and decision.candidates and decision.baseline is not None \
+            and not decision.baseline.degenerate:  # nothing meets the SLO: the fastest within the tolerance, said so
+        recommended = sweet_spot(decision.candidates, decision.baseline.accuracy, goal.max_drop_points, None)
         misses_slo = recommended is not None
-    decision = dataclasses.replace(decision, sweet=recommended)  # what the charts highlight and the table stars
+    decision = dataclasses.replace(decision, sweet=recommended,  # what the charts highlight and the table stars
+                                   undecided=None if recommended else decision.undecided)
+    fp = comparison.fingerprint.hash if comparison.fingerprint else None
+    if recommended is None:
+        summary = (f"Could not decide at batch {batch} x {seq}: {decision.undecided}. Re-measure (a full benchmark of "
+                   "the same variants) when the machine is quiet, or change the recipe.")
+        return Outcome(None, decision.baseline.variant_id if decision.baseline else None, final_id, decision, None,
+                       None, False, summary, fp, decision.undecided, bench.id)
     ratio, drop, met, summary = _verdict(decision, recommended, goal, misses_slo)
-    return Outcome(recommended.variant_id if recommended else None,
-                   decision.baseline.variant_id if decision.baseline else None, final_id, decision, ratio, drop, met,
-                   summary, comparison.fingerprint.hash if comparison.fingerprint else None)
+    return Outcome(recommended.variant_id, decision.baseline.variant_id if decision.baseline else None, final_id,
+                   decision, ratio, drop, met, summary, fp, None, bench.id)
 
 
 def _verdict(decision: Decision, rec: Point | None, goal: Goal, misses_slo: bool) -> tuple[float | None, float | None, bool, str]:
@@ -648,7 +692,8 @@ def _verdict(decision: Decision, rec: Point | None, goal: Goal, misses_slo: bool
     if rec is None or base is None:
         return None, None, False, (f"No variant at {cell} has an accuracy to compare: see the evaluations in the "
                                    "Variants tab.")
-    ratio = decision.ratios[rec.variant_id]["speedup"]
+    interval = decision.ratios[rec.variant_id]
+    ratio = interval["speedup"]
     drop = (base.accuracy - rec.accuracy) * 100 if base.accuracy is not None and rec.accuracy is not None else None
     change = (f", {round(-drop, 1) + 0.0:+.1f} accuracy points ({rec.accuracy:.1%} vs {base.accuracy:.1%})"
               if drop is not None else "")  # + 0.0: no "-0.0"
@@ -656,13 +701,16 @@ def _verdict(decision: Decision, rec: Point | None, goal: Goal, misses_slo: bool
         summary = (f"Recommended: keep the baseline {rec.label}: no variant within {goal.max_drop_points:g} accuracy "
                    f"points was faster at {cell} (p95 {rec.latency_ms:.2f} ms)")
     else:
-        summary = (f"Recommended: {rec.label}, {ratio:.1f}x faster than the baseline {base.label} (p50 at {cell}){change}, "
-                   f"p95 {rec.latency_ms:.2f} ms")
+        summary = (f"Recommended: {rec.label}, {ratio:.1f}x faster than the baseline {base.label} (p50 at {cell}, 95% "
+                   f"interval {interval['low']:.1f}-{interval['high']:.1f}x from {interval['n_baseline']} and "
+                   f"{interval['n_candidate']} calls){change}, p95 {rec.latency_ms:.2f} ms")
     met = True
     if goal.speedup:
         if ratio < goal.speedup:
             met = False
             summary += f"; short of the {goal.speedup:g}x goal"
+        elif interval.get("low", ratio) < goal.speedup:
+            summary += f"; meets the {goal.speedup:g}x goal at the median, not across its whole interval"
         else:
             summary += f"; meets the {goal.speedup:g}x goal"
     if goal.slo_ms:
@@ -673,3 +721,63 @@ def _verdict(decision: Decision, rec: Point | None, goal: Goal, misses_slo: bool
             summary += f"; within the {goal.slo_ms:g} ms p95 SLO"
     return ratio, drop, met, summary + "."
 
+
+
+# ---- reopening a run ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WizardRun:
+    """A wizard run as the list of recent runs shows it (to reopen it after a page reload)."""
+
+    pipeline: str
+    created_at: Any  # datetime (UTC) of its first job
+    model_name: str | None
+    dataset_name: str | None
+    kinds: tuple[str, ...]  # its steps, in order
+    state: str  # "queued", "running", "done" or "failed" (a step failed or was cancelled)
+    steps_done: int
+
+
+def _is_wizard_benchmark(job: Job) -> bool:
+    """The closing step of a wizard run: a pipeline step benchmarking the variant against its lineage."""
+    return bool(job.pipeline and job.depends_on_id is not None and job.params.get("compare_with_lineage"))
+
+
+def recent_runs(limit: int = 10) -> list[WizardRun]:
+    """The newest wizard runs first: the pipelines whose last step benchmarks against the lineage (as `launch`
+    queues them; a pipeline submitted by hand the same way is listed too)."""
+    pipelines: list[str] = []
+    for job in queue.list_jobs(kind="benchmark", limit=max(limit * 5, 50)):
+        if _is_wizard_benchmark(job) and job.pipeline not in pipelines:
+            pipelines.append(job.pipeline)
+    runs = []
+    for pipeline in pipelines[:limit]:
+        jobs = queue.pipeline_jobs(pipeline)
+        steps = [j for j in jobs if j.kind != "evaluate" or j.depends_on_id is not None]
+        if not steps or not _is_wizard_benchmark(steps[-1]):
+            continue
+        first = steps[0]
+        if any(j.status.value in ("failed", "cancelled") for j in steps):
+            state = "failed"
+        elif all(j.status.finished for j in jobs):
+            state = "done"
+        elif any(j.status.value != "queued" for j in jobs):
+            state = "running"
+        else:
+            state = "queued"
+        runs.append(WizardRun(pipeline, first.created_at, _name_of(catalog.get_model, first.model_id),
+                              _name_of(catalog.get_dataset, first.dataset_id), tuple(j.kind for j in steps), state,
+                              sum(j.status.value == "succeeded" for j in steps)))
+    return runs
+
+
+def _name_of(get, ref: int | None) -> str | None:
+    from storage.errors import NotFound
+
+    if ref is None:
+        return None
+    try:
+        return get(ref).name
+    except NotFound:  # deleted since
+        return None

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from jobs.artifacts import inherited_meta, save_pytorch_variant
 from jobs.context import JobContext, JobResult
 from jobs.data import split_examples
+from jobs.metrics import degenerate_advice
 from jobs.registry import register, takes
 from jobs.training import TrainSettings, train_classifier
 from storage.entities import Dataset, Variant
@@ -196,6 +197,15 @@ def run(params: FinetuneParams, ctx: JobContext) -> JobResult:
         "auto": {name: f"{value} ({why})" for name, (value, why) in chosen.items()},
     }
     ctx.log(f"best validation accuracy {outcome.best_accuracy:.4f} at epoch {outcome.best_epoch}")
-    return ctx.output_variant(out, runtime="pytorch", precision="fp32", step=f"finetune-{params.mode}",
-                              info={"training": training, "labels": labels, "max_length": max_length},
-                              dataset_id=dataset.id, result={"training": training})
+    message = "done"
+    if outcome.best_validity.get("degenerate"):
+        training["degenerate_reason"] = outcome.best_validity["degenerate_reason"]
+        message = (f"done, but the model is degenerate on the validation split: "
+                   f"{outcome.best_validity['degenerate_reason']}; "
+                   + degenerate_advice(len(train), settings.epochs, settings.learning_rate))
+        ctx.log(message)
+    result = ctx.output_variant(out, runtime="pytorch", precision="fp32", step=f"finetune-{params.mode}",
+                                info={"training": training, "labels": labels, "max_length": max_length},
+                                dataset_id=dataset.id, result={"training": training})
+    result.message = message
+    return result

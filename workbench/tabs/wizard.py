@@ -3,12 +3,16 @@
 Five steps: model, dataset, goal (target hardware detected and editable, accuracy tolerance, latency SLO or
 speed-up), the recommended recipe with one reason per step (its parameters editable as JSON), then review and
 launch. After launch one progress bar follows every job of the run; when it is done the tab shows the
-comparison with the recommended variant highlighted. All the deciding is in `jobs.wizard`, through `jobs.api`.
+comparison with the recommended variant highlighted. A run outlives the page: the address gets `?run=<id>` (opened
+on load), and any run can be reopened from the list of recent runs or by its id. All the deciding is in
+`jobs.wizard`, through `jobs.api`.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
@@ -22,6 +26,22 @@ from workbench.ui import Refresh, esc, fail, ok
 REFRESH_S = 2.0
 PRIVATE = dict(api_visibility="private")  # UI events, not API endpoints
 STATUS_ICONS = {"queued": "⏳", "running": "🔄", "succeeded": "✅", "failed": "❌", "cancelled": "⛔"}
+RUN_ICONS = {"queued": "⏳", "running": "🔄", "done": "✅", "failed": "❌"}
+# Put the followed run in the page's address (so a reload reopens it), or take it out (start over); nothing when the
+# launch or the reopening failed (its status line starts with ❌). It runs in the browser before `in_address`.
+SET_URL_JS = """(run, status) => { if (!(status || '').startsWith('❌')) {
+  const url = new URL(window.location.href);
+  if (run) { url.searchParams.set('run', run); } else { url.searchParams.delete('run'); }
+  window.history.replaceState(window.history.state, '', url); }
+  return [run, status]; }"""
+
+
+@dataclass(frozen=True)
+class Followed:
+    """The run the tab follows: launched here (with its goal) or reopened (goal None: read back from its jobs)."""
+
+    pipeline: str
+    goal: Any = None
 
 
 # ---- what each step shows ----------------------------------------------------------------------------------------
@@ -33,6 +53,32 @@ def _model_choices() -> list[tuple[str, str]]:
 
 def _dataset_choices() -> list[tuple[str, str]]:
     return [(f"#{d.id} {d.name}", str(d.id)) for d in api.list_datasets()]
+
+
+def _newest(choices: list[tuple[str, str]], current: str | None) -> str | None:
+    """The current choice if it is still there, else the newest (highest id), so the only one is preselected."""
+    values = [value for _, value in choices]
+    if current and str(current) in values:
+        return str(current)
+    return max(values, key=int) if values else None
+
+
+def run_label(run) -> str:
+    what = " on ".join(esc(x) for x in (run.model_name, run.dataset_name) if x) or "?"
+    when = run.created_at.strftime("%Y-%m-%d %H:%M") if run.created_at else ""
+    return (f"{RUN_ICONS.get(run.state, '')} {run.pipeline} · {what} · {' → '.join(run.kinds)} · {run.state} "
+            f"({run.steps_done}/{len(run.kinds)}) · {when} UTC")
+
+
+def _run_choices() -> list[tuple[str, str]]:
+    return [(run_label(r), r.pipeline) for r in api.recent_wizard_runs()]
+
+
+def run_id(text: str | None) -> str:
+    """A run id from what was typed or pasted: the id itself, or a link holding `run=<id>`."""
+    text = (text or "").strip()
+    found = re.search(r"[?&]run=([0-9A-Za-z_-]+)", text)
+    return found.group(1) if found else text
 
 
 def model_text(ref: str | None) -> str:
@@ -149,23 +195,32 @@ def progress_html(progress) -> str:
     )
 
 
+def _hidden():
+    """The chart, the table and the re-measure button while there is nothing to show: hidden rather than empty
+    placeholders."""
+    return (gr.update(value=None, visible=False), gr.update(value=pd.DataFrame(), visible=False),
+            gr.update(visible=False))
+
+
 def outcome_views(progress):
-    """Summary, chart and decision table once the run is done (empty before)."""
+    """Summary, chart and decision table once the run is done (chart and table hidden until they have data)."""
     outcome = progress.outcome
     if progress.failed:
-        return fail(f"The run stopped: {esc(progress.message)}. See the **Jobs** tab for the log."), None, pd.DataFrame()
+        return fail(f"The run stopped: {esc(progress.message)}. See the **Jobs** tab for the log."), *_hidden()
     if outcome is None:
-        return "", None, pd.DataFrame()
+        return "", *_hidden()
     summary = f"### ★ {esc(outcome.summary)}" if outcome.recommended_id else f"### {esc(outcome.summary)}"
+    remeasure = gr.update(visible=outcome.undecided is not None)
     if outcome.decision is None:
-        return summary, None, pd.DataFrame()
+        return summary, *_hidden()[:2], remeasure
     decision = outcome.decision
     summary += ("\n\nEvery chart, other batch sizes and the report are in the **Compare** tab (same hardware "
                 f"fingerprint `{esc(outcome.fingerprint or '')}`, batch {decision.batch_size} x {decision.seq_len}); "
                 "each variant's lineage and evaluation are in **Variants**.")
     chart = compare_charts.accuracy_vs_latency(decision.points, decision.front, decision.sweet,
                                                sweet_name="recommended", baseline=decision.baseline)
-    return summary, chart, pd.DataFrame(api.decision_table(decision))
+    return (summary, gr.update(value=chart, visible=True),
+            gr.update(value=pd.DataFrame(api.decision_table(decision)), visible=True), remeasure)
 
 
 # ---- handlers ----------------------------------------------------------------------------------------------------
@@ -218,34 +273,95 @@ def to_review(recipe, edited: str | None):
     return recipe, review_text(recipe), _go(5), ""
 
 
+def _reopen_note(pipeline: str) -> str:
+    return (f"reopen it after a reload from **Recent runs**, by its id, or at this page's address ending in "
+            f"[`?run={esc(pipeline)}`](?run={esc(pipeline)})")
+
+
 @roles.editor_only("launch jobs")
 def launch(recipe):
-    """Queue the recipe; the timer then follows the run."""
+    """Queue the recipe; the timer then follows the run (and the page's address names it)."""
     if recipe is None:
-        return None, fail("no recipe yet: go back to step 3"), gr.update(), gr.update(), gr.Timer(active=False)
+        return None, fail("no recipe yet: go back to step 3"), gr.update(), gr.update(), gr.Timer(active=False), gr.skip()
     try:
         launched = api.launch_recipe(recipe)
     except WorkbenchError as exc:
-        return None, fail(str(exc)), gr.update(), gr.update(), gr.Timer(active=False)
+        return None, fail(str(exc)), gr.update(), gr.update(), gr.Timer(active=False), gr.skip()
     progress = api.wizard_progress(launched.pipeline, launched.goal)
-    message = ok(f"launched run {launched.pipeline}: jobs {', '.join(map(str, launched.job_ids))}")
-    return launched, message, progress_html(progress), gr.update(interactive=False), gr.Timer(active=True)
+    message = ok(f"launched run {launched.pipeline}: jobs {', '.join(map(str, launched.job_ids))}; "
+                 + _reopen_note(launched.pipeline))
+    return (Followed(launched.pipeline, launched.goal), message, progress_html(progress), gr.update(interactive=False),
+            gr.Timer(active=True), gr.update(choices=_run_choices(), value=launched.pipeline))
 
 
 def follow(run):
-    """Timer tick: the run's progress, and the comparison once it is done (then the timer stops)."""
+    """Timer tick: the run's progress, and the comparison once it is done (then the timer stops and the list of
+    recent runs shows it done)."""
     if run is None:
-        return gr.update(), gr.update(), gr.update(), gr.update(), gr.Timer(active=False)
+        return gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), gr.Timer(active=False), gr.skip()
     try:
         progress = api.wizard_progress(run.pipeline, run.goal)
     except WorkbenchError as exc:
-        return fail(str(exc)), gr.update(), gr.update(), gr.update(), gr.Timer(active=False)
-    summary, chart, table = outcome_views(progress) if progress.done else (gr.update(),) * 3
-    return progress_html(progress), summary, chart, table, gr.Timer(active=not progress.done)
+        return fail(str(exc)), gr.update(), gr.update(), gr.update(), gr.update(), gr.Timer(active=False), gr.skip()
+    if not progress.done:
+        return (progress_html(progress), gr.skip(), gr.skip(), gr.skip(), gr.update(visible=False),
+                gr.Timer(active=True), gr.skip())
+    return (progress_html(progress), *outcome_views(progress), gr.Timer(active=False),
+            gr.update(choices=_run_choices()))
+
+
+def reopen(ref: str | None):
+    """Follow a run again (after a reload, or another one): its progress now, the comparison if it is done, and
+    the timer on while it runs. Outputs: run, walkthrough, open status, launch status, progress, summary, chart,
+    table, timer, runs list."""
+    pipeline = run_id(ref)
+    if not pipeline:
+        return (gr.skip(), gr.skip(), fail("pick a recent run or type a run id"), *(gr.skip(),) * 8)
+    try:
+        progress = api.wizard_progress(pipeline)
+    except WorkbenchError as exc:
+        return (gr.skip(), gr.skip(), fail(str(exc)), *(gr.skip(),) * 8)
+    summary, chart, table, again = outcome_views(progress) if progress.done else ("", *_hidden())
+    return (Followed(pipeline), _go(5), "", ok(f"reopened run {pipeline}; " + _reopen_note(pipeline)),
+            progress_html(progress), summary, chart, table, again, gr.Timer(active=not progress.done),
+            gr.update(choices=_run_choices(), value=pipeline))
+
+
+def open_from_url(request: gr.Request):
+    """Page load: `?run=<id>` in the address reopens that run."""
+    ref = request.query_params.get("run") if request is not None else None
+    if not ref:
+        return (gr.skip(),) * 11
+    return reopen(ref)
+
+
+def preselect(model: str | None = None, dataset: str | None = None):
+    """Step 1 and 2 start on the current choice, else on the newest model and dataset (the only one, if one)."""
+    models, datasets = _model_choices(), _dataset_choices()
+    return (gr.update(choices=models, value=_newest(models, model)),
+            gr.update(choices=datasets, value=_newest(datasets, dataset)))
+
+
+def in_address(run: str | None, status: str | None) -> None:
+    """Nothing on the server: the browser has put the run in the page's address (`SET_URL_JS`) before this."""
+
+
+@roles.editor_only("launch jobs")
+def launch_remeasure(run):
+    """'Could not decide': a full benchmark of the same variants, queued into the same run; the timer follows it."""
+    if run is None:
+        return fail("no run is open"), gr.skip(), gr.Timer(active=False), gr.skip()
+    try:
+        job_id = api.wizard_remeasure(run.pipeline)
+    except WorkbenchError as exc:
+        return fail(str(exc)), gr.skip(), gr.Timer(active=False), gr.skip()
+    return (ok(f"re-measuring: benchmark job {job_id} (the full stop rule) was added to run {run.pipeline}; the "
+               "verdict is made again from it"), gr.update(visible=False), gr.Timer(active=True), "")
 
 
 def start_over():
-    return None, None, _go(1), "", "", "", None, pd.DataFrame(), gr.update(interactive=True), gr.Timer(active=False)
+    return (None, None, _go(1), "", "", "", *_hidden(), gr.update(interactive=True), gr.Timer(active=False),
+            gr.update(value=None))
 
 
 # ---- the tab -----------------------------------------------------------------------------------------------------
@@ -259,6 +375,12 @@ def build() -> Refresh:
                 "pipeline, and ends on the comparison with the recommended variant highlighted.")
     recipe_state = gr.State(None)
     run_state = gr.State(None)
+    with gr.Row():
+        runs = gr.Dropdown(label="Recent runs (or type a run id)", choices=[], value=None, allow_custom_value=True,
+                           interactive=True, scale=4, elem_id="wizard-runs",
+                           info="reopen a wizard run to follow it again, e.g. after a page reload")
+        open_run = gr.Button("Open run", size="sm", scale=1, elem_id="wizard-open-run")
+    open_status = gr.Markdown(elem_id="wizard-open-status")
     with gr.Walkthrough(selected=1, elem_id="wizard-walkthrough") as walk:
         with gr.Step("Model", id=1, elem_id="wizard-step-1"):
             model = gr.Dropdown(label="Model", choices=[], interactive=True, elem_id="wizard-model",
@@ -313,8 +435,11 @@ def build() -> Refresh:
             launch_status = gr.Markdown(elem_id="wizard-launch-status")
             progress = gr.HTML(elem_id="wizard-progress")
             summary = gr.Markdown(elem_id="wizard-summary")
-            chart = gr.Plot(elem_id="wizard-chart", show_label=False)
-            table = gr.Dataframe(label="Decision at the goal's cell", interactive=False, elem_id="wizard-table")
+            chart = gr.Plot(elem_id="wizard-chart", show_label=False, visible=False)
+            table = gr.Dataframe(label="Decision at the goal's cell", interactive=False, elem_id="wizard-table",
+                                 visible=False)
+            remeasure = gr.Button("Re-measure (full benchmark of the same variants)", visible=False,
+                                  elem_id="wizard-remeasure")
     timer = gr.Timer(REFRESH_S, active=False)
 
     model.change(model_text, model, model_info, show_progress="hidden", **PRIVATE)
@@ -326,14 +451,25 @@ def build() -> Refresh:
     next4.click(to_review, [recipe_state, params], [recipe_state, review, walk, status4], **PRIVATE)
     for button, step in ((back2, 1), (back3, 2), (back4, 3), (back5, 4)):
         button.click(lambda step=step: _go(step), None, walk, **PRIVATE)
-    launch_button.click(launch, recipe_state, [run_state, launch_status, progress, launch_button, timer], **PRIVATE)
-    timer.tick(follow, run_state, [progress, summary, chart, table, timer], show_progress="hidden", **PRIVATE)
+    launch_button.click(launch, recipe_state, [run_state, launch_status, progress, launch_button, timer, runs],
+                        **PRIVATE).then(in_address, [runs, launch_status], None, js=SET_URL_JS, **PRIVATE)
+    timer.tick(follow, run_state, [progress, summary, chart, table, remeasure, timer, runs], show_progress="hidden",
+               **PRIVATE)
+    remeasure.click(launch_remeasure, run_state, [launch_status, remeasure, timer, summary], **PRIVATE)
     again.click(start_over, None, [recipe_state, run_state, walk, launch_status, progress, summary, chart, table,
-                                   launch_button, timer], **PRIVATE)
+                                   remeasure, launch_button, timer, runs], **PRIVATE).then(
+        in_address, [runs, launch_status], None, js=SET_URL_JS, **PRIVATE)
+    reopened = [run_state, walk, open_status, launch_status, progress, summary, chart, table, remeasure, timer, runs]
+    gr.on([open_run.click, runs.select], reopen, runs, reopened, **PRIVATE).then(
+        in_address, [runs, open_status], None, js=SET_URL_JS, **PRIVATE)
+    gr.on(None, open_from_url, None, reopened, **PRIVATE)  # on page load: ?run=<id> reopens it
+    gr.on(None, preselect, None, [model, dataset], **PRIVATE)  # on page load
+    tab = gr.context.Context.block  # the Wizard tab the app builds this in: opening it preselects again
+    if isinstance(tab, gr.Tab):
+        tab.select(preselect, [model, dataset], [model, dataset], **PRIVATE)
 
     def refresh():
-        models, datasets = _model_choices(), _dataset_choices()
-        return (gr.update(choices=models), gr.update(choices=datasets),
-                f"**Detected here:** {esc(api.wizard_defaults()['hardware'])}")
+        return (gr.update(choices=_model_choices()), gr.update(choices=_dataset_choices()),
+                f"**Detected here:** {esc(api.wizard_defaults()['hardware'])}", gr.update(choices=_run_choices()))
 
-    return Refresh(refresh, [model, dataset, hardware])
+    return Refresh(refresh, [model, dataset, hardware, runs])
