@@ -14,7 +14,9 @@ from tests.conftest import run_cli, wait_for
 
 pytestmark = pytest.mark.slow
 
-FINETUNE = {"epochs": 2, "max_length": 16, "batch_size": 16, "max_val_examples": 20, "patience": 5}
+# a learning rate a tiny random model learns the toy words with: a degenerate model could not be promoted
+FINETUNE = {"epochs": 4, "max_length": 16, "batch_size": 8, "max_val_examples": 20, "patience": 5,
+            "learning_rate": 0.005}
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +81,7 @@ def test_every_job_is_a_run_with_params_metrics_tags_and_artifacts(lab):
 
     run = run_of(lab["uri"], finetune.id, "workbench/tiny")
     assert run.info.run_name == f"job {finetune.id} finetune"
-    assert run.data.params["epochs"] == "2" and run.data.params["max_length"] == "16"
+    assert run.data.params["epochs"] == "4" and run.data.params["max_length"] == "16"
     assert json.loads(run.data.params["lora_target_modules"]) == ["query", "value"]  # lists as JSON
     assert float(run.data.params["resolved.learning_rate"]) > 0  # what "auto" became
     tags = run.data.tags
@@ -90,7 +92,7 @@ def test_every_job_is_a_run_with_params_metrics_tags_and_artifacts(lab):
     metrics = run.data.metrics
     assert 0 <= metrics["training.best_val_accuracy"] <= 1 and metrics["variant_size_bytes"] == produced.size_bytes
     curve = c.get_metric_history(run.info.run_id, "val_accuracy")  # the training curve, one step per epoch
-    assert [m.step for m in curve] == [1, 2][: len(curve)] and curve
+    assert [m.step for m in curve] == [1, 2, 3, 4][: len(curve)] and curve
     assert {a.path for a in c.list_artifacts(run.info.run_id)} >= {"job.json", "variant.json", "job.log"}
     assert not any(a.path.endswith(".safetensors") for a in c.list_artifacts(run.info.run_id))
     assert run.info.artifact_uri.startswith((lab["root"] / "home" / "mlartifacts").as_uri())
@@ -187,7 +189,8 @@ def test_registry_cli(lab):
     api.register_variant(lab["root_variant"].id, "tiny-cli")
     api.promote("tiny-cli", 2)
     promoted = json.loads(run_cli("registry", "promote", "tiny-cli", "1", "--json").stdout)  # default alias production
-    assert promoted == {"name": "tiny-cli", "alias": "production", "version": "1", "previous": "2", "changed": True}
+    assert promoted == {"name": "tiny-cli", "alias": "production", "version": "1", "previous": "2", "changed": True,
+                        "degenerate": None}  # the reason, had it been forced through
     assert "production rolled back to version 2" in run_cli("registry", "rollback", "tiny-cli").stdout
     assert str(client(lab["uri"]).get_model_version_by_alias("tiny-cli", "production").version) == "2"
     listing = run_cli("registry", "list").stdout

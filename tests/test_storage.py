@@ -77,9 +77,11 @@ def test_duplicate_model_names_conflict_and_write_nothing(home):
     assert len(catalog.list_variants()) == 1
 
 
-def test_unknown_references_say_how_to_list(home):
-    with pytest.raises(NotFound, match="workbench models list"):
+def test_unknown_references_name_what_is_missing_without_cli_words(home):
+    """The core's message is for every surface; the CLI adds its own hint (`workbench models list`, tested there)."""
+    with pytest.raises(NotFound, match="no model 'nope'") as caught:
         catalog.get_model("nope")
+    assert "workbench" not in str(caught.value) and caught.value.what == "model"
 
 
 def test_artifacts_are_addressed_by_content(home):
