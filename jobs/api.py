@@ -139,9 +139,9 @@ def peek_columns(path: str) -> list[str]:
     """Column names of an uploaded table, to offer as text / label choices before intake."""
     from pathlib import Path
 
-    from jobs.intake.datasets import read_table
+    from jobs.intake.datasets import peek_columns as table_columns
 
-    return [str(c) for c in read_table(Path(path)).columns]
+    return table_columns(Path(path))  # from the head or the Parquet footer: the rows are not read
 
 
 # ---- optimization: pipelines, lineage, evaluations ---------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from jobs import csv_export
 from jobs.predictor_cache import CACHE, PredictorCache
 from jobs.runtimes.base import Predictor, softmax
 from storage import settings
@@ -64,14 +65,15 @@ class BatchPrediction:
 
     def write_csv(self, directory: Path) -> Path:
         path = Path(directory) / f"predictions-variant-{self.variant_id}.csv"
-        self.frame().to_csv(path, index=False)
-        return path
+        return csv_export.write_frame(self.frame(), path)  # formula-looking cells neutralised (CSV injection)
 
 
 # ---- input checks -------------------------------------------------------------------------------------------
 
 
 def check_text(text: str | None) -> str:
+    if text is not None and not isinstance(text, str):
+        raise InvalidInput(f"a text must be a string, not {type(text).__name__}")
     text = (text or "").strip()
     if not text:
         raise InvalidInput("the text is empty: type a sentence or pick an example")
@@ -103,7 +105,7 @@ def split_lines(pasted: str | None) -> list[str]:
 
 def read_texts_file(path: str | Path, column: str | None = None) -> list[str]:
     """Texts from an uploaded CSV / TSV / JSONL / Parquet: the named column, a usual text column, or the only one."""
-    from jobs.intake.datasets import read_table
+    from jobs.intake.datasets import read_table, refuse_bytes
 
     path = Path(path)
     frame = read_table(path, limit_setting="WORKBENCH_MAX_PREDICT_UPLOAD_MB")
@@ -121,6 +123,7 @@ def read_texts_file(path: str | Path, column: str | None = None) -> list[str]:
         else:
             raise InvalidInput(f"{path.name}: which column is the text? none is called {' / '.join(TEXT_COLUMNS)}; "
                                f"its columns: {', '.join(columns)}")
+    refuse_bytes(frame[chosen], "text", chosen)  # a Parquet column that is not UTF-8 text
     texts = [str(t) for t in frame[chosen].tolist() if str(t).strip() and str(t) != "nan"]
     return check_batch(texts)
 
@@ -158,6 +161,8 @@ def predict_text(variant_id: int | str, text: str, device: str = "cpu", cache: P
 def predict_texts(variant_id: int | str, texts: Sequence[str], batch_size: int = 32, device: str = "cpu",
                   progress: Callable[[int, int], None] | None = None, cache: PredictorCache = CACHE) -> BatchPrediction:
     """Many texts in batches; `progress(done, total)` is called before each batch."""
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+        raise InvalidInput(f"texts must be a list of strings, not {type(texts).__name__}")
     texts = check_batch(list(texts))
     out: list[Prediction] = []
     total_ms = 0.0

@@ -29,6 +29,8 @@ META_FILE = "workbench.json"
 ONNX_FILE = "model.onnx"
 DEFAULT_MAX_LENGTH = 128
 ENCODER_PATHS = ("bert", "roberta", "electra", "xlm_roberta", "camembert")
+PADDING_OFFSET_MODEL_TYPES = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "mpnet",
+                              "data2vec-text", "roberta-prelayernorm", "ibert", "xmod", "luke", "markuplm", "esm"}
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -116,8 +118,18 @@ class Classifier:
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         config = AutoConfig.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)
         self.labels = [str(config.id2label[i]) for i in sorted(config.id2label)]
-        self.max_length = int(meta.get("max_length") or DEFAULT_MAX_LENGTH)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)
+        self.max_length = int(meta.get("max_length") or DEFAULT_MAX_LENGTH)
+        # never beyond the model's positions (RoBERTa-type models keep padding_idx + 1 of them unused)
+        positions = getattr(config, "max_position_embeddings", None)
+        if isinstance(positions, int) and positions > 0:
+            if config.model_type in PADDING_OFFSET_MODEL_TYPES:
+                pad = getattr(config, "pad_token_id", None)
+                positions -= (pad if isinstance(pad, int) else 1) + 1
+            self.max_length = min(self.max_length, max(positions, 2))
+        tokenizer_max = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(tokenizer_max, int) and 0 < tokenizer_max < 1_000_000:
+            self.max_length = min(self.max_length, tokenizer_max)
         self._lock = threading.Lock()  # one call at a time: fast tokenizers are not thread-safe
         if (model_dir / ONNX_FILE).exists():
             import onnxruntime as ort

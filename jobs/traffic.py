@@ -92,7 +92,7 @@ def route(experiment: int | str, user_id: str, text: str, device: str = "cpu", c
 
 
 def record_feedback(request_id: int | str, correct: bool) -> TrafficRequest:
-    return traffic.set_feedback(int(request_id), "correct" if correct else "wrong")
+    return traffic.set_feedback(request_id, "correct" if correct else "wrong")  # the store checks the id
 
 
 def simulate(experiment: int | str, dataset: int | str, split: str = "test", requests: int = 200, users: int = 50,

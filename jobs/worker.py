@@ -28,6 +28,8 @@ from storage.errors import InvalidInput
 from storage.orm import JobStatus
 
 TERMINATE_GRACE_S = 5.0
+# `workbench serve` names itself here when it starts its worker: the worker stops when that process is gone
+PARENT_PID_ENV = "WORKBENCH_WORKER_PARENT_PID"
 ERROR_BACKOFF_S = 2.0
 LOG_TAIL_LINES = 20
 # Logs are read by people: no tqdm bars redrawn in place, no tokenizer fork warnings.
@@ -51,6 +53,7 @@ class RunningJob:
     tail: deque = field(default_factory=lambda: deque(maxlen=LOG_TAIL_LINES))
     reader: threading.Thread | None = None
     cancel_sent_at: float | None = None
+    oom_kills_at_start: int | None = None  # the kernel's OOM-kill count when it started (see oom_kills)
 
     def start_reader(self) -> None:
         def pump() -> None:
@@ -70,21 +73,69 @@ class RunningJob:
         return "".join(out)
 
 
-def describe_exit(returncode: int) -> str:
+def _oom_counter_files() -> list[str]:
+    """Files whose `oom_kill` line counts the kernel's out-of-memory kills: this process's cgroup (v2
+    memory.events, v1 memory.oom_control, where the hierarchy is visible) and the whole machine (/proc/vmstat)."""
+    files = ["/proc/vmstat", "/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"]
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                path = path.strip("/")
+                if not path:
+                    continue
+                if controllers == "":
+                    files.append(f"/sys/fs/cgroup/{path}/memory.events")
+                elif "memory" in controllers.split(","):
+                    files.append(f"/sys/fs/cgroup/memory/{path}/memory.oom_control")
+    except (OSError, ValueError):
+        pass
+    return files
+
+
+def oom_kills() -> int | None:
+    """The kernel's out-of-memory kills so far, summed over what this machine lets us read; None if nothing."""
+    total, seen = 0, False
+    for path in _oom_counter_files():
+        try:
+            with open(path) as f:
+                for line in f:
+                    name, _, value = line.partition(" ")
+                    if name == "oom_kill" and value.strip().isdigit():
+                        total += int(value)
+                        seen = True
+        except OSError:
+            continue
+    return total if seen else None
+
+
+def describe_exit(returncode: int, oom_before: int | None = None, oom_after: int | None = None) -> str:
+    """Why a job process ended without a result. A SIGKILL is blamed on memory only when the kernel's OOM-kill
+    counters rose while the job ran; a person or another process (kill -9, a supervisor) is not."""
     if returncode < 0:
         sig = signal.Signals(-returncode)
-        hint = " (the usual cause is running out of memory)" if sig is signal.SIGKILL else ""
+        hint = ""
+        if sig is signal.SIGKILL:
+            if oom_before is None or oom_after is None:
+                hint = " (by another process or the out-of-memory killer)"
+            elif oom_after > oom_before:
+                hint = " (the out-of-memory killer acted while it ran: it most likely ran out of memory)"
+            else:
+                hint = " (by another process; the out-of-memory killer did not act while it ran)"
         return f"job process was killed by {sig.name} (signal {-returncode}){hint}"
     return f"job process exited with code {returncode} without recording a result"
 
 
 class Worker:
-    def __init__(self, concurrency: int = 1, burst: bool = False, poll_interval: float = 0.5):
+    def __init__(self, concurrency: int = 1, burst: bool = False, poll_interval: float = 0.5,
+                 parent_pid: int | None = None):
         if concurrency < 1:
             raise InvalidInput(f"concurrency must be at least 1, not {concurrency}", inputs=("concurrency",))
         self.concurrency = concurrency
         self.burst = burst
         self.poll_interval = poll_interval
+        self.parent_pid = parent_pid  # the server that started this worker; None for a standalone worker
+        self.server_lost = False
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.running: dict[int, RunningJob] = {}
         self.heartbeat_s = settings.get("WORKBENCH_HEARTBEAT_S")
@@ -98,8 +149,27 @@ class Worker:
     def stop(self, *_args) -> None:
         self._stop.set()
 
+    def _parent_died(self) -> bool:
+        return self.parent_pid is not None and os.getppid() != self.parent_pid
+
+    def parent_gone(self) -> bool:
+        """The server that started this worker has died (we were re-parented): stop with it.
+
+        PR_SET_PDEATHSIG (set by `serve` when it starts us) normally sends SIGTERM first; this covers a server that
+        died before that took effect, and systems without prctl.
+        """
+        if not self._parent_died():
+            return False
+        if not self._stop.is_set():
+            self._log(f"its server (process {self.parent_pid}) is gone; stopping")
+            self._stop.set()
+        self.server_lost = True
+        return True
+
     def run(self) -> int:
         """Run until stopped (or, in burst mode, until nothing is left to claim). Returns jobs processed."""
+        if self.parent_gone():
+            return 0
         queue.register_worker(
             self.id, socket.gethostname(), os.getpid(), self.info["devices"], self.info, self.concurrency
         )
@@ -108,7 +178,7 @@ class Worker:
         processed = 0
         last_beat = last_sweep = time.monotonic()
         try:
-            while not self._stop.is_set():
+            while not self._stop.is_set() and not self.parent_gone():
                 try:
                     processed += self._reap()
                     self._stop_cancelled()
@@ -144,6 +214,7 @@ class Worker:
         return claimed
 
     def _start(self, job_id: int) -> None:
+        oom_at_start = oom_kills()
         process = subprocess.Popen(
             [sys.executable, "-u", "-m", "jobs.child", str(job_id), str(os.getpid())],
             stdout=subprocess.PIPE,
@@ -151,7 +222,7 @@ class Worker:
             stdin=subprocess.DEVNULL,
             env={**os.environ, **CHILD_ENV},
         )
-        entry = RunningJob(job_id, process)
+        entry = RunningJob(job_id, process, oom_kills_at_start=oom_at_start)
         entry.start_reader()
         self.running[job_id] = entry
         queue.set_pid(job_id, process.pid)
@@ -172,7 +243,7 @@ class Worker:
                 if job.cancel_requested:
                     queue.finish(job_id, JobStatus.CANCELLED, message="cancelled by user", worker_id=self.id)
                 else:
-                    reason = describe_exit(returncode)
+                    reason = describe_exit(returncode, entry.oom_kills_at_start, oom_kills())
                     tail = "".join(entry.tail).strip()
                     queue.append_log(job_id, f"\n{reason}\n")
                     queue.finish(
@@ -220,7 +291,8 @@ class Worker:
                 entry.process.kill()
                 entry.process.wait()
             queue.append_log(job_id, entry.drain())
-            queue.requeue(job_id, self.id, f"worker {self.id} shut down while the job ran; re-queued")
+            why = "its server stopped" if self.server_lost or self._parent_died() else "it shut down"
+            queue.requeue(job_id, self.id, f"worker {self.id} stopped while the job ran ({why}); re-queued")
         self.running.clear()
         self.tracker.close()  # let it log the jobs it was given
         queue.worker_stopped(self.id)
@@ -231,7 +303,9 @@ class Worker:
 
 
 def run_worker(concurrency: int = 1, burst: bool = False, poll_interval: float = 0.5) -> int:
-    worker = Worker(concurrency=concurrency, burst=burst, poll_interval=poll_interval)
+    parent = os.environ.pop(PARENT_PID_ENV, "")  # not passed on to job processes
+    worker = Worker(concurrency=concurrency, burst=burst, poll_interval=poll_interval,
+                    parent_pid=int(parent) if parent.isdigit() else None)
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
     return worker.run()

@@ -10,20 +10,41 @@ from sqlalchemy.orm import Session
 
 from storage.db import session_scope
 from storage.entities import Dataset, Evaluation, Measurement, Model, Variant, from_row
-from storage.errors import Conflict, NotFound
+from storage.errors import Conflict, InvalidInput, NotFound
 from storage.orm import SqlDataset, SqlEvaluation, SqlMeasurement, SqlModel, SqlVariant
+
+MAX_ID = 2**63 - 1  # the largest id SQLite (and a BIGINT) holds: a larger one names no row
+
+
+def shown_ref(ref: Any, limit: int = 80) -> str:
+    """A user's reference as quoted in an error: `repr`, and a very long one cut short."""
+    text = str(ref).strip()
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def row_id(value: Any, what: str) -> int:
+    """An id typed by a user (an int, or a string of ASCII digits) as an int; InvalidInput when it is not a whole
+    number, NotFound when it is beyond any stored id (the database would overflow on it)."""
+    text = str(value).strip()
+    if isinstance(value, bool) or not (isinstance(value, int) or (text.isascii() and text.isdigit())):
+        raise InvalidInput(f"a {what} id is a whole number, not {shown_ref(value)}")
+    number = int(text)
+    if not 0 <= number <= MAX_ID:
+        raise NotFound(f"no {what} {shown_ref(value)}", what=what)
+    return number
 
 
 def by_ref(session: Session, orm_cls: type, ref: int | str, what: str):
-    """Find a row by id (an int or a string of digits) or by its unique name."""
+    """Find a row by id (an int or a string of ASCII digits) or by its unique name."""
     ref_text = str(ref).strip()
     row = None
-    if ref_text.isdigit():
+    is_id = ref_text.isascii() and ref_text.isdigit()  # "²" and "١" are digits to str.isdigit, not to int()
+    if is_id and int(ref_text) <= MAX_ID:
         row = session.get(orm_cls, int(ref_text))
-    if row is None and hasattr(orm_cls, "name") and not ref_text.isdigit():
+    if row is None and hasattr(orm_cls, "name") and not is_id:
         row = session.scalars(select(orm_cls).where(orm_cls.name == ref_text)).first()
     if row is None:
-        raise NotFound(f"no {what} {ref_text!r}", what=what)
+        raise NotFound(f"no {what} {shown_ref(ref_text)}", what=what)
     return row
 
 

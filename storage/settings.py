@@ -25,8 +25,21 @@ SETTINGS: dict[str, Setting] = {
         Setting("WORKBENCH_HOME", ".workbench", "Data directory: SQLite database, artifacts, job work dirs."),
         Setting("WORKBENCH_DB_URL", "", "Any SQLAlchemy URL; empty means SQLite at $WORKBENCH_HOME/workbench.db."),
         Setting("WORKBENCH_MAX_UPLOAD_MB", "1024", "Largest uploaded model archive or file, in MiB.", int),
-        Setting("WORKBENCH_MAX_EXTRACTED_MB", "4096", "Largest total size an archive may expand to, in MiB.", int),
-        Setting("WORKBENCH_MAX_DATASET_MB", "200", "Largest dataset file accepted, in MiB.", int),
+        Setting("WORKBENCH_MAX_EXTRACTED_MB", "4096",
+                "Largest size a model may take on disk: what an archive expands to (bytes actually written) or "
+                "what a model directory holds, in MiB.", int),
+        Setting("WORKBENCH_MAX_COMPRESSION_RATIO", "200",
+                "An archive member (or a compressed tar) over 1 MiB that expands more than this many times its "
+                "compressed size is refused as a compression bomb.", int),
+        Setting("WORKBENCH_MAX_TOKENIZER_MB", "128",
+                "Largest config or tokenizer file (config.json, tokenizer.json, vocab, merges, *.model) in a model, "
+                "in MiB.", int),
+        Setting("WORKBENCH_MAX_DATASET_MB", "200",
+                "Largest dataset file accepted, and the most its cells may decode to (a Parquet file's expanded "
+                "size), in MiB.", int),
+        Setting("WORKBENCH_MAX_DATASET_ROWS", "1000000", "Most rows an uploaded dataset may have.", int),
+        Setting("WORKBENCH_MAX_TEXT_FIELD_CHARS", "100000",
+                "Longest cell (a text, a label) an uploaded dataset may hold, in characters.", int),
         Setting("WORKBENCH_HEARTBEAT_S", "2", "How often a worker heartbeats its running jobs, in seconds.", float),
         Setting(
             "WORKBENCH_STALE_AFTER_S",
@@ -47,6 +60,11 @@ SETTINGS: dict[str, Setting] = {
         Setting("WORKBENCH_MAX_PREDICT_UPLOAD_MB", "20", "Largest CSV accepted for batch prediction, in MiB.", int),
         Setting("WORKBENCH_AUTH", "", "Editor accounts, comma-separated user:password; set one to serve with --share."),
         Setting("WORKBENCH_VIEWERS", "", "Read-only accounts (Compare, reports, playground), comma-separated user:password."),
+        Setting("WORKBENCH_LOGIN_MAX_FAILURES", "5",
+                "Wrong passwords for one account, or from one client address, before it is locked.", int),
+        Setting("WORKBENCH_LOGIN_LOCKOUT_S", "60",
+                "How long the first lock lasts, in seconds; each further wrong password doubles it (up to an hour).",
+                float),
         Setting("WORKBENCH_MLFLOW", "on", "on: every finished job is an MLflow run (the worker logs it); off: no tracking."),
         Setting("MLFLOW_TRACKING_URI", "",
                 "MLflow tracking and registry store; empty means SQLite at $WORKBENCH_HOME/mlflow.db."),

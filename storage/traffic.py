@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.exc import IntegrityError
 
-from storage.catalog import by_ref
+from storage.catalog import by_ref, row_id
 from storage.db import session_scope
 from storage.entities import Experiment, TrafficRequest, from_row
 from storage.errors import Conflict, InvalidInput, NotFound
@@ -49,7 +49,7 @@ def set_feedback(request_id: int, feedback: str) -> TrafficRequest:
     if feedback not in FEEDBACK:
         raise InvalidInput(f"feedback must be one of {', '.join(FEEDBACK)}, not {feedback!r}")
     with session_scope() as s:
-        row = s.get(SqlTrafficRequest, int(request_id))
+        row = s.get(SqlTrafficRequest, row_id(request_id, "request"))
         if row is None:
             raise NotFound(f"no request {request_id}")
         row.feedback, row.feedback_at = feedback, utcnow()

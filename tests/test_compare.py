@@ -242,3 +242,30 @@ def test_report_rounds_its_tables_and_states_its_settings(two_machines, tmp_path
     written = open(next(f for f in files if f.endswith("report.html")), encoding="utf-8").read()
     settings = written.split("<h2>Settings</h2>", 1)[1].split("<h2>", 1)[0]
     assert "1.00 USD per hour" in settings and "<td>none</td>" in settings and "1 point<" in settings
+
+
+def test_the_report_csv_neutralises_spreadsheet_formulas(home, tmp_path):
+    """Variant names are user text: in rows.csv a cell starting with = + - @ gets a leading apostrophe (OWASP)."""
+    import csv
+
+    from jobs import api
+    from jobs.bench.fingerprint import fingerprint
+    from storage import catalog
+    from workbench.report import build_report
+
+    names = ["=cmd|' /C calc'!A0", '+HYPERLINK("http://evil.example","click")', "@SUM(1)"]
+    model, root = catalog.create_model(name="m", source_kind="builtin", source="x", allow_pickle=False, variant=dict(
+        name="m (original)", artifact_dir="/nonexistent", runtime="pytorch", precision="fp32", recipe={}, files=[],
+        sha256="root", size_bytes=1))
+    job, here = benchmark_job(), fingerprint("cpu")
+    for i, name in enumerate(names):
+        _measure(catalog, _variant(catalog, model.id, root.id, name).id, here, 10.0 + i, job_id=job)
+    comparison = api.comparison()
+    decision = api.decide(comparison.rows, 1, 128)
+    report = build_report(comparison, decision)
+    report.write(tmp_path / "report")
+    with open(tmp_path / "report" / "rows.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["variant"] for r in rows) == sorted("'" + n for n in names)
+    assert all(r["p50_ms"] and not r["p50_ms"].startswith("'") for r in rows)
+    assert sorted(json.loads(report.json), key=lambda r: r["p50_ms"])[0]["variant"] == names[0]  # JSON is left as it is

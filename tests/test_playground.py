@@ -62,6 +62,69 @@ def test_over_long_text_is_truncated_and_says_so(two_variants):
     assert p.truncation_note == "truncated: the model read the first 128 of 302 tokens"
 
 
+def test_a_model_with_fewer_positions_truncates_at_its_own_limit(home, tmp_path, minilm_dir):
+    """A BERT with 64 position embeddings reads at most 64 tokens (it crashed at 128: "expanded size of the
+    tensor (128) must match ... (64)"): prediction, the CLI and an evaluation on long texts all work."""
+    import csv
+    import json
+
+    from jobs import api
+    from jobs.predictor_cache import CACHE
+    from jobs.submit import submit
+    from jobs.worker import Worker
+    from storage import queue
+    from storage.orm import JobStatus
+    from tests.conftest import run_cli
+    from tests.support.tiny import LABELS, tiny_classifier
+
+    model = tiny_classifier(tmp_path / "short", minilm_dir, init_range=0.5, max_positions=64)
+    variant = api.add_model(api.ModelRequest(str(model), name="short")).variant
+    long_text = " ".join(["wonderful"] * 150)
+    try:
+        p = api.predict(variant.id, long_text)
+        assert p.truncated and p.used_tokens == 64 and p.tokens == 152
+        assert p.truncation_note == "truncated: the model read the first 64 of 152 tokens"
+        batch = api.predict_batch(variant.id, [long_text, "short one"])
+        assert [x.used_tokens for x in batch.predictions] == [64, 4]
+    finally:
+        CACHE.clear()
+    cli = run_cli("predict", str(variant.id), long_text, "--json")
+    assert json.loads(cli.stdout)[0]["used_tokens"] == 64
+    # a benchmark cell longer than the model is refused with the reason (the job logs it and goes on)
+    from jobs.runtimes import load_predictor
+
+    predictor = load_predictor(variant)
+    assert predictor.encode([long_text], max_length=64, pad_to_max=True)["input_ids"].shape == (1, 64)
+    with pytest.raises(ValueError, match="128 tokens is longer than this model takes \\(64 positions\\)"):
+        predictor.encode([long_text], max_length=128, pad_to_max=True)
+    predictor.close()
+
+    rows = [(" ".join([word] * (60 + i)), LABELS[i % 3]) for i, word in enumerate(["great", "chair", "awful"] * 20)]
+    with open(tmp_path / "long.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("text", "label"), *rows])
+    api.add_dataset(api.DatasetRequest(str(tmp_path / "long.csv"), name="long"))
+    job = submit("evaluate", {}, variant=variant.id, dataset="long")
+    Worker(burst=True, poll_interval=0.05).run()
+    done = queue.get_job(job.id)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+
+
+def test_position_limits_follow_the_architecture():
+    from transformers import BertConfig, RobertaConfig
+
+    from jobs.runtimes.base import capped_max_length, position_limit
+
+    assert position_limit(BertConfig(max_position_embeddings=64)) == 64
+    assert position_limit(RobertaConfig(max_position_embeddings=514, pad_token_id=1)) == 512  # padding_idx + 1 unused
+    tokenizer = type("Tok", (), {"model_max_length": 32})()
+    assert position_limit(BertConfig(max_position_embeddings=512), tokenizer) == 32
+    unset = type("Tok", (), {"model_max_length": int(1e30)})()
+    assert position_limit(BertConfig(max_position_embeddings=512), unset) == 512
+    assert position_limit(object()) is None
+    assert capped_max_length(None, BertConfig(max_position_embeddings=64)) == 64
+    assert capped_max_length(None, BertConfig()) == 128 and capped_max_length(40, BertConfig(max_position_embeddings=64)) == 40
+
+
 def test_bad_inputs_are_refused_with_a_clear_message(two_variants, tmp_path, monkeypatch):
     from jobs import api
 
@@ -388,6 +451,21 @@ def test_cli_predicts_texts_and_refuses_an_empty_one(two_variants, tmp_path):
     assert bad.returncode == 2 and "the text is empty" in bad.stderr
 
 
+def test_cli_predict_out_into_a_missing_directory_exits_2_with_one_line(two_variants, tmp_path):
+    from tests.conftest import run_cli
+
+    a, _ = two_variants
+    missing = tmp_path / "no" / "such"
+    bad = run_cli("predict", str(a.id), TEXT, "--out", str(missing), check=False)
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.strip().splitlines() == [f"error: --out {missing}: no such directory; create it first or pick an existing one"]
+    assert not missing.exists() and not missing.parent.exists()
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    bad = run_cli("predict", str(a.id), TEXT, "--out", str(a_file), check=False)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "not a directory" in bad.stderr
+
+
 def test_a_negative_number_of_examples_is_refused(two_variants):
     from jobs import api
 
@@ -405,3 +483,19 @@ def test_ab_tab_runs_the_whole_split_by_default_as_its_label_says():
         ab.build()
     limit = next(b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "ab-limit")
     assert "0 = the whole split" in limit.label and limit.value == 0
+
+
+def test_the_batch_csv_neutralises_spreadsheet_formulas(two_variants, tmp_path):
+    """OWASP CSV injection: a cell starting with = + - @ (or a tab / CR) gets a leading apostrophe."""
+    import csv
+
+    from jobs import api
+
+    texts = ["=cmd|' /C calc'!A0", '+HYPERLINK("http://evil.example","click")', "@SUM(1)", "-2+3", "plain text"]
+    batch = api.predict_batch(two_variants[0].id, texts)
+    with open(batch.write_csv(tmp_path), newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["text"] for r in rows] == ["'=cmd|' /C calc'!A0", '\'+HYPERLINK("http://evil.example","click")',
+                                         "'@SUM(1)", "'-2+3", "plain text"]
+    assert all(float(r["confidence"]) > 0 for r in rows)  # numbers stay numbers
+    assert [p.text for p in batch.predictions] == texts  # only the file is changed, not the answers

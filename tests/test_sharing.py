@@ -1,5 +1,6 @@
-"""Sharing with stakeholders: `serve --share` only with accounts, a read-only role enforced on the server for every
-write handler (called directly, not through the page), the playground open to viewers, and `export-space`."""
+"""Sharing with stakeholders: `serve --share` only with accounts, sign-ins throttled, a read-only role enforced on the
+server for every handler (called directly, not through the page), the playground open to viewers, and
+`export-space`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 from dataclasses import dataclass
@@ -19,6 +21,10 @@ import pytest
 from tests.conftest import free_port, run_cli, stored_files, wait_for
 
 ACCOUNTS = {"WORKBENCH_AUTH": "ed:pw1", "WORKBENCH_VIEWERS": "vi:pw2"}
+# the served app: two more viewers whose sign-ins the throttling test locks, and a short first lock
+LOCKOUT_S, MAX_FAILURES = 5, 5
+SERVED_ENV = {**ACCOUNTS, "WORKBENCH_VIEWERS": "vi:pw2,target:pw3,racer:pw4", "WORKBENCH_LOGIN_LOCKOUT_S": str(LOCKOUT_S),
+              "WORKBENCH_LOGIN_MAX_FAILURES": str(MAX_FAILURES)}
 NO_ACCOUNTS = {"WORKBENCH_AUTH": "", "WORKBENCH_VIEWERS": ""}
 READ_ONLY = "read-only: a viewer can use Compare, reports and the playground"
 TEXT = "what a wonderful day"
@@ -37,6 +43,36 @@ GUARDED = {"add_builtin_model", "add_model_from_path", "add_uploaded_model", "ad
            "add_uploaded_dataset", "upload_columns", "launch_pipeline", "submit_job", "cancel_job", "export_space_zip",
            "download_variant_zip"}
 RENDERED_GUARDED = {"launch_one_job", "add_pipeline_step"}
+
+# EVERY event handler of the app, by `module:function` (workbench.roles.handler_key), and who may run it. A handler
+# missing here fails the test: decide, then list it here and, for a viewer's, in workbench.roles.VIEWER_READABLE.
+V, E = "viewer", "editor"
+HANDLERS = {
+    **{f"workbench.playground_api:{n}": V for n in ("predict", "predict_batch", "ab_compare", "ab_test_set")},
+    **{f"workbench.playground_api:{n}": E for n in ("traffic_request", "traffic_feedback")},  # write to experiments
+    "workbench.roles:view": V,
+    **{f"workbench.tabs.variants:{n}": V for n in ("refresh", "tick", "variant_view", "variants_html")},
+    **{f"workbench.tabs.variants:{n}": E for n in ("export_space_zip", "download_variant_zip", "register_selected",
+                                                     "promote_selected", "rollback_selected")},
+    **{f"workbench.tabs.compare:{n}": V for n in ("refresh", "render", "write_report")},
+    **{f"workbench.tabs.predictor:{n}": V for n in ("refresh", "predict", "examples", "pick_example", "predict_many",
+                                                      "fix_values")},
+    **{f"workbench.tabs.ab:{n}": V for n in ("refresh", "compare", "run_on_split", "disagreement_frame", "fix_values",
+                                               "show_experiment")},
+    **{f"workbench.tabs.ab:{n}": E for n in ("start", "send", "mark_correct", "mark_wrong", "simulate")},
+    # the tabs viewers do not get: model details (source paths), job details (logs), the wizard, the forms
+    **{f"workbench.tabs.models:{n}": E for n in ("<lambda>", "add_builtin_model", "add_model_from_path",
+                                                   "add_uploaded_model", "model_details", "models_frame")},
+    **{f"workbench.tabs.datasets:{n}": E for n in ("<lambda>", "add_builtin_dataset", "add_uploaded_dataset",
+                                                     "datasets_frame", "show", "upload_columns")},
+    **{f"workbench.tabs.jobs:{n}": E for n in ("<lambda>", "cancel_job", "job_detail", "jobs_html", "refresh",
+                                                 "submit_job", "workers_line")},
+    **{f"workbench.tabs.optimize:{n}": E for n in ("<lambda>", "form", "launch_pipeline", "pick_kind", "pick_start",
+                                                     "refresh")},
+    **{f"workbench.tabs.wizard:{n}": E for n in (
+        "<lambda>", "dataset_text", "follow", "in_address", "launch", "launch_remeasure", "model_text", "open_from_url",
+        "preselect", "refresh", "reopen", "start_over", "to_dataset", "to_goal", "to_recipe", "to_review")},
+}
 
 
 # ---- --share and accounts --------------------------------------------------------------------------------------
@@ -102,6 +138,27 @@ def test_roles_and_the_guard(monkeypatch):
     assert "viewer: read-only" in roles.banner_text("vi")
 
 
+def test_every_handler_is_classified_viewer_readable_or_editor_only(home, monkeypatch):
+    """Every event of the app (with accounts, so the role banner's too) is in HANDLERS, with the role the server
+    gives it: a new handler fails here until someone decides who may run it (until then it is editor-only)."""
+    from workbench import roles
+    from workbench.app import build_app
+
+    for env, value in ACCOUNTS.items():
+        monkeypatch.setenv(env, value)
+    app = build_app()
+    given = {}
+    for index, role in roles.handler_roles(app).items():
+        given.setdefault(roles.handler_key(app.fns[index]), set()).add(role)
+    unlisted = sorted(set(given) - set(HANDLERS))
+    assert not unlisted, f"handlers nobody classified (editor-only until listed in tests and roles): {unlisted}"
+    assert sorted(set(HANDLERS) - set(given)) == [], "HANDLERS lists handlers the app no longer has"
+    assert {key: roles_.pop() for key, roles_ in given.items() if len(roles_) == 1} == HANDLERS
+    # a lambda never runs for a viewer, and a write handler never does, whatever the allow-list says
+    assert all(not key.endswith(":<lambda>") for key, role in HANDLERS.items() if role == V)
+    assert all(HANDLERS[roles.handler_key(app.fns[i])] == E for i in roles.write_handlers(app))
+
+
 def test_every_handler_that_sounds_like_a_write_is_guarded(home):
     from workbench import roles
     from workbench.app import build_app
@@ -120,10 +177,10 @@ def test_every_handler_that_sounds_like_a_write_is_guarded(home):
             if label and WRITE_LABEL.search(label) and label not in VIEWER_BUTTONS and i not in guarded:
                 unguarded_buttons.append(f"{label!r} -> {f.name}")
     assert not unguarded_buttons, f"buttons that write without roles.editor_only: {unguarded_buttons}"
-    # the playground and the Compare report stay open to viewers
+    # the playground and the Compare report stay open to viewers; traffic experiments are written by editors
     open_names = {app.fns[i].name for i in app.fns if i not in guarded}
-    assert {"predict", "predict_batch", "ab_compare", "ab_test_set", "traffic_request", "traffic_feedback",
-            "write_report", "start", "send", "simulate"} <= open_names
+    assert {"predict", "predict_batch", "ab_compare", "ab_test_set", "write_report"} <= open_names
+    assert {"start", "send", "simulate", "mark_correct", "mark_wrong"} <= {app.fns[i].name for i in guarded}
 
 
 # ---- the served app with accounts -----------------------------------------------------------------------------
@@ -176,17 +233,9 @@ class Session:
 
     def call(self, fn_index: int, data: list) -> dict:
         """The final queue message: {"success": bool, "output": {...}}."""
-        join = self.http.post("/gradio_api/queue/join",
-                              json={"data": data, "fn_index": fn_index, "session_hash": self.session_hash})
-        join.raise_for_status()
-        event_id = join.json()["event_id"]
-        with self.http.stream("GET", "/gradio_api/queue/data", params={"session_hash": self.session_hash}) as stream:
-            for line in stream.iter_lines():
-                if line.startswith("data:"):
-                    message = json.loads(line[5:])
-                    if message.get("event_id") == event_id and message.get("msg") == "process_completed":
-                        return message
-        raise AssertionError(f"no result for fn {fn_index}")
+        from tests.support.queue_client import queue_call
+
+        return queue_call(self.http, self.session_hash, fn_index, data)
 
 
 @pytest.fixture(scope="module")
@@ -208,12 +257,22 @@ def served(tmp_path_factory, minilm_dir):
     db.engine()
     try:
         a, b = add_two_tiny_variants(base, minilm_dir)
-        with serve_app(home, env=ACCOUNTS) as url:
+        with serve_app(home, env=SERVED_ENV) as url:
             yield Served(url, home, a.id, b.id, base)
         assert api.list_models()  # the database outlived the server
     finally:
         db.dispose_all()
         patch.undo()
+
+
+def build_served_app():
+    """The same code as the server's app, built with its accounts: the same events at the same indices."""
+    from workbench.app import build_app
+
+    with pytest.MonkeyPatch.context() as patch:
+        for env, value in SERVED_ENV.items():
+            patch.setenv(env, value)
+        return build_app()
 
 
 def _snapshot(home: Path) -> dict:
@@ -237,17 +296,21 @@ def test_login_is_required_everywhere(served):
         Client(served.url, auth=("vi", "wrong"), verbose=False)
 
 
-def test_every_write_handler_refuses_a_viewer_on_the_server(served):
-    """Each guarded event, called by fn_index on the queue as the viewer (as a script could, whatever the page
-    shows), answers the read-only error and stores nothing; the same call as the editor gets past the check."""
+def test_every_editor_only_handler_refuses_a_viewer_on_the_server(served):
+    """Each editor-only event (every write handler, and every read of the tabs viewers do not get: job logs, model
+    source paths, the wizard, traffic experiments), called by fn_index on the queue as the viewer (as a script
+    could, whatever the page shows), answers the read-only error and stores nothing; the same call as the editor
+    gets past the check. A write handler's refusal is shown; the rest (the hidden tabs' own page-load and timer
+    events, which a viewer's page fires by itself) are refused without a popup."""
     from jobs import api
     from tests.support.data import write_sentiment_csv
     from workbench import roles
-    from workbench.app import build_app
 
-    app = build_app()  # the same code as the server's app: the same events at the same indices
+    app = build_served_app()
     guarded = roles.write_handlers(app)
     assert {app.fns[i].name for i in guarded} >= GUARDED
+    editor_only = {i for i, role in roles.handler_roles(app).items() if role == roles.EDITOR}
+    assert set(guarded) <= editor_only
     viewer = Session(served.url, "vi", "pw2")
     server_deps = {d["id"]: d for d in viewer.config["dependencies"]}
     components = {c["id"]: c for c in viewer.config["components"]}
@@ -267,38 +330,51 @@ def test_every_write_handler_refuses_a_viewer_on_the_server(served):
                 for i in dep["inputs"]]
 
     viewer.load_page()  # like a browser: the dropdowns of this session now offer the real variants and jobs
-    job = str(api.list_jobs(limit=1)[0].id)
+    job = api.list_jobs(limit=1)[0]
     refused = []
-    for index, action in guarded.items():
+    for index in sorted(editor_only):
         dep = server_deps[index]
         assert dep["api_name"] == app.fns[index].api_name  # the served app numbers its events the same way
         data = data_for(viewer, dep)
-        if app.fns[index].name == "cancel_job":
-            data[0] = job  # a real job: for an editor this cancels it
+        name = app.fns[index].name
+        if name in ("cancel_job", "job_detail"):
+            data[0] = str(job.id)  # a real job: for an editor this cancels it / shows its log
+        if name == "model_details":
+            data[0] = str(api.list_models()[0].id)  # for an editor: its source path
         message = viewer.call(index, data)
-        assert not message["success"], f"{app.fns[index].name} ran for a viewer: {message}"
-        assert READ_ONLY in message["output"]["error"] and action in message["output"]["error"]
-        refused.append(app.fns[index].name)
+        assert not message["success"], f"{name} ran for a viewer: {message}"
+        error = message["output"]["error"]
+        assert READ_ONLY in error and str(served.home) not in json.dumps(message), (name, message)
+        if index in guarded:
+            assert guarded[index] in error and message["output"].get("visible") is not False, (name, message)
+        else:
+            assert message["output"].get("visible") is False, (name, message)  # quiet on the viewer's page
+        refused.append(roles.handler_key(app.fns[index]))
+    assert {k for k, role in HANDLERS.items() if role == E} <= set(refused)
 
-    # the Optimize form is drawn per session (gr.render): draw it, then call its guarded handlers too
-    for index, fn in app.fns.items():
-        if fn.renderable is None:
+    # The Optimize form is drawn per session (gr.render): the viewer cannot draw it, and its handlers, drawn in
+    # the editor's session, refuse the viewer even with the editor's session hash.
+    render = next(i for i, f in app.fns.items() if f.renderable is not None)
+    assert render in editor_only and not viewer.call(render, ["quantize"])["success"]
+    drawer = Session(served.url, "ed", "pw1")
+    drawer.load_page()
+    drawn = drawer.call(render, ["quantize"])
+    assert drawn["success"], drawn
+    rendered = drawn["output"]["render_config"]
+    extra = {c["id"]: c for c in rendered["components"]}
+    intruder = Session(served.url, "vi", "pw2")
+    intruder.session_hash = drawer.session_hash
+    for dep in rendered["dependencies"]:
+        if not dep.get("backend_fn"):
             continue
-        drawn = viewer.call(index, data_for(viewer, server_deps[index]))
-        assert drawn["success"], drawn
-        rendered = drawn["output"]["render_config"]
-        extra = {c["id"]: c for c in rendered["components"]}
-        for dep in rendered["dependencies"]:
-            if not WRITE_NAME.search(dep["api_name"] or ""):
-                continue
-            name = re.sub(r"_\d+$", "", dep["api_name"])  # a re-render numbers the names again: launch_one_job_1
-            data = data_for(viewer, dep, extra)
-            if name == "launch_one_job":
-                data[0] = str(served.a)  # "Start from" a real variant: for an editor this queues a job
-            message = viewer.call(dep["id"], data)
-            assert not message["success"] and READ_ONLY in message["output"]["error"], (name, message)
-            refused.append(name)
-    assert set(refused) >= GUARDED | RENDERED_GUARDED
+        name = re.sub(r"_\d+$", "", dep["api_name"] or "")  # a re-render numbers the names again: launch_one_job_1
+        data = data_for(intruder, dep, extra)
+        if name == "launch_one_job":
+            data[0] = str(served.a)  # "Start from" a real variant: for an editor this queues a job
+        message = intruder.call(dep["id"], data)
+        assert not message["success"] and READ_ONLY in message["output"]["error"], (name, message)
+        refused.append(name)
+    assert set(refused) >= RENDERED_GUARDED
     assert _snapshot(served.home) == before  # no job, model, dataset, variant or stored file from any of it
 
     # The editor's identical calls get past the role check: a job is queued, a cancel is answered.
@@ -312,6 +388,10 @@ def test_every_write_handler_refuses_a_viewer_on_the_server(served):
     cancel = next(i for i in guarded if app.fns[i].name == "cancel_job")
     message = editor.call(cancel, data_for(editor, server_deps[cancel]))
     assert message["success"] and "pick a job to cancel" in message["output"]["data"][0], message
+    detail = next(i for i in editor_only if app.fns[i].name == "job_detail")  # what the viewer was refused
+    data = data_for(editor, server_deps[detail])
+    data[0] = str(job.id)
+    assert editor.call(detail, data)["success"]
     # and the rendered form's launch (a handler with *args, where the Request sits before the form's values)
     editor.load_page()
     render = next(i for i, f in app.fns.items() if f.renderable is not None)
@@ -332,24 +412,182 @@ def test_a_viewer_uses_the_playground_and_the_compare_report(served):
     from gradio_client import Client
 
     from jobs import api
-    from workbench.app import build_app
 
     client = Client(served.url, auth=("vi", "pw2"), verbose=False)
     got = client.predict(str(served.a), TEXT, api_name="/predict")
     assert got["probabilities"] == pytest.approx(api.predict(served.a, TEXT).probabilities, abs=1e-6)
     side = client.predict(str(served.a), str(served.b), TEXT, api_name="/ab_compare")
     assert side["a"]["label"] == got["label"]
+    batch = client.predict(str(served.a), [TEXT, "awful"], api_name="/predict_batch")
+    assert len(batch["predictions"]) == 2
+    # traffic experiments are written by editors: a viewer can neither send a request nor flip its feedback
     exp = api.start_experiment(served.a, served.b, 50, name="stakeholders")
-    routed = client.predict("stakeholders", "carol", TEXT, api_name="/traffic_request")
-    assert client.predict(routed["request"]["id"], False, api_name="/traffic_feedback")["feedback"] == "wrong"
+    editor = Client(served.url, auth=("ed", "pw1"), verbose=False)
+    routed = editor.predict("stakeholders", "carol", TEXT, api_name="/traffic_request")
+    assert editor.predict(routed["request"]["id"], True, api_name="/traffic_feedback")["feedback"] == "correct"
+    with pytest.raises(Exception, match="read-only.*traffic experiments"):  # noqa: B017 - gradio_client's AppError
+        client.predict("stakeholders", "mallory", TEXT, api_name="/traffic_request")
+    with pytest.raises(Exception, match="read-only.*traffic experiments"):  # noqa: B017
+        client.predict(routed["request"]["id"], False, api_name="/traffic_feedback")
     assert sum(s.requests for s in api.arm_report(exp.id)) == 1
+    assert api.recent_requests(exp.id, 10)[0].feedback == "correct"
 
-    app = build_app()
+    app = build_served_app()
     report = next(i for i, f in app.fns.items() if f.name == "write_report")
     viewer = Session(served.url, "vi", "pw2")
     dep = next(d for d in viewer.config["dependencies"] if d["id"] == report)
     message = viewer.call(report, [viewer.initial_value(i) for i in dep["inputs"]])
     assert message["success"], message  # no measurements yet, so no files; but not refused
+
+
+def test_a_viewer_runs_every_viewer_readable_handler_and_sees_no_server_paths(served):
+    """Each viewer-readable event of the page runs for the viewer; the variant detail and the registry line leave
+    out what only editors see: local source paths and the tracking store's address."""
+    from workbench import roles
+
+    app = build_served_app()
+    viewer, editor = Session(served.url, "vi", "pw2"), Session(served.url, "ed", "pw1")
+    viewer.load_page()  # the dropdowns of each session offer the variants (a value not offered is refused)
+    editor.load_page()
+    deps = {d["id"]: d for d in viewer.config["dependencies"]}
+    readable = [i for i, role in roles.handler_roles(app).items()
+                if role == roles.VIEWER and not roles.handler_key(app.fns[i]).startswith("workbench.playground_api:")]
+    assert {roles.handler_key(app.fns[i]) for i in readable} == {
+        k for k, role in HANDLERS.items() if role == V and not k.startswith("workbench.playground_api:")}
+    outputs = {}
+    for index in readable:
+        message = viewer.call(index, [viewer.initial_value(i) for i in deps[index]["inputs"]])
+        assert message["success"], (app.fns[index].name, message)
+        outputs[app.fns[index].name] = message["output"]["data"]
+    assert str(served.home) not in json.dumps(outputs)
+
+    view = next(i for i, f in app.fns.items() if f.name == "variant_view")
+    seen = viewer.call(view, [str(served.a)])["output"]["data"]
+    assert "a local directory" in seen[1] and str(served.base) not in json.dumps(seen), seen
+    shown = editor.call(view, [str(served.a)])["output"]["data"]
+    assert str(served.base / "a") in shown[1]  # an editor still sees where the model came from
+    refresh = next(i for i, f in app.fns.items() if roles.handler_key(f) == "workbench.tabs.variants:refresh")
+    assert "shown to editors" in viewer.call(refresh, [])["output"]["data"][-1]
+    assert "Tracking: `" in editor.call(refresh, [])["output"]["data"][-1]
+
+
+def test_sign_ins_are_throttled_per_account_and_per_address(served):
+    """A burst of wrong passwords locks the account and the address it came from; the right password is refused
+    while locked (429, one line, Retry-After); other accounts and addresses are untouched; the lock ends, and the
+    next failure locks again for twice as long. Addresses are set as a proxy on this machine would
+    (X-Forwarded-For, which uvicorn trusts from 127.0.0.1), so the other tests' address is never locked."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    http = httpx.Client(base_url=served.url, timeout=60)
+
+    def login(user: str, password: str, address: str) -> httpx.Response:
+        return http.post("login", data={"username": user, "password": password}, headers={"X-Forwarded-For": address})
+
+    assert f"After {MAX_FAILURES} wrong passwords" in httpx.get(served.url, timeout=60).text  # the login page says so
+    answers = [login("target", f"guess-{i}", "198.51.100.1") for i in range(20)]  # bounded: 20, as fast as it goes
+    assert [a.status_code for a in answers] == [400] * MAX_FAILURES + [429] * (20 - MAX_FAILURES)
+    locked = answers[-1]
+    assert "too many failed sign-ins" in locked.json()["detail"] and "try again in" in locked.json()["detail"]
+    assert 1 <= int(locked.headers["retry-after"]) <= LOCKOUT_S
+    # the right password is refused while locked: the account from anywhere, anyone from that address
+    assert login("target", "pw3", "198.51.100.2").status_code == 429
+    assert login("ed", "pw1", "198.51.100.1").status_code == 429
+    assert login("ed", "pw1", "198.51.100.3").status_code == 200  # another account from another address
+
+    # a parallel burst (one address each) is counted as it arrives: only MAX_FAILURES passwords are ever checked
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda i: login("racer", f"guess-{i}", f"203.0.113.{i}").status_code, range(16)))
+    assert sorted(codes) == [400] * MAX_FAILURES + [429] * (16 - MAX_FAILURES)
+
+    # the locks end: the right password passes; after a lock, one more wrong password locks again, twice as long
+    time.sleep(LOCKOUT_S + 0.5)
+    assert login("racer", "pw4", "203.0.113.200").status_code == 200
+    assert login("target", "still-wrong", "198.51.100.4").status_code == 400
+    again = login("target", "pw3", "198.51.100.5")
+    assert again.status_code == 429 and int(again.headers["retry-after"]) > LOCKOUT_S
+
+
+def test_the_login_throttle_forgets_and_bounds_what_it_keeps():
+    from workbench import guards
+
+    now = [0.0]
+    throttle = guards.LoginThrottle(max_failures=3, lockout_s=10, clock=lambda: now[0])
+    keys = ["user:u", "address:a"]
+    for _ in range(3):
+        assert throttle.retry_after(keys) == 0
+        throttle.failed(keys)
+    assert throttle.retry_after(keys) == 10 and throttle.retry_after(["user:other"]) == 0
+    now[0] = 11
+    throttle.failed(keys)  # once locked, one more failure locks again, twice as long
+    assert throttle.retry_after(keys) == 20
+    throttle.succeeded("user:u")  # the right password clears the account, not the address
+    assert throttle.retry_after(["user:u"]) == 0 and throttle.retry_after(["address:a"]) == 20
+    now[0] += guards.FORGET_S + 100  # long quiet: forgotten, the count starts again
+    throttle.failed(["address:a"])
+    assert throttle.retry_after(["address:a"]) == 0
+    for i in range(guards.MAX_KEYS + 10):  # random user names cannot fill the memory
+        throttle.failed([f"user:{i}"])
+    assert len(throttle.records) <= guards.MAX_KEYS
+
+
+def test_playground_api_mistakes_are_4xx_with_one_clear_line(served):
+    """A plain POST with a wrong variant, dataset or limit: 404 or 400 and the reason, no internal message."""
+    viewer = Session(served.url, "vi", "pw2")
+    huge = "9" * 30
+
+    def run(name: str, data: list):
+        return viewer.http.post(f"/gradio_api/run/{name}", json={"data": data})
+
+    for name, data, status, words in [
+        ("predict", [huge, TEXT], 404, f"no variant '{huge}'"),
+        ("predict", ["1²", TEXT], 404, "no variant '1²'"),
+        ("predict", [str(served.a), 123], 400, "a text must be a string"),
+        ("ab_compare", [str(served.a), huge, TEXT], 404, "no variant"),
+    ]:
+        response = run(name, data)
+        assert response.status_code == status and words in response.json()["error"], (name, response.text)
+        assert "SQLite" not in response.text and "Traceback" not in response.text
+    got = run("predict", [str(served.a), TEXT])
+    assert got.status_code == 200 and got.json()["data"][0]["label"]
+    from gradio_client import Client
+
+    client = Client(served.url, auth=("vi", "pw2"), verbose=False)  # queued calls: the same one line
+    for args, words in [((str(served.a), str(served.b), huge), "no dataset"),
+                        ((str(served.a), str(served.b), "toy", "test", "many"), "limit is a whole number")]:
+        with pytest.raises(Exception, match=words):  # noqa: B017 - gradio_client's AppError
+            client.predict(*args, api_name="/ab_test_set")
+    with pytest.raises(Exception, match="texts must be a list"):  # noqa: B017
+        client.predict(str(served.a), "not a list", api_name="/predict_batch")
+
+
+def test_an_unknown_event_index_is_a_404_without_a_traceback(served):
+    viewer = Session(served.url, "vi", "pw2")
+    log = served.home / "serve.log"
+    before = log.read_text()
+    response = viewer.http.post("/gradio_api/queue/join",
+                                json={"data": [], "fn_index": 987654, "session_hash": viewer.session_hash})
+    assert response.status_code == 404 and "no event with index 987654" in response.json()["detail"]
+    time.sleep(0.5)
+    assert "KeyError" not in log.read_text()[len(before):]
+
+
+def test_refs_beyond_any_id_are_not_found(home):
+    from jobs import api
+    from storage import catalog
+    from storage.errors import InvalidInput, NotFound
+
+    for ref in ("9" * 30, 2**70, "1²", "١٢"):
+        with pytest.raises(NotFound, match="no variant"):
+            api.get_variant(ref)
+    with pytest.raises(NotFound, match=r"no dataset 'xxx.*\.\.\.'$"):
+        api.get_dataset("x" * 5000)  # quoted, and cut short
+    assert catalog.row_id(" 42 ", "request") == 42
+    with pytest.raises(InvalidInput, match="whole number"):
+        catalog.row_id("abc", "request")
+    with pytest.raises(NotFound, match="no request"):
+        api.record_feedback(2**80, True)
 
 
 @pytest.mark.browser
@@ -379,6 +617,12 @@ def test_a_viewer_sees_a_banner_and_only_the_tabs_they_can_use(served):
             page.get_by_role("tab", name="Variants").click()
             page.locator("#variants-html").wait_for(timeout=30_000)
             assert not page.locator("#space-section").is_visible() and not page.locator("#space-export").is_visible()
+            page.get_by_role("tab", name="A/B").click()  # an experiment's results, not its controls
+            page.locator("#ab-experiment").wait_for(timeout=30_000)
+            assert not page.locator("#ab-start").is_visible() and not page.locator("#ab-correct").is_visible()
+            # the hidden tabs' own events (page load, timers) are refused on the server without a popup
+            page.wait_for_timeout(3_000)
+            assert page.locator(".toast-body").count() == 0, page.locator(".toast-body").all_inner_texts()
 
 
 # ---- export-space -------------------------------------------------------------------------------------------------

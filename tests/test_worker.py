@@ -7,18 +7,20 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.request
 from contextlib import contextmanager
 from datetime import timedelta
 
+import psutil
 import pytest
 from sqlalchemy import update
 
 from jobs.submit import submit
-from jobs.worker import Worker
+from jobs.worker import Worker, describe_exit, oom_kills
 from storage import queue
 from storage.db import session_scope
 from storage.orm import JobStatus, SqlJob, utcnow
-from tests.conftest import REPO, wait_for
+from tests.conftest import REPO, free_port, wait_for
 
 
 def sleep_job(**params):
@@ -89,8 +91,25 @@ def test_a_job_killed_with_sigkill_ends_failed_with_the_reason(home):
         os.kill(pid, signal.SIGKILL)
         done = finished(job.id)
     assert done.status is JobStatus.FAILED
-    assert "killed by SIGKILL" in done.error and "memory" in done.error
+    assert "killed by SIGKILL" in done.error
+    # a person's kill -9 is not blamed on memory where the kernel's OOM-kill counters can be read
+    if oom_kills() is not None:
+        assert "by another process; the out-of-memory killer did not act" in done.error
+        assert "ran out of memory" not in done.error
+    else:
+        assert "by another process or the out-of-memory killer" in done.error
     assert "killed by SIGKILL" in queue.job_log(job.id)
+
+
+def test_sigkill_is_blamed_on_memory_only_when_the_oom_killer_acted():
+    assert describe_exit(-9, 3, 4).endswith("(the out-of-memory killer acted while it ran: it most likely ran out of memory)")
+    assert "another process; the out-of-memory killer did not act" in describe_exit(-9, 3, 3)
+    assert "ran out of memory" not in describe_exit(-9, 3, 3)
+    assert describe_exit(-9, None, None).endswith("(by another process or the out-of-memory killer)")
+    assert describe_exit(-15, 0, 1) == "job process was killed by SIGTERM (signal 15)"
+    assert describe_exit(3) == "job process exited with code 3 without recording a result"
+    if os.path.exists("/proc/vmstat"):  # Linux >= 4.13 counts OOM kills there
+        assert isinstance(oom_kills(), int)
 
 
 def test_cancel_stops_a_running_job_process(home):
@@ -223,6 +242,82 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def _serve(home, env: dict) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    log = open(home / "serve.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port)], cwd=REPO,
+                            env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    url = f"http://127.0.0.1:{port}/"
+
+    def up():
+        assert proc.poll() is None, (home / "serve.log").read_text()
+        try:
+            return urllib.request.urlopen(url, timeout=2).status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(up, timeout=180, what="the app to serve")
+    except BaseException:
+        proc.kill()
+        proc.wait(30)
+        raise
+    return proc, url
+
+
+def test_a_sigkilled_serve_takes_its_worker_and_job_with_it(home, tmp_path):
+    """No orphan worker runs jobs without a server (and beside the next server's worker): it stops with serve,
+    its job process stops with it, and the job goes back to the queue for the next worker."""
+    marker = tmp_path / "runs"
+    marker.mkdir()
+    env = {"WORKBENCH_STALE_AFTER_S": "3", "WORKBENCH_HEARTBEAT_S": "0.5"}
+    server, _ = _serve(home, env)
+    try:
+        job = sleep_job(seconds=6, marker=str(marker))
+        job_pid = wait_for(lambda: queue.get_job(job.id).pid, what="job process")
+        wait_for(lambda: queue.get_job(job.id).progress > 0, what="progress")
+        workers = [p for p in psutil.Process(server.pid).children() if "worker" in p.cmdline()]
+        assert len(workers) == 1, workers
+        worker = workers[0]
+        server.kill()
+        server.wait(30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(30)
+    gone, alive = psutil.wait_procs([worker], timeout=15)
+    assert not alive, f"worker {worker.pid} outlived its server"
+    wait_for(lambda: not _alive(job_pid), timeout=10, what="the job process to die with its worker")
+    stopped = queue.get_job(job.id)
+    # the worker stopped cleanly (SIGTERM from PR_SET_PDEATHSIG) and handed the job back
+    assert stopped.status is JobStatus.QUEUED and "its server stopped" in stopped.message, stopped
+
+    # the next worker sweeps or picks it up and runs it once more, alone
+    second = start_worker_process("--burst", env=env)
+    try:
+        assert second.wait(timeout=180) == 0
+    finally:
+        if second.poll() is None:
+            second.kill()
+    done = queue.get_job(job.id)
+    assert done.status is JobStatus.SUCCEEDED and done.attempts == 2, done
+    assert len(list(marker.iterdir())) == 2
+
+
+def test_a_worker_whose_server_is_gone_stops(home):
+    """The fallback beside PR_SET_PDEATHSIG: a worker told to live with a server that is not its parent
+    (it was re-parented) stops at once without claiming anything."""
+    from jobs.worker import PARENT_PID_ENV
+
+    job = sleep_job(seconds=0)
+    proc = start_worker_process(env={PARENT_PID_ENV: str(os.getpid() + 10_000_000)})
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    assert b"is gone; stopping" in out
+    assert queue.get_job(job.id).status is JobStatus.QUEUED
 
 
 def test_a_job_depending_on_a_failed_job_is_cancelled_at_once(home):

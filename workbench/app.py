@@ -24,7 +24,8 @@ CSS = (ASSETS / "style.css").read_text() if (ASSETS / "style.css").exists() else
 
 
 def build_app() -> gr.Blocks:
-    with gr.Blocks(title="Transformer Deployment Workbench") as app:
+    # every event checks the caller's role before it runs (viewers: only what roles.VIEWER_READABLE lists)
+    with roles.GuardedBlocks(title="Transformer Deployment Workbench") as app:
         playground_api.register()  # first, so the public endpoints keep their names whatever the tabs call theirs
         gr.Markdown("# Transformer Deployment Workbench\nFrom a trained Transformer to a deployable one, with every result kept.")
         banner = gr.Markdown(visible=False, elem_id="role-banner")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -441,6 +442,13 @@ def cmd_predict(args):
 
     from jobs import api
 
+    if args.out:  # checked before any work, so a bad --out costs nothing and writes nothing
+        out = Path(args.out)
+        if not out.is_dir():
+            raise InvalidInput(f"--out {args.out}: {'not a directory' if out.exists() else 'no such directory'}; "
+                               "create it first or pick an existing one")
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise InvalidInput(f"--out {args.out}: this directory is not writable")
     if args.file:
         texts = api.texts_from_file(args.file, args.column)
     elif args.texts:
@@ -449,7 +457,11 @@ def cmd_predict(args):
         texts = api.texts_from_lines(sys.stdin.read())
     batch = api.predict_batch(args.variant, texts)
     if args.out:
-        print(f"wrote {batch.write_csv(Path(args.out))}", file=sys.stderr)
+        try:
+            written = batch.write_csv(Path(args.out))
+        except OSError as exc:  # removed or filled up meanwhile
+            raise InvalidInput(f"--out {args.out}: cannot write the CSV ({exc.strerror or exc})") from None
+        print(f"wrote {written}", file=sys.stderr)
     data = [{**asdict(p), "truncated": p.truncated} for p in batch.predictions]
 
     def text() -> str:

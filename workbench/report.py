@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobs import api
+from jobs import api, csv_export
 from jobs.api import Comparison, Decision, decision_table
 from workbench import compare_charts
 
@@ -52,12 +50,7 @@ def figures(comparison: Comparison, decision: Decision) -> list:
 
 
 def rows_csv(rows: list[dict]) -> str:
-    out = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return out.getvalue()
+    return csv_export.rows_text(rows)  # formula-looking cells (a variant named "=HYPERLINK(...)") neutralised
 
 
 # Display precision by column: milliseconds 2 decimals, fractions as percentages, rates and sizes 1 decimal.

@@ -2,8 +2,12 @@
 
 Accounts come from settings: `WORKBENCH_AUTH` lists editors and `WORKBENCH_VIEWERS` read-only viewers, each as
 comma-separated `user:password` pairs. With neither set the workbench is a local, single-user tool and everyone
-is an editor. Refusal happens on the server, in the event handler itself, so a viewer who calls an event
-directly (not through a visible button) is refused just the same.
+is an editor. Refusal happens on the server, so a viewer who calls an event directly (by its function index or
+API name, not through a visible button) is refused just the same, in two places:
+
+- `GuardedBlocks` checks every event before it runs: only handlers on the `VIEWER_READABLE` allow-list run for a
+  viewer; everything else (the hidden tabs, job logs, server paths, traffic experiments) is editor-only by default.
+- `editor_only` guards each write handler itself, with the action in its message, whoever calls it.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import functools
 import hmac
 import inspect
+import re
 import typing
 from typing import Any, Callable
 
@@ -112,6 +117,91 @@ def editor_only(action: str) -> Callable[[Callable[..., Any]], Callable[..., Any
     return wrap
 
 
+# ---- every event handler: viewer-readable or editor-only -----------------------------------------------------
+
+# What a viewer may run: functions named by the module that defines them and their name. Everything else is
+# editor-only: a new handler stays closed to viewers until it is listed here (and in tests/test_sharing.py).
+# A lambda is never viewer-readable (its name says nothing); give a viewer's handler a name.
+VIEWER_READABLE: dict[str, frozenset[str]] = {
+    "workbench.playground_api": frozenset({"predict", "predict_batch", "ab_compare", "ab_test_set"}),
+    "workbench.roles": frozenset({"view"}),  # the banner and tabs for the role
+    "workbench.tabs.variants": frozenset({"refresh", "tick", "variant_view", "variants_html"}),  # no paths for viewers
+    "workbench.tabs.compare": frozenset({"refresh", "render", "write_report"}),
+    "workbench.tabs.predictor": frozenset({"refresh", "predict", "examples", "pick_example", "predict_many",
+                                           "fix_values"}),
+    # side by side and on a split; of the traffic split only the results (starting, sending, feedback: editors)
+    "workbench.tabs.ab": frozenset({"refresh", "compare", "run_on_split", "disagreement_frame", "fix_values",
+                                    "show_experiment"}),
+}
+TAB_TITLES = {"ab": "A/B"}  # module name -> tab title, where .title() is wrong
+
+
+def handler_function(block_fn: Any) -> Callable[..., Any] | None:
+    """The function an event runs (a `gr.render`'s own function for a render); None for a browser-only event."""
+    renderable = getattr(block_fn, "renderable", None)
+    return renderable.fn if renderable is not None else block_fn.fn
+
+
+def handler_key(block_fn: Any) -> str | None:
+    """`module:name` of the function an event runs, as `VIEWER_READABLE` names it; None for a browser-only event."""
+    fn = handler_function(block_fn)
+    if fn is None:
+        return None
+    return f"{getattr(fn, '__module__', None)}:{getattr(fn, '__name__', type(fn).__name__)}"
+
+
+def viewer_readable(block_fn: Any) -> bool:
+    fn = handler_function(block_fn)
+    if fn is None or getattr(fn, "editor_only", None):
+        return False
+    module, _, name = (handler_key(block_fn) or "").partition(":")
+    return name != "<lambda>" and name in VIEWER_READABLE.get(module, frozenset())
+
+
+def handler_roles(blocks: gr.Blocks) -> dict[int, str]:
+    """fn index -> VIEWER (a viewer may run it) or EDITOR, for every event that runs something on the server."""
+    return {index: VIEWER if viewer_readable(block_fn) else EDITOR
+            for index, block_fn in blocks.fns.items() if handler_function(block_fn) is not None}
+
+
+def _refused_action(block_fn: Any) -> str:
+    fn = handler_function(block_fn)
+    action = getattr(fn, "editor_only", None)
+    if action:
+        return action
+    module = getattr(fn, "__module__", "") or ""
+    if module.startswith("workbench.tabs."):
+        name = module.rsplit(".", 1)[-1]
+        return f"use the {TAB_TITLES.get(name, name.title())} tab"
+    return "do this"
+
+
+def refusal(block_fn: Any, request: gr.Request | None) -> gr.Error | None:
+    """The error a caller gets for running this event, or None when they may.
+
+    A write handler's refusal is shown (its controls are hidden from viewers, so only a script meets it). The rest
+    are events a viewer's own page fires by itself (the hidden tabs' page-load refreshes and timers): refused just
+    the same, but not shown, so the read-only page stays quiet.
+    """
+    if viewer_readable(block_fn) or is_editor(request):
+        return None
+    fn = handler_function(block_fn)
+    return gr.Error(READ_ONLY.format(action=_refused_action(block_fn)), print_exception=False,
+                    visible=bool(getattr(fn, "editor_only", None)))
+
+
+class GuardedBlocks(gr.Blocks):
+    """`gr.Blocks` that checks the caller's role before every event runs, however it was called (the page, the
+    queue by function index, `/run`, `/call`, gradio_client): see `refusal`."""
+
+    async def process_api(self, block_fn, inputs, state=None, request=None, *args, **kwargs):  # type: ignore[override]
+        fn = self.fns[block_fn] if isinstance(block_fn, int) else block_fn
+        error = refusal(fn, request[0] if isinstance(request, list) and request else request)
+        if error is not None:
+            raise error
+        return await super().process_api(block_fn, inputs, state, request, *args, **kwargs)
+
+
 # ---- finding what is guarded, and what a viewer sees ---------------------------------------------------------
 
 
@@ -139,12 +229,27 @@ def editor_controls(blocks: gr.Blocks) -> list[Any]:
     return [block for block in blocks.blocks.values() if getattr(block, "workbench_editor_only", False)]
 
 
+PATH_HIDDEN = "(a path on the server: shown to editors)"
+_ABSOLUTE = re.compile(r"^(/|~|[A-Za-z]:[\\/]|file:)")
+
+
+def without_paths(value: Any) -> Any:
+    """`value` (JSON-like) with every string that is a filesystem path replaced, for what viewers are shown."""
+    if isinstance(value, str):
+        return PATH_HIDDEN if _ABSOLUTE.match(value) or str(settings.home()) in value else value
+    if isinstance(value, dict):
+        return {k: without_paths(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [without_paths(v) for v in value]
+    return value
+
+
 def banner_text(username: str | None) -> str:
     role = role_of(username)
     who = username or "anonymous"
     if role == VIEWER:
         return (f"Signed in as **{who}** (viewer: read-only). You can use Variants, Compare, its reports and the "
-                "playground (Predictor, A/B); adding, launching and cancelling are for editors.")
+                "playground (Predictor, A/B); adding, launching, cancelling and traffic experiments are for editors.")
     return f"Signed in as **{who}** (editor)."
 
 

@@ -7,11 +7,14 @@ login; `--share` (a public Gradio link) is refused without them.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 from storage import db, settings
 from storage.errors import WorkbenchError
@@ -26,8 +29,50 @@ def check_port_free(host: str, port: int) -> None:
             raise WorkbenchError(f"cannot listen on {host}:{port} ({exc.strerror}); is the workbench already running? try --port") from None
 
 
+def _die_with_server_hook():
+    """A preexec_fn for the worker: Linux PR_SET_PDEATHSIG, so the worker gets SIGTERM when this server dies
+    (even by SIGKILL) and stops, taking its job processes with it; None where prctl is not available.
+
+    libc is resolved here, before the fork, so the child only makes one call.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def hook() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return hook
+
+
+def upload_folder() -> Path:
+    """Gradio's temporary folder for this server: one per server process inside the data directory, removed when
+    the server stops; a folder left by a server that was killed is removed by the next one. Uploads (a viewer's
+    too, which no handler stores) then never outlive the server in the machine's shared temporary directory."""
+    import psutil
+
+    root = settings.home() / "uploads"
+    root.mkdir(parents=True, exist_ok=True)
+    for folder in root.glob("server-*"):
+        pid = folder.name.removeprefix("server-")
+        if not pid.isdigit() or not psutil.pid_exists(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+    mine = root / f"server-{os.getpid()}"
+    mine.mkdir(exist_ok=True)
+    atexit.register(shutil.rmtree, mine, True)
+    return mine
+
+
 def start_worker(concurrency: int = 1) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "workbench", "worker", "--concurrency", str(concurrency)])
+    from jobs.worker import PARENT_PID_ENV
+
+    # The worker also watches its parent pid (a server that died before prctl took effect, or no prctl at all).
+    env = {**os.environ, PARENT_PID_ENV: str(os.getpid())}
+    return subprocess.Popen([sys.executable, "-m", "workbench", "worker", "--concurrency", str(concurrency)],
+                            env=env, preexec_fn=_die_with_server_hook())
 
 
 def stop_worker(process: subprocess.Popen) -> None:
@@ -41,7 +86,14 @@ def stop_worker(process: subprocess.Popen) -> None:
 
 SHARE_NEEDS_AUTH = ("--share makes the workbench reachable by anyone with the link: set WORKBENCH_AUTH (editors) "
                     "and/or WORKBENCH_VIEWERS (read-only) to comma-separated user:password pairs first")
-AUTH_MESSAGE = "Transformer Deployment Workbench: sign in. Editors change things; viewers compare and try the playground."
+AUTH_MESSAGE = ("Transformer Deployment Workbench: sign in. Editors change things; viewers compare and try the "
+                "playground. After {failures} wrong passwords an account, and the address they came from, are locked "
+                "for {lockout:g} s (longer each time); a locked sign-in does nothing until then.")
+
+
+def auth_message() -> str:
+    return AUTH_MESSAGE.format(failures=settings.get("WORKBENCH_LOGIN_MAX_FAILURES"),
+                               lockout=settings.get("WORKBENCH_LOGIN_LOCKOUT_S"))
 
 
 def login_check(share: bool = False):
@@ -67,15 +119,18 @@ def serve(host: str = "127.0.0.1", port: int = 7860, with_worker: bool = True, c
           share: bool = False) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     auth = login_check(share)
+    message = auth_message() if auth else None  # a malformed throttle setting is refused before anything starts
     check_port_free(host, port)
     if concurrency < 1:
         raise WorkbenchError(f"--concurrency must be at least 1, not {concurrency}")
     db.engine()  # migrate before the worker starts, so only one process creates the schema
+    os.environ["GRADIO_TEMP_DIR"] = str(upload_folder())  # read by Gradio when the app is built, below
     worker = start_worker(concurrency) if with_worker else None
     if worker is not None:
         atexit.register(stop_worker, worker)
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # SIGTERM runs the atexit clean-ups
 
+    from workbench import guards
     from workbench.app import CSS, build_app
 
     app = build_app()
@@ -90,7 +145,8 @@ def serve(host: str = "127.0.0.1", port: int = 7860, with_worker: bool = True, c
         max_file_size=f"{settings.get('WORKBENCH_MAX_UPLOAD_MB')}mb",
         footer_links=["api"],
         auth=auth,
-        auth_message=AUTH_MESSAGE if auth else None,
+        auth_message=message,
+        app_kwargs=guards.app_kwargs(),  # sign-in throttling; an unknown event index answers 404, not a traceback
         share=share,
         prevent_thread_lock=True,
     )

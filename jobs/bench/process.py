@@ -47,7 +47,11 @@ def serve(artifact_dir: str, runtime: str, device: str, threads: int, texts_file
             break
         batch, seq = command["batch_size"], command["seq_len"]
         rows = [texts[i % len(texts)] for i in range(batch)]
-        encoded = predictor.encode(rows, max_length=seq, pad_to_max=True)  # real texts padded or cut to `seq`
+        try:
+            encoded = predictor.encode(rows, max_length=seq, pad_to_max=True)  # real texts padded or cut to `seq`
+        except ValueError as exc:  # `seq` is longer than this model's positions
+            _send({"error": str(exc)})
+            continue
         if cuda:
             import torch
 

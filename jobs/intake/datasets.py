@@ -5,12 +5,14 @@ Every check runs before anything is stored; a refused file leaves no row and no 
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from pyarrow import ArrowException as ArrowError
 
 from jobs.intake.builtin import builtin_dataset
 from storage import catalog, files, settings
@@ -24,6 +26,8 @@ MIN_EXAMPLES_PER_CLASS = 10  # so a stratified 80/10/10 split puts at least one 
 MAX_CLASSES = 100
 TEXT_GUESSES = ("text", "sentence", "content", "review", "document", "body", "tweet")
 LABEL_GUESSES = ("label", "labels", "sentiment", "category", "class", "target", "topic")
+READ_CHUNK = 1 << 20
+PEEK_BYTES = 1 << 20  # how much of a text file is read to offer its columns
 SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -36,11 +40,8 @@ class DatasetRequest:
     seed: int = 42
 
 
-def read_table(path: Path, limit_setting: str = "WORKBENCH_MAX_DATASET_MB") -> pd.DataFrame:
-    """Read an uploaded CSV / TSV / JSONL / Parquet file through pandas, with clear errors for bad input.
-
-    `limit_setting` names the setting whose MiB the file may not exceed.
-    """
+def _check_file(path: Path, limit_setting: str) -> str:
+    """The format of an uploaded table file, after its type, existence and size are checked."""
     fmt = SUFFIXES.get(path.suffix.lower())
     if fmt is None:
         raise InvalidInput(f"{path.name}: unsupported file type; upload .csv, .tsv, .jsonl or .parquet")
@@ -52,25 +53,192 @@ def read_table(path: Path, limit_setting: str = "WORKBENCH_MAX_DATASET_MB") -> p
         raise InvalidInput(f"{path.name} is {size / (1 << 20):.1f} MiB; the limit is {limit_mb} MiB ({limit_setting})")
     if size == 0:
         raise InvalidInput(f"{path.name} is empty")
+    return fmt
+
+
+def _check_utf8(path: Path, head: int | None = None) -> None:
+    """Refuse a file that is not UTF-8, naming the byte and its line; read in chunks (only the first `head` bytes
+    when given), nothing is kept."""
+    pending, lines, seen = b"", 0, 0
+    with open(path, "rb") as f:
+        while chunk := f.read(READ_CHUNK):
+            data = pending + chunk
+            seen += len(chunk)
+            try:
+                _, consumed = codecs.utf_8_decode(data, "strict", False)  # an unfinished character waits
+            except UnicodeDecodeError as exc:
+                line = lines + data[: exc.start].count(b"\n") + 1
+                raise InvalidInput(
+                    f"{path.name} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); "
+                    f"save it as UTF-8 and upload again"
+                ) from None
+            lines += data[:consumed].count(b"\n")
+            pending = data[consumed:]
+            if head is not None and seen >= head:
+                return
+    if pending:
+        raise InvalidInput(f"{path.name} is not UTF-8 text (byte 0x{pending[0]:02x} on line {lines + 1}, cut short); "
+                           f"save it as UTF-8 and upload again")
+
+
+def _too_many_rows(path: Path, max_rows: int) -> InvalidInput:
+    return InvalidInput(f"{path.name} has more than {max_rows:,} rows (WORKBENCH_MAX_DATASET_ROWS); upload a sample")
+
+
+def _parquet_bounds(path: Path, limit_bytes: int, limit_setting: str, max_rows: int):
+    """Check a Parquet file's footer before any data is read: rows, values and the declared uncompressed sizes.
+
+    Returns the open ParquetFile and the paths of its byte-array columns.
+    """
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    meta = pf.metadata
+    if meta.num_rows > max_rows:
+        raise _too_many_rows(path, max_rows)
+    stored = values = 0
+    schema = pf.schema
+    widths = [schema.column(j).length or 0 for j in range(len(schema))]
+    for i in range(meta.num_row_groups):
+        group = meta.row_group(i)
+        for j in range(group.num_columns):
+            column = group.column(j)
+            stored += max(column.total_uncompressed_size, column.num_values * widths[j])
+            values += column.num_values
+    too_big = (f"{path.name} decodes to more than {limit_bytes >> 20} MiB ({limit_setting}); "
+               f"is it the right file? upload a sample")
+    if stored > limit_bytes or values > limit_bytes // 8:  # every value costs a pandas cell at least 8 bytes
+        raise InvalidInput(too_big)
+    byte_arrays = [schema.column(j).path for j in range(len(schema)) if schema.column(j).physical_type == "BYTE_ARRAY"]
+    return pf, byte_arrays, too_big
+
+
+def _decoded_nbytes(array) -> int:
+    """What an Arrow array takes once every dictionary is expanded (measured from the dictionary and its indices)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = array.type
+    if pa.types.is_dictionary(kind):
+        values = array.dictionary
+        if pa.types.is_binary(values.type) or pa.types.is_string(values.type) or pa.types.is_large_string(values.type) \
+                or pa.types.is_large_binary(values.type):
+            per_value = pc.binary_length(values).take(array.indices)
+            return int(pc.sum(per_value).as_py() or 0) + 4 * len(array)
+        return (values.nbytes // max(len(values), 1) + 4) * len(array)
+    if pa.types.is_struct(kind):
+        return sum(_decoded_nbytes(field) for field in array.flatten())
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind) \
+            or pa.types.is_map(kind):
+        return 8 * len(array) + _decoded_nbytes(array.flatten())
+    return array.nbytes
+
+
+def _read_parquet(path: Path, limit_bytes: int, limit_setting: str, max_rows: int) -> pd.DataFrame:
+    """Read a Parquet file with its expansion bounded: the footer is checked first; then byte-array columns are
+    read as dictionaries (as small as they are stored), their expanded size is measured, and only a table under the
+    limit is expanded into a DataFrame. Text that is not valid UTF-8 is kept as bytes (refused if used as text)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _, byte_arrays, too_big = _parquet_bounds(path, limit_bytes, limit_setting, max_rows)
+    table = pq.read_table(path, read_dictionary=byte_arrays)
+    if len(table) > max_rows:
+        raise _too_many_rows(path, max_rows)
+    if sum(_decoded_nbytes(chunk) for column in table.columns for chunk in column.chunks) > limit_bytes:
+        raise InvalidInput(too_big)
+    columns = []
+    for column in table.columns:
+        kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+        if pa.types.is_string(kind) or pa.types.is_binary(kind) or pa.types.is_large_string(kind) or pa.types.is_large_binary(kind):
+            column = column.cast(kind)
+            try:
+                column = column.cast(pa.string())  # binary that is UTF-8 is text; validates UTF-8 text too
+                column.validate(full=True)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                column = column.cast(pa.binary())  # not UTF-8: bytes, refused if chosen as text or label
+        columns.append(column)
+    return pa.table(columns, names=table.column_names).to_pandas()
+
+
+def _check_cells(frame: pd.DataFrame, name: str) -> None:
+    """Refuse a cell longer than WORKBENCH_MAX_TEXT_FIELD_CHARS, naming its data row and column."""
+    limit = settings.get("WORKBENCH_MAX_TEXT_FIELD_CHARS")
+    for column in frame.columns:
+        values = frame[column]
+        if isinstance(values.dtype, pd.StringDtype):
+            lengths = values.str.len()
+        elif values.dtype == object:
+            lengths = values.map(lambda v: len(v) if isinstance(v, (str, bytes)) else 0)
+        else:
+            continue
+        over = (lengths.fillna(0) > limit).to_numpy(dtype=bool, na_value=False)
+        if over.any():
+            row = int(over.argmax())
+            raise InvalidInput(
+                f"{name}: data row {row + 1}, column {str(column)!r}, holds {int(lengths.iloc[row]):,} characters; "
+                f"a cell may hold at most {limit:,} (WORKBENCH_MAX_TEXT_FIELD_CHARS)"
+            )
+
+
+def read_table(path: Path, limit_setting: str = "WORKBENCH_MAX_DATASET_MB") -> pd.DataFrame:
+    """Read an uploaded CSV / TSV / JSONL / Parquet file through pandas, with clear errors for bad input.
+
+    `limit_setting` names the setting whose MiB the file may not exceed, nor its cells decode to. Rows are bounded
+    by WORKBENCH_MAX_DATASET_ROWS and cells by WORKBENCH_MAX_TEXT_FIELD_CHARS; both hold before the whole table is
+    in memory (text files are parsed from disk up to one row past the limit; Parquet is checked from its footer and
+    its dictionaries first).
+    """
+    fmt = _check_file(path, limit_setting)
+    limit_bytes = settings.get(limit_setting) << 20
+    max_rows = settings.get("WORKBENCH_MAX_DATASET_ROWS")
     try:
         if fmt == "parquet":
-            return pd.read_parquet(path)
-        raw = path.read_bytes()
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            line = raw[: exc.start].count(b"\n") + 1
-            raise InvalidInput(
-                f"{path.name} is not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}); save it as UTF-8 and upload again"
-            ) from None
-        if fmt == "jsonl":
-            return pd.read_json(io.StringIO(text), lines=True, dtype=False)
-        return pd.read_csv(io.StringIO(text), sep="\t" if fmt == "tsv" else ",", dtype=str, keep_default_na=False)
+            frame = _read_parquet(path, limit_bytes, limit_setting, max_rows)
+        else:
+            _check_utf8(path)
+            if fmt == "jsonl":
+                frame = pd.read_json(path, lines=True, dtype=False, nrows=max_rows + 1, encoding="utf-8-sig")
+            else:
+                frame = pd.read_csv(path, sep="\t" if fmt == "tsv" else ",", dtype=str, keep_default_na=False,
+                                    nrows=max_rows + 1, encoding="utf-8-sig")
+            if len(frame) > max_rows:
+                raise _too_many_rows(path, max_rows)
     except InvalidInput:
         raise
-    except (ValueError, pd.errors.ParserError, OSError) as exc:
+    except (ValueError, pd.errors.ParserError, OSError, ArrowError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InvalidInput(f"{path.name} could not be read as {fmt}: {first}") from None
+    _check_cells(frame, path.name)
+    return frame
+
+
+def peek_columns(path: Path, limit_setting: str = "WORKBENCH_MAX_DATASET_MB") -> list[str]:
+    """Column names of an uploaded table, from its head (or a Parquet footer): cheap, the rows are not read."""
+    fmt = _check_file(path, limit_setting)
+    try:
+        if fmt == "parquet":
+            pf, _, _ = _parquet_bounds(path, settings.get(limit_setting) << 20, limit_setting,
+                                       settings.get("WORKBENCH_MAX_DATASET_ROWS"))
+            return [str(c) for c in pf.schema_arrow.names]
+        _check_utf8(path, head=PEEK_BYTES)
+        with open(path, "rb") as f:
+            head = f.read(PEEK_BYTES)
+        if len(head) == PEEK_BYTES:
+            if b"\n" not in head:
+                raise InvalidInput(f"{path.name}: its first line is longer than {PEEK_BYTES >> 20} MiB; is it the right file?")
+            head = head[: head.rindex(b"\n") + 1]  # whole lines only
+        text = head.decode("utf-8-sig", errors="ignore")
+        if fmt == "jsonl":
+            frame = pd.read_json(io.StringIO(text), lines=True, dtype=False)
+        else:
+            frame = pd.read_csv(io.StringIO(text), sep="\t" if fmt == "tsv" else ",", dtype=str, nrows=0)
+    except InvalidInput:
+        raise
+    except (ValueError, pd.errors.ParserError, OSError, ArrowError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidInput(f"{path.name} could not be read as {fmt}: {first}") from None
+    return [str(c) for c in frame.columns]
 
 
 def _pick_column(df: pd.DataFrame, wanted: str | None, guesses: tuple[str, ...], role: str) -> str:
@@ -103,6 +271,8 @@ def validate_frame(
 
     text = df[text_col]
     label = df[label_col]
+    refuse_bytes(text, "text", text_col)
+    refuse_bytes(label, "label", label_col)
     if text.isna().all() or (text.astype(str).str.strip() == "").all():
         raise InvalidInput(f"text column {text_col!r} is empty")
     if label.isna().all() or (label.astype(str).str.strip() == "").all():
@@ -134,6 +304,17 @@ def validate_frame(
             f"so every split gets some"
         )
     return pd.DataFrame({"text": text.to_numpy(), "label": label.to_numpy()}), text_col, label_col
+
+
+def refuse_bytes(values: pd.Series, role: str, column: str) -> None:
+    """Bytes reach here from a Parquet column that is not valid UTF-8; they cannot be text or labels."""
+    if values.dtype != object:
+        return
+    is_bytes = values.map(lambda v: isinstance(v, (bytes, bytearray))).to_numpy(dtype=bool)
+    if is_bytes.any():
+        row = int(is_bytes.argmax())
+        raise InvalidInput(f"{role} column {column!r} holds bytes that are not UTF-8 text ({int(is_bytes.sum()):,} "
+                           f"row(s), the first is data row {row + 1}); store it as UTF-8 strings")
 
 
 def _label_text(value) -> str:

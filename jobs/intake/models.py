@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.intake.archives import extract_archive, is_archive, single_root
+from jobs.intake.archives import budget, copy_file_limited, extract_archive, is_archive, single_root
 from jobs.intake.builtin import builtin_model
 from jobs.registry import get_kind
 from storage import catalog, files, settings
@@ -28,6 +28,10 @@ SKIPPED_SUFFIXES = (".py", ".pyc", ".h5", ".msgpack", ".ot")  # remote code; TF 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*", "*.onnx"]
 HUB_TIMEOUT_S = 15
+# Config and tokenizer files: read whole into memory when a model loads, so they are bounded by
+# WORKBENCH_MAX_TOKENIZER_MB (names compared in lower case).
+TOKENIZER_FILES = re.compile(r"^(config\.json|generation_config\.json|tokenizer.*|vocab.*|merges\.txt|"
+                             r"special_tokens_map\.json|added_tokens\.json|preprocessor_config\.json|.*\.model)$")
 
 
 @dataclass(frozen=True)
@@ -51,11 +55,30 @@ def _check_size(path: Path) -> None:
         raise InvalidInput(f"{path.name} is {size / (1 << 20):.0f} MiB; the limit is {limit_mb} MiB (WORKBENCH_MAX_UPLOAD_MB)")
 
 
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):,.1f} MiB"
+
+
+def _check_tokenizer_size(path: Path, shown: str) -> None:
+    limit_mb = settings.get("WORKBENCH_MAX_TOKENIZER_MB")
+    size = path.stat().st_size
+    if size > limit_mb << 20:
+        raise InvalidInput(
+            f"{shown} is {_mib(size)}; config and tokenizer files may be at most {limit_mb} MiB (WORKBENCH_MAX_TOKENIZER_MB)"
+        )
+
+
 def _copy_hf_dir(src: Path, dest: Path, allow_pickle: bool) -> tuple[str, list[str]]:
-    """Copy a Hugging Face directory's usable files into `dest`. Returns (runtime, notes)."""
+    """Copy a Hugging Face directory's usable files into `dest`. Returns (runtime, notes).
+
+    Suffixes are compared in lower case (`pytorch_model.BIN` is a pickle, `MODELING.PY` is code). What is copied
+    is bounded by WORKBENCH_MAX_EXTRACTED_MB, counted as it is written; config and tokenizer files by
+    WORKBENCH_MAX_TOKENIZER_MB; every .onnx file is checked, its external data included.
+    """
     notes: list[str] = []
     if not (src / "config.json").is_file():
         raise InvalidInput(f"{src.name}: no config.json; expected a Hugging Face model directory")
+    _check_tokenizer_size(src / "config.json", f"{src.name}/config.json")
     try:
         config = json.loads((src / "config.json").read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -66,9 +89,9 @@ def _copy_hf_dir(src: Path, dest: Path, allow_pickle: bool) -> tuple[str, list[s
         notes.append("config declares custom code (auto_map); it is ignored, remote code is never run")
 
     all_files = [p for p in src.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(src).parts)]
-    safetensors = [p for p in all_files if p.suffix == ".safetensors"]
-    onnx_files = [p for p in all_files if p.suffix == ".onnx"]
-    pickles = [p for p in all_files if p.suffix in PICKLE_SUFFIXES]
+    safetensors = [p for p in all_files if p.suffix.lower() == ".safetensors"]
+    onnx_files = [p for p in all_files if p.suffix.lower() == ".onnx"]
+    pickles = [p for p in all_files if p.suffix.lower() in PICKLE_SUFFIXES]
     if not safetensors and not onnx_files and not pickles:
         raise InvalidInput(f"{src.name}: no weights found (.safetensors, .onnx)")
     if pickles and (safetensors or onnx_files):
@@ -79,13 +102,24 @@ def _copy_hf_dir(src: Path, dest: Path, allow_pickle: bool) -> tuple[str, list[s
             f"{src.name} holds only pickle checkpoints ({', '.join(p.name for p in pickles)}), which can run code "
             f"when loaded; convert to safetensors, or allow pickle explicitly (they are then loaded with weights_only)"
         )
-    for path in all_files:
-        rel = path.relative_to(src)
-        if path.suffix in SKIPPED_SUFFIXES or (path.suffix in PICKLE_SUFFIXES and path not in pickles):
-            continue
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)  # copyfile follows no metadata and writes regular files only
+    kept = [p for p in all_files
+            if not (p.suffix.lower() in SKIPPED_SUFFIXES or (p.suffix.lower() in PICKLE_SUFFIXES and p not in pickles))]
+    for path in kept:
+        if TOKENIZER_FILES.match(path.name.lower()):
+            _check_tokenizer_size(path, f"{src.name}/{path.relative_to(src)}")
+    limit_mb = settings.get("WORKBENCH_MAX_EXTRACTED_MB")
+    declared = sum(p.stat().st_size for p in kept)
+    if declared > limit_mb << 20:
+        raise InvalidInput(f"{src.name} holds {_mib(declared)} of model files; the limit is {limit_mb} MiB "
+                           f"(WORKBENCH_MAX_EXTRACTED_MB)")
+    written = budget(limit_mb << 20)
+    for path in kept:
+        # Regular files only, counted as they are written (a file that grows while it is copied is still bounded).
+        copy_file_limited(path, dest / path.relative_to(src), written)
+    for path in dest.rglob("*"):
+        if path.is_file() and path.suffix.lower() == ".onnx":
+            _check_onnx_external(path, path.relative_to(dest).as_posix())
+            _check_onnx(path, shown=path.relative_to(dest).as_posix())
     if not any((dest / n).exists() for n in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model")):
         notes.append("no tokenizer files found; text cannot be fed to this model until one is added")
     return ("onnxruntime" if onnx_files and not safetensors else "pytorch"), notes
@@ -160,6 +194,7 @@ def add_model(request: ModelRequest) -> IntakeResult:
             elif path.suffix.lower() == ".onnx":
                 _check_size(path)
                 kind, default_name, runtime = "onnx", path.stem, "onnxruntime"
+                _check_onnx_external(path, path.name, single=True)
                 _check_onnx(path)
                 shutil.copyfile(path, model_dir / "model.onnx")
                 notes.append("a single ONNX file has no tokenizer or config; it can be inspected and benchmarked")
@@ -205,11 +240,57 @@ def add_model(request: ModelRequest) -> IntakeResult:
     return IntakeResult(model, variant, notes)
 
 
-def _check_onnx(path: Path) -> None:
+def _check_onnx(path: Path, shown: str | None = None) -> None:
     import onnx
 
     try:
         onnx.checker.check_model(str(path))
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InvalidInput(f"{path.name} is not a valid ONNX model: {first}") from None
+        first = first.replace(str(path.parent), "<model folder>")  # no server paths in messages
+        raise InvalidInput(f"{shown or path.name} is not a valid ONNX model: {first}") from None
+
+
+def _onnx_tensors(graph):
+    """Every tensor of a graph, its subgraphs' included (initializers, sparse initializers, attribute tensors)."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _onnx_tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _onnx_tensors(sub)
+
+
+def _check_onnx_external(path: Path, shown: str, single: bool = False) -> None:
+    """Refuse an ONNX file whose tensors keep their data outside its own folder (or, for a single uploaded
+    .onnx, in any other file: only the .onnx itself is stored)."""
+    import onnx
+    from onnx import TensorProto
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return  # not parseable: the checker that follows says so
+    root = path.parent.resolve()
+    for tensor in _onnx_tensors(model.graph):
+        if tensor.data_location != TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        if single:
+            raise InvalidInput(f"{shown} keeps tensor {tensor.name!r} in another file ({location!r}); "
+                               f"upload the model folder as a .zip or .tar.gz instead")
+        target = (root / location).resolve()
+        if (not location or location.startswith(("/", "\\")) or ".." in Path(location.replace("\\", "/")).parts
+                or not target.is_relative_to(root)):
+            raise InvalidInput(f"{shown} refused: tensor {tensor.name!r} keeps its data in {location!r}, "
+                               f"outside the model's folder")
+        if not target.is_file():
+            raise InvalidInput(f"{shown} refused: tensor {tensor.name!r} keeps its data in {location!r}, "
+                               f"which is not in the model")

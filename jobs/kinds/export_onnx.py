@@ -15,7 +15,7 @@ from jobs.artifacts import copy_support_files, fresh_dir
 from jobs.context import JobContext, JobResult
 from jobs.data import split_examples
 from jobs.registry import register, takes
-from jobs.runtimes.base import read_variant_meta
+from jobs.runtimes.base import capped_max_length, read_variant_meta
 from jobs.runtimes.ort_runtime import ONNX_FILE
 from storage.errors import InvalidInput
 
@@ -144,7 +144,7 @@ def run(params: ExportOnnxParams, ctx: JobContext) -> JobResult:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, local_files_only=True)
-    max_length = int(meta.get("max_length") or 128)
+    max_length = capped_max_length(meta.get("max_length"), config, tokenizer)
     encoded = {k: v.astype("int64") for k, v in tokenizer(texts[:2], padding=True, truncation=True, max_length=max_length,
                                                            return_tensors="np").items()}
     names = _forward_names(model, encoded)

@@ -138,9 +138,10 @@ def prepare_mode(model: Any, params: FinetuneParams, ctx: JobContext) -> Any:
 @register("finetune", FinetuneParams, summary="Fine-tune a classifier: full, head-only or LoRA", needs_dataset=True,
           explain=explain_defaults, output_runtime=takes("finetune", ("pytorch",)))
 def run(params: FinetuneParams, ctx: JobContext) -> JobResult:
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     from jobs.devices import fast_bf16
+    from jobs.runtimes.base import position_limit
 
     variant, dataset = ctx.require_variant(), ctx.require_dataset()
     if variant.runtime != "pytorch":
@@ -152,9 +153,18 @@ def run(params: FinetuneParams, ctx: JobContext) -> JobResult:
     validation = split_examples(dataset, "validation", params.max_val_examples)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, local_files_only=True)
     chosen = auto_choices(params, len(train))
+    positions = position_limit(AutoConfig.from_pretrained(source, trust_remote_code=False, local_files_only=True), tokenizer)
+    if params.max_length and positions and params.max_length > positions:
+        raise InvalidInput(f"max_length={params.max_length} is longer than this model takes ({positions} positions); "
+                           f"use max_length <= {positions}", inputs=("max_length",))
     max_length = params.max_length or measured_max_length(tokenizer, train.texts)
     if not params.max_length:
-        chosen["max_length"] = (max_length, "95th percentile of the training texts' token counts")
+        if positions and max_length > positions:
+            max_length = positions
+            chosen["max_length"] = (max_length, "the model's maximum positions (shorter than the training texts' "
+                                                "95th percentile token count)")
+        else:
+            chosen["max_length"] = (max_length, "95th percentile of the training texts' token counts")
     settings = TrainSettings(
         epochs=params.epochs or chosen["epochs"][0],
         learning_rate=params.learning_rate or chosen["learning_rate"][0],

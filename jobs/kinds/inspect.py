@@ -10,11 +10,68 @@ from jobs.context import JobContext, JobResult
 from jobs.registry import register
 from jobs.runtimes.torch_runtime import is_classifier
 from storage import catalog
+from storage.errors import InvalidInput
 
 
 @dataclass(frozen=True)
 class InspectParams:
     """No options: inspect reads the variant as it is."""
+
+
+# Weights of other tasks' heads that a checkpoint may carry without harm (BERT's pretraining `cls.*`, an LM head,
+# ELECTRA's discriminator, ...): unexpected for the model built here, but not a sign that the weights are wrong.
+OTHER_HEADS = frozenset({
+    "cls", "lm_head", "mlm", "nsp", "predictions", "generator_predictions", "generator_lm_head",
+    "discriminator_predictions", "qa_outputs", "classifier", "pre_classifier", "score", "sop_classifier",
+    "vocab_transform", "vocab_layer_norm", "vocab_projector", "lm_loss", "pooler", "dropout",
+})
+SHOWN_KEYS = 10
+
+
+def _shown(keys: list[str]) -> str:
+    more = f" and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else ""
+    return ", ".join(keys[:SHOWN_KEYS]) + more
+
+
+def check_loaded_weights(model: Any, loading: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Compare what `from_pretrained(..., output_loading_info=True)` loaded with what the architecture needs.
+
+    Returns (problems, fresh_head): one line per kind of mismatch (missing encoder weights, unexpected ones,
+    shapes that differ), and the classification-head weights that were newly initialised. A fresh head (on a base
+    checkpoint) and a missing pooler are expected; anything else missing means random weights inside the model.
+    """
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    encoder_parts = {name for name, _ in model.base_model.named_children()}
+    is_base = model.base_model is model
+
+    def first_part(key: str) -> str:
+        if prefix and key.startswith(prefix + "."):
+            key = key[len(prefix) + 1:]
+        return key.split(".", 1)[0]
+
+    def in_head(key: str) -> bool:  # a weight of the task head, outside the encoder (model naming)
+        return not is_base and not (prefix and key.startswith(prefix + ".")) and first_part(key) not in encoder_parts
+
+    missing = sorted(loading.get("missing_keys") or ())
+    fresh_head = [k for k in missing if in_head(k)]
+    missing = [k for k in missing if not in_head(k) and first_part(k) != "pooler"]
+    unexpected = sorted(k for k in (loading.get("unexpected_keys") or ())
+                        if first_part(k) in encoder_parts or first_part(k) not in OTHER_HEADS)
+    mismatched = []
+    for item in sorted(loading.get("mismatched_keys") or (), key=str):
+        if isinstance(item, (tuple, list)) and len(item) == 3:
+            key, stored, wanted = item
+            mismatched.append(f"{key} (stored {list(stored)}, the architecture needs {list(wanted)})")
+        else:
+            mismatched.append(str(item))
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} weights missing (they would be random): {_shown(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected weights the architecture has no place for: {_shown(unexpected)}")
+    if mismatched:
+        problems.append(f"{len(mismatched)} weights of the wrong shape: {_shown(mismatched)}")
+    return problems, fresh_head
 
 
 def _inspect_pytorch(model_dir: Path, allow_pickle: bool, ctx: JobContext) -> dict[str, Any]:
@@ -44,9 +101,17 @@ def _inspect_pytorch(model_dir: Path, allow_pickle: bool, ctx: JobContext) -> di
         raise ValueError("this model has only pickle weights and pickle was not allowed at intake")
     auto_cls = AutoModelForSequenceClassification if has_head else AutoModel
     # transformers loads .bin files with torch.load(weights_only=True); safetensors never run code.
-    model = auto_cls.from_pretrained(
-        model_dir, trust_remote_code=False, local_files_only=True, use_safetensors=use_safetensors
+    model, loading = auto_cls.from_pretrained(
+        model_dir, trust_remote_code=False, local_files_only=True, use_safetensors=use_safetensors,
+        output_loading_info=True, ignore_mismatched_sizes=True,  # shape mismatches are listed below, not raised
     )
+    problems, fresh_head = check_loaded_weights(model, loading)
+    if problems:
+        for key in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+            if loading.get(key):
+                ctx.log(f"{key}: {', '.join(map(str, sorted(loading[key], key=str)))}")
+        raise InvalidInput(f"the weights do not match the {type(model).__name__} architecture in config.json: "
+                           + "; ".join(problems))
     ctx.progress(0.8, "counting parameters")
     num_parameters = sum(p.numel() for p in model.parameters())
     dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
@@ -64,7 +129,9 @@ def _inspect_pytorch(model_dir: Path, allow_pickle: bool, ctx: JobContext) -> di
         "max_position_embeddings": getattr(config, "max_position_embeddings", None),
         "has_classification_head": has_head,
         "task": "text-classification" if has_head else "feature-extraction",
-        "task_note": "" if has_head else "no classification head: fine-tune it before it can classify",
+        "task_note": ("no classification head: fine-tune it before it can classify" if not has_head else
+                      "its classification head is not in the weights (newly initialised): fine-tune it before "
+                      "trusting its answers" if fresh_head else ""),
         "labels": labels,
         **tokenizer_info,
     }

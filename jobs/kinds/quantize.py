@@ -12,7 +12,7 @@ from jobs.context import JobContext, JobResult
 from jobs.data import split_examples
 from jobs.devices import detect
 from jobs.registry import register
-from jobs.runtimes.base import read_variant_meta, write_variant_meta
+from jobs.runtimes.base import capped_max_length, read_variant_meta, write_variant_meta
 from jobs.runtimes.ort_runtime import ONNX_FILE
 from storage.entities import Variant
 from storage.errors import InvalidInput
@@ -95,14 +95,16 @@ class _Calibration:
     """ONNX Runtime CalibrationDataReader over encoded training texts, one batch at a time."""
 
     def __init__(self, model_dir: Path, texts: list[str], input_names: list[str], batch_size: int = 8):
-        from transformers import AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
 
         meta = read_variant_meta(model_dir)
         tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
+        config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
+        max_length = capped_max_length(meta.get("max_length"), config, tokenizer)
         self.batches = []
         for i in range(0, len(texts), batch_size):
             enc = tokenizer(texts[i : i + batch_size], padding=True, truncation=True,
-                            max_length=int(meta.get("max_length") or 128), return_tensors="np")
+                            max_length=max_length, return_tensors="np")
             self.batches.append({k: enc[k].astype("int64") for k in input_names})
         self._iter = iter(self.batches)
 

@@ -29,6 +29,38 @@ def write_variant_meta(model_dir: Path, meta: dict[str, Any]) -> None:
     (Path(model_dir) / VARIANT_META).write_text(json.dumps(meta, indent=2, sort_keys=True))
 
 
+# Architectures whose position ids start after the padding index (RoBERTa's `create_position_ids_from_input_ids`):
+# `max_position_embeddings` includes padding_idx + 1 slots no token uses (514 -> 512 tokens for roberta-base).
+PADDING_OFFSET_MODEL_TYPES = frozenset({
+    "roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "mpnet", "data2vec-text",
+    "roberta-prelayernorm", "ibert", "xmod", "luke", "markuplm", "esm",
+})
+UNSET_TOKENIZER_MAX = 1_000_000  # tokenizers without a limit report int(1e30)
+
+
+def position_limit(config: Any, tokenizer: Any = None) -> int | None:
+    """The most tokens (special tokens included) one input may have for this model: its position embeddings
+    (less the offset some architectures need) and the tokenizer's `model_max_length`; None if neither says."""
+    limits = []
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        if getattr(config, "model_type", "") in PADDING_OFFSET_MODEL_TYPES:
+            pad = getattr(config, "pad_token_id", None)
+            positions -= (pad if isinstance(pad, int) else 1) + 1
+        limits.append(positions)
+    tokenizer_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tokenizer_max, int) and 0 < tokenizer_max < UNSET_TOKENIZER_MAX:
+        limits.append(tokenizer_max)
+    return max(min(limits), 2) if limits else None
+
+
+def capped_max_length(wanted: int | None, config: Any, tokenizer: Any = None) -> int:
+    """`wanted` (else DEFAULT_MAX_LENGTH), never beyond what the model takes (see `position_limit`)."""
+    wanted = int(wanted or DEFAULT_MAX_LENGTH)
+    limit = position_limit(config, tokenizer)
+    return min(wanted, limit) if limit else wanted
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
@@ -40,19 +72,31 @@ class Predictor(ABC):
 
     runtime: str = ""
 
-    def __init__(self, model_dir: Path, device: str, labels: list[str], input_names: Sequence[str], max_length: int | None):
-        from transformers import AutoTokenizer
+    def __init__(self, model_dir: Path, device: str, labels: list[str], input_names: Sequence[str], max_length: int | None,
+                 config: Any = None):
+        from transformers import AutoConfig, AutoTokenizer
 
         self.model_dir = Path(model_dir)
         self.device = device
         self.labels = list(labels)
         self.input_names = tuple(input_names)
         meta = read_variant_meta(self.model_dir)
-        self.max_length = int(max_length or meta.get("max_length") or DEFAULT_MAX_LENGTH)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, trust_remote_code=False, local_files_only=True)
+        if config is None:
+            try:
+                config = AutoConfig.from_pretrained(self.model_dir, trust_remote_code=False, local_files_only=True)
+            except (OSError, ValueError):
+                config = None
+        # never longer than the model's positions: a longer input crashes it ("expanded size of the tensor ...")
+        self.max_positions = position_limit(config, self.tokenizer)
+        self.max_length = capped_max_length(max_length or meta.get("max_length"), config, self.tokenizer)
 
     def encode(self, texts: Sequence[str], max_length: int | None = None, pad_to_max: bool = False) -> dict[str, np.ndarray]:
-        """Tokenize; `pad_to_max` pads every row to `max_length` (fixed shapes for benchmarks)."""
+        """Tokenize; `pad_to_max` pads every row to `max_length` (fixed shapes for benchmarks). An explicit
+        `max_length` beyond the model's positions is refused, not silently shortened (a benchmark cell would lie)."""
+        if max_length and self.max_positions and max_length > self.max_positions:
+            raise ValueError(f"{max_length} tokens is longer than this model takes ({self.max_positions} positions); "
+                             f"use a sequence length of at most {self.max_positions}")
         encoded = self.tokenizer(
             list(texts),
             padding="max_length" if pad_to_max else True,

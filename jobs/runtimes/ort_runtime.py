@@ -42,7 +42,7 @@ class OrtPredictor(Predictor):
         config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
         labels = [str(config.id2label[i]) for i in sorted(config.id2label)]
         self.output_name = self.session.get_outputs()[0].name
-        super().__init__(model_dir, device, labels, [i.name for i in self.session.get_inputs()], max_length)
+        super().__init__(model_dir, device, labels, [i.name for i in self.session.get_inputs()], max_length, config=config)
 
     def _forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run([self.output_name], batch)[0]

@@ -309,7 +309,7 @@ class TensorRTPredictor(Predictor):
             self.profile_min = tuple(int(v) for v in shapes[0])
             self.profile_max = tuple(int(v) for v in shapes[2])
 
-        super().__init__(model_dir, device, labels, inputs, max_length)
+        super().__init__(model_dir, device, labels, inputs, max_length, config=config)
         if self.max_length > self.profile_max[1]:
             raise ValueError(
                 f"max_length {self.max_length} is longer than this engine's profile allows ({self.profile_max[1]}): "

@@ -94,7 +94,7 @@ class TorchPredictor(Predictor):
         self.model = load_torch_model(model_dir, device=device)
         config = self.model.config
         names = ["input_ids", "attention_mask"] + (["token_type_ids"] if config.type_vocab_size else [])
-        super().__init__(model_dir, device, model_labels(config), names, max_length)
+        super().__init__(model_dir, device, model_labels(config), names, max_length, config=config)
 
     def _forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         torch = self._torch

@@ -7,8 +7,10 @@ from pathlib import Path
 LABELS = ("negative", "neutral", "positive")
 
 
-def tiny_classifier(path: Path, tokenizer_dir: Path, seed: int = 0, init_range: float = 0.02) -> Path:
-    """`init_range` above ~0.5 gives confident, input-dependent answers (two seeds then disagree often)."""
+def tiny_classifier(path: Path, tokenizer_dir: Path, seed: int = 0, init_range: float = 0.02,
+                    max_positions: int = 512) -> Path:
+    """`init_range` above ~0.5 gives confident, input-dependent answers (two seeds then disagree often);
+    `max_positions` is its `max_position_embeddings` (the most tokens it takes)."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
@@ -18,6 +20,7 @@ def tiny_classifier(path: Path, tokenizer_dir: Path, seed: int = 0, init_range: 
         vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
         intermediate_size=64, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
         label2id={label: i for i, label in enumerate(LABELS)}, initializer_range=init_range,
+        max_position_embeddings=max_positions,
     )
     BertForSequenceClassification(config).save_pretrained(path)
     tokenizer.save_pretrained(path)

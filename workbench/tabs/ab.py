@@ -10,7 +10,7 @@ import pandas as pd
 
 from jobs import api
 from storage.errors import WorkbenchError
-from workbench import playground_charts
+from workbench import playground_charts, roles
 from workbench.tabs.predictor import PRIVATE, keep, known_choices, prediction_markdown, ref_label, values
 from workbench.ui import Refresh, esc, fail, ok
 
@@ -165,6 +165,10 @@ def arms_view(experiment: str | None):
     return about, arms_frame(stats), playground_charts.arms(stats), requests_frame(recent)
 
 
+TRAFFIC = "run traffic experiments (start one, send requests, record feedback, simulate traffic)"
+
+
+@roles.editor_only(TRAFFIC)
 def start(a: str | None, b: str | None, split: float, name: str | None):
     if not a or not b:
         return fail(NEED_TWO), gr.skip()
@@ -178,6 +182,7 @@ def start(a: str | None, b: str | None, split: float, name: str | None):
             gr.update(choices=choices, value=str(exp.id)))
 
 
+@roles.editor_only(TRAFFIC)
 def send(experiment: str | None, user: str | None, text: str | None):
     if not experiment:
         return (fail("start or pick an experiment first"), None, "", *arms_view(experiment))
@@ -203,6 +208,22 @@ def feedback(experiment: str | None, request_id: int | None, correct: bool):
     return (ok(f"request #{r.id} (arm {r.arm}) marked {r.feedback}"), *arms_view(experiment))
 
 
+@roles.editor_only(TRAFFIC)
+def mark_correct(experiment: str | None, request_id: int | None):
+    return feedback(experiment, request_id, True)
+
+
+@roles.editor_only(TRAFFIC)
+def mark_wrong(experiment: str | None, request_id: int | None):
+    return feedback(experiment, request_id, False)
+
+
+def show_experiment(experiment: str | None):
+    """A picked experiment's results (viewers may look; only editors start, send and record feedback)."""
+    return ("", None, "", *arms_view(experiment))
+
+
+@roles.editor_only(TRAFFIC)
 def simulate(experiment: str | None, dataset: str | None, requests: float | None, users: float | None,
              progress=gr.Progress()):
     if not experiment:
@@ -263,29 +284,31 @@ def build() -> Refresh:
     last_run = gr.State(None)
 
     gr.Markdown("### Traffic split simulation")
-    with gr.Row():
+    with gr.Row() as start_row:
         share = gr.Slider(0, 100, value=50, step=1, label="B's share of users (%)", elem_id="ab-split")
         name = gr.Textbox(label="Experiment name (optional)", elem_id="ab-name")
         start_button = gr.Button("Start experiment (A and B above)", variant="primary", elem_id="ab-start")
     start_status = gr.Markdown(elem_id="ab-start-status")
     experiment = gr.Dropdown(label="Experiment", choices=[], elem_id="ab-experiment")
     about = gr.Markdown(elem_id="ab-experiment-about")
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=True) as send_row:
         user = gr.Textbox(label="User id", placeholder="alice", scale=1, elem_id="ab-user")
         request_text = gr.Textbox(label="Request text", placeholder="Enter sends it", scale=3, elem_id="ab-request-text")
         send_button = gr.Button("Send request", variant="primary", scale=1, elem_id="ab-send")
     routed = gr.Markdown(elem_id="ab-routed")
-    with gr.Row():
+    with gr.Row() as feedback_row:
         correct = gr.Button("👍 Correct", elem_id="ab-correct")
         wrong = gr.Button("👎 Wrong", elem_id="ab-wrong")
     feedback_status = gr.Markdown(elem_id="ab-feedback")
     last_request = gr.State(None)
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=True) as simulate_row:
         sim_dataset = gr.Dropdown(label="Simulate traffic from dataset (test split)", choices=[], elem_id="ab-sim-dataset")
         sim_requests = gr.Number(label="Requests", value=200, precision=0, elem_id="ab-sim-requests")
         sim_users = gr.Number(label="Users", value=50, precision=0, elem_id="ab-sim-users")
         simulate_button = gr.Button("Simulate traffic", variant="primary", elem_id="ab-simulate")
     sim_status = gr.Markdown(elem_id="ab-sim-status")
+    # viewers see an experiment's results, not these controls; the handlers refuse them anyway
+    roles.editor_control(start_row, send_row, feedback_row, simulate_row)
     with gr.Row(equal_height=False):
         arms_table = gr.Dataframe(pd.DataFrame(columns=ARM_COLUMNS), label="Per arm", interactive=False,
                                   elem_id="ab-arms", scale=3)
@@ -301,14 +324,11 @@ def build() -> Refresh:
               **PRIVATE)
     sort.change(disagreement_frame, [last_run, sort], disagreements, **PRIVATE)
     start_button.click(start, [a, b, share, name], [start_status, experiment], **PRIVATE)
-    experiment.change(lambda exp: ("", None, "", *arms_view(exp)), experiment,
-                      [routed, last_request, feedback_status, *arms_outputs], **PRIVATE)
+    experiment.change(show_experiment, experiment, [routed, last_request, feedback_status, *arms_outputs], **PRIVATE)
     for trigger in (send_button.click, request_text.submit):
         trigger(send, [experiment, user, request_text], [routed, last_request, feedback_status, *arms_outputs], **PRIVATE)
-    correct.click(lambda exp, rid: feedback(exp, rid, True), [experiment, last_request], [feedback_status, *arms_outputs],
-                  **PRIVATE)
-    wrong.click(lambda exp, rid: feedback(exp, rid, False), [experiment, last_request], [feedback_status, *arms_outputs],
-                **PRIVATE)
+    correct.click(mark_correct, [experiment, last_request], [feedback_status, *arms_outputs], **PRIVATE)
+    wrong.click(mark_wrong, [experiment, last_request], [feedback_status, *arms_outputs], **PRIVATE)
     simulate_button.click(simulate, [experiment, sim_dataset, sim_requests, sim_users], [sim_status, *arms_outputs],
                           **PRIVATE)
 

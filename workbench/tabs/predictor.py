@@ -199,7 +199,10 @@ def build() -> Refresh:
     button.click(predict, [variant, text], [result, chart, loaded], **PRIVATE)
     text.submit(predict, [variant, text], [result, chart, loaded], **PRIVATE)
     dataset.change(examples, dataset, example, **PRIVATE)
-    example.input(lambda picked: picked or gr.skip(), example, text, **PRIVATE)
+    def pick_example(picked: str | None):
+        return picked or gr.skip()
+
+    example.input(pick_example, example, text, **PRIVATE)
     batch_button.click(predict_many, [variant, lines, upload, column], [batch_status, table, download, loaded], **PRIVATE)
 
     def fix_values(choices: dict, current_variant: str | None, current_dataset: str | None):

@@ -111,12 +111,22 @@ def _value(v: Any) -> str:
     return json.dumps(v) if isinstance(v, bool) else str(v)
 
 
-def recipe_markdown(variant) -> str:
+SOURCE_WORDS = {"local": "a local directory", "archive": "an archive", "onnx": "an ONNX file"}  # for viewers
+
+
+def intake_source(step: dict, paths: bool = True) -> str:
+    """Where a model came from; for a viewer (paths=False) a local source is only named by its kind."""
+    if paths or step.get("source_kind") in ("builtin", "hub"):
+        return str(step.get("source", ""))
+    return SOURCE_WORDS.get(step.get("source_kind"), "a local source")
+
+
+def recipe_markdown(variant, paths: bool = True) -> str:
     lines = ["**Recipe** (parameters that differ from the defaults; the full recipe is in *Facts*)"]
     for i, step in enumerate(variant.recipe.get("steps", []), start=1):
         kind = step.get("kind", "?")
         if kind == "intake":
-            lines.append(f"{i}. **intake** — {esc(step.get('source', ''))}")
+            lines.append(f"{i}. **intake** — {esc(intake_source(step, paths))}")
             continue
         params = step.get("params", {})
         defaults = _defaults(kind)
@@ -156,24 +166,31 @@ def evaluations_markdown(evaluations, summary) -> str:
     return "\n".join(lines)
 
 
-def facts(variant) -> dict[str, Any]:
-    """What the jobs recorded (quantization, pruning, export parity, training settings), without the curve."""
+def facts(variant, paths: bool = True) -> dict[str, Any]:
+    """What the jobs recorded (quantization, pruning, export parity, training settings), without the curve; for a
+    viewer (paths=False) without the server's paths."""
     info = dict(variant.info)
     if isinstance(info.get("training"), dict):
         info["training"] = {k: v for k, v in info["training"].items() if k != "history"}
-    return {
+    out = {
         "info": info,
         "files": [f"{f['path']} ({f['size']:,} bytes)" for f in variant.files],
         "sha256": variant.sha256,
         "recipe": variant.recipe,
     }
+    if paths:
+        return out
+    steps = [{**step, "source": intake_source(step, False)} if step.get("kind") == "intake" else step
+             for step in variant.recipe.get("steps", [])]
+    return roles.without_paths({**out, "recipe": {**variant.recipe, "steps": steps}})
 
 
 EMPTY = ("Pick a variant to see its lineage, recipe, evaluations and charts.", "", "",
          gr.update(value=None, visible=False), gr.update(value=None, visible=False), None)
 
 
-def variant_view(ref: str | None):
+def variant_view(ref: str | None, request: gr.Request = None):
+    """The picked variant's header, recipe, evaluations, charts and facts (a viewer's without server paths)."""
     if not ref:
         return EMPTY
     try:
@@ -209,7 +226,9 @@ def variant_view(ref: str | None):
     history = detail["history"]
     curve = (gr.update(value=charts.training_curve(history, "Training: validation scores and loss per epoch"), visible=True)
              if history else gr.update(value=None, visible=False))
-    return ("\n\n".join(header), recipe_markdown(v), evaluations_markdown(evaluations, summary), confusion, curve, facts(v))
+    paths = roles.is_editor(request)
+    return ("\n\n".join(header), recipe_markdown(v, paths), evaluations_markdown(evaluations, summary), confusion, curve,
+            facts(v, paths))
 
 
 # ---- MLflow registry -----------------------------------------------------------------------------------------
@@ -244,18 +263,21 @@ def _version_choices(state: dict[str, Any]) -> list[tuple[str, str]]:
              f"{m['name']}:{v['version']}") for m in state["models"] for v in reversed(m["versions"])]
 
 
-def registry_view(selected: str | None = None):
-    """The registry table, the version dropdown and the tracking line."""
+def registry_view(selected: str | None = None, paths: bool = True):
+    """The registry table, the version dropdown and the tracking line (for a viewer, paths=False, without the
+    tracking store's address)."""
     try:
         state = api.registry_state()
     except Exception as exc:  # noqa: BLE001 - an unreachable tracking server must not break the tab
         uri = api.mlflow_uri()
-        return (fail(f"MLflow registry unavailable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"),
-                gr.update(choices=[]), f"Tracking: `{uri['tracking_uri']}`")
+        reason = str(exc).splitlines()[0] if str(exc) and paths else type(exc).__name__
+        return (fail(f"MLflow registry unavailable: {reason}"), gr.update(choices=[]),
+                f"Tracking: `{uri['tracking_uri']}`" if paths else "Tracking: MLflow (its address is shown to editors)")
     choices = _version_choices(state)
     values = {value for _, value in choices}
     value = selected if selected in values else (choices[0][1] if choices else None)
-    line = f"Tracking: `{state['tracking_uri']}` · open MLflow: `{state['ui_command']}`"
+    line = (f"Tracking: `{state['tracking_uri']}` · open MLflow: `{state['ui_command']}`" if paths
+            else "Tracking: MLflow (its address is shown to editors)")
     return registry_html(state), gr.update(choices=choices, value=value), line
 
 
@@ -413,13 +435,13 @@ def build() -> Refresh:
 
     detail_outputs = [summary, recipe, evaluations, confusion, curve, info]
 
-    def tick(ref: str | None, last: str):
+    def tick(ref: str | None, last: str, request: gr.Request = None):
         """Redraw only what changed: the table, the dropdown when variants appear, the detail when re-evaluated."""
         tree = api.variant_tree()
         html = variants_html(tree)
         if html == last:
             return (gr.skip(), gr.skip(), last, *[gr.skip()] * len(detail_outputs))
-        detail = variant_view(ref) if ref else [gr.skip()] * len(detail_outputs)
+        detail = variant_view(ref, request) if ref else [gr.skip()] * len(detail_outputs)
         return (html, gr.update(choices=variant_choices(tree)), html, *detail)
 
     gr.Timer(REFRESH_S).tick(tick, [pick, seen], [table, pick, seen, *detail_outputs], show_progress="hidden")
@@ -433,9 +455,9 @@ def build() -> Refresh:
     promote_btn.click(promote_selected, [version, alias, force], registry_outputs, **private)
     rollback_btn.click(rollback_selected, [version, alias], registry_outputs, **private)
 
-    def refresh():
+    def refresh(request: gr.Request = None):
         tree = api.variant_tree()
         html = variants_html(tree)
-        return (html, gr.update(choices=variant_choices(tree)), html, *registry_view())
+        return (html, gr.update(choices=variant_choices(tree)), html, *registry_view(paths=roles.is_editor(request)))
 
     return Refresh(refresh, [table, pick, seen, registry_table, version, tracking_line])
