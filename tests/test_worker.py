@@ -292,8 +292,10 @@ def test_a_sigkilled_serve_takes_its_worker_and_job_with_it(home, tmp_path):
     assert not alive, f"worker {worker.pid} outlived its server"
     wait_for(lambda: not _alive(job_pid), timeout=10, what="the job process to die with its worker")
     stopped = queue.get_job(job.id)
-    # the worker stopped cleanly (SIGTERM from PR_SET_PDEATHSIG) and handed the job back
-    assert stopped.status is JobStatus.QUEUED and "its server stopped" in stopped.message, stopped
+    # the worker stopped cleanly (SIGTERM from PR_SET_PDEATHSIG) and handed the job back; whether it saw itself
+    # re-parented yet when the signal arrived is a race, so the wording may be either
+    assert stopped.status is JobStatus.QUEUED and "re-queued" in stopped.message, stopped
+    assert "its server stopped" in stopped.message or "it shut down" in stopped.message
 
     # the next worker sweeps or picks it up and runs it once more, alone
     second = start_worker_process("--burst", env=env)
