@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import urllib.request
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -20,7 +19,7 @@ from jobs.worker import Worker, describe_exit, oom_kills
 from storage import queue
 from storage.db import session_scope
 from storage.orm import JobStatus, SqlJob, utcnow
-from tests.conftest import REPO, free_port, wait_for
+from tests.conftest import REPO, wait_for
 
 
 def sleep_job(**params):
@@ -244,37 +243,15 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _serve(home, env: dict) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    log = open(home / "serve.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port)], cwd=REPO,
-                            env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    url = f"http://127.0.0.1:{port}/"
-
-    def up():
-        assert proc.poll() is None, (home / "serve.log").read_text()
-        try:
-            return urllib.request.urlopen(url, timeout=2).status == 200
-        except OSError:
-            return False
-
-    try:
-        wait_for(up, timeout=180, what="the app to serve")
-    except BaseException:
-        proc.kill()
-        proc.wait(30)
-        raise
-    return proc, url
-
-
 def test_a_sigkilled_serve_takes_its_worker_and_job_with_it(home, tmp_path):
     """No orphan worker runs jobs without a server (and beside the next server's worker): it stops with serve,
     its job process stops with it, and the job goes back to the queue for the next worker."""
     marker = tmp_path / "runs"
     marker.mkdir()
     env = {"WORKBENCH_STALE_AFTER_S": "3", "WORKBENCH_HEARTBEAT_S": "0.5"}
-    server, _ = _serve(home, env)
+    from tests.support.browser import start_serve
+
+    server, _ = start_serve(home, env, timeout=180)
     try:
         job = sleep_job(seconds=6, marker=str(marker))
         job_pid = wait_for(lambda: queue.get_job(job.id).pid, what="job process")

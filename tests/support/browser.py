@@ -27,32 +27,41 @@ def require_chromium() -> None:
         pytest.skip(f"unavailable because {CHROMIUM} is not installed (`apt-get install chromium`)")
 
 
-@contextmanager
-def serve_app(home: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+def start_serve(home: Path, env: dict[str, str] | None = None, timeout: float = 120) -> tuple[subprocess.Popen, str]:
     """`workbench serve` (app + worker) on a free port with `home` as its data directory and `env` added to the
-    environment (accounts, say); yields the URL."""
+    environment, once it answers; returns the process and the URL (the process is killed if it never does)."""
     port = free_port()
     env = {**os.environ, "WORKBENCH_HOME": str(home), "WORKBENCH_HEARTBEAT_S": "0.5", **(env or {})}
-    log = open(home / "serve.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "workbench", "serve", "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
+    with open(home / "serve.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port)], cwd=REPO, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
 
     def up():
+        assert proc.poll() is None, (home / "serve.log").read_text()
         try:
             return urllib.request.urlopen(url, timeout=2).status == 200
         except OSError:
-            assert proc.poll() is None, (home / "serve.log").read_text()
             return False
 
     try:
-        wait_for(up, timeout=120, what="the app to serve")
+        wait_for(up, timeout=timeout, what="the app to serve")
+    except BaseException:
+        proc.kill()
+        proc.wait(30)
+        raise
+    return proc, url
+
+
+@contextmanager
+def serve_app(home: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`start_serve` for the length of a `with` block; yields the URL and stops the server after it."""
+    proc, url = start_serve(home, env)
+    try:
         yield url
     finally:
         proc.terminate()
         proc.wait(30)
-        log.close()
 
 
 @contextmanager
