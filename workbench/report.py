@@ -89,12 +89,6 @@ def cost_column(currency: str = CURRENCY) -> str:
     return f"cost / 1M predictions ({currency})"
 
 
-def decision_rows(decision: Decision, currency: str = CURRENCY) -> list[dict[str, Any]]:
-    """The core's decision table with the cost column named for people: 'cost / 1M predictions (USD)'."""
-    return [{(cost_column(currency) if k.startswith("cost / 1M") else k): v for k, v in row.items()}
-            for row in decision_table(decision)]
-
-
 def settings_rows(comparison: Comparison, decision: Decision, settings: ReportSettings) -> list[dict[str, str]]:
     baseline = decision.baseline
     price = (f"{settings.price_per_hour:,.2f} {settings.currency} per hour (the '{cost_column(settings.currency)}' "
@@ -135,7 +129,7 @@ Results from other fingerprints are not included.</p>
 <p class="note">{html.escape(comparison.note)}</p>
 <p>{summary}</p>
 <h2>Settings</h2>{html_table(settings_rows(comparison, decision, settings))}
-<h2>Decision at batch {decision.batch_size} x {decision.seq_len}</h2>{html_table(decision_rows(decision, settings.currency))}
+<h2>Decision at batch {decision.batch_size} x {decision.seq_len}</h2>{html_table(decision_table(decision, settings.currency))}
 {''.join(parts)}
 <h2>Measurements</h2>{html_table(api.display_rows(comparison.rows))}
 </body></html>"""

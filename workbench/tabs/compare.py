@@ -11,7 +11,7 @@ import pandas as pd
 from jobs import api
 from storage.errors import WorkbenchError
 from workbench import compare_charts
-from workbench.report import ReportSettings, build_report, decision_rows
+from workbench.report import CURRENCY, ReportSettings, build_report
 from workbench.ui import Refresh, fail
 
 ALL = ""
@@ -95,7 +95,7 @@ def render(dataset: str | None, fingerprint: str | None, run: str | None, cell: 
         gr.update(choices=cell_choices, value=cell),
         gr.update(choices=variant_choices, value=str(decision.baseline.variant_id) if decision.baseline else None),
         summary,
-        pd.DataFrame(decision_rows(decision)),
+        pd.DataFrame(api.decision_table(decision, CURRENCY)),
         compare_charts.latency_vs_batch(focused_rows, seq),
         compare_charts.throughput(comparison.rows, batch, seq),
         compare_charts.accuracy_vs_latency(decision.points, decision.front, sweet),
