@@ -47,8 +47,8 @@ class _Ctx:
 
 
 def cpu_report() -> None:
-    from jobs.devices import detect
     from jobs.kinds.quantize import resolve_reduce_range
+    from jobs.runtimes.devices import detect
 
     model = "?"
     try:
@@ -79,9 +79,9 @@ def load_report(label: str) -> None:
 
 
 def tweets(train_n: int, test_n: int):
-    from jobs.data import stratified_sample
     from jobs.intake.builtin import builtin_dataset
     from jobs.intake.datasets import stratified_split, validate_frame
+    from jobs.ml.data import stratified_sample
 
     frame, _, _ = validate_frame(builtin_dataset("tweet-sentiment").frame(), "text", "label")
     splits = stratified_split(frame, 42)  # the split `datasets add builtin:tweet-sentiment` makes
@@ -124,8 +124,8 @@ def fit_head(train, work: Path) -> tuple[Path, list[str]]:
 def export_fused(source: Path, work: Path) -> Path:
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    from jobs.artifacts import copy_support_files
     from jobs.kinds.export_onnx import ExportOnnxParams, export_graph, fuse
+    from jobs.ml.artifacts import copy_support_files
     from jobs.runtimes.base import write_variant_meta
     from jobs.runtimes.ort_runtime import ONNX_FILE
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 
 
 def cpu_line() -> str:
-    from jobs.devices import detect
+    from jobs.runtimes.devices import detect
 
     info = detect()
     flags = " ".join(f for f in info.get("cpu_flags", []) if f.startswith(("avx", "amx")))

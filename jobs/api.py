@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from jobs.compare import (
+from jobs.decisions.compare import (
     NEWEST_PER_VARIANT,
     Comparison,
     Decision,
@@ -18,18 +18,18 @@ from jobs.compare import (
 from jobs.intake.builtin import BUILTIN_DATASETS, BUILTIN_MODELS
 from jobs.intake.datasets import DatasetRequest, add_dataset, load_split, split_class_counts
 from jobs.intake.models import IntakeResult, ModelRequest, add_model
-from jobs.lineage import VariantSummary, lineage, training_history
-from jobs.lineage import variant_tree as _variant_tree
-from jobs.params import describe, parse_params
-from jobs.registry import all_kinds, get_kind
-from jobs.submit import Step, check_pipeline, parse_steps, rerun_recipe, submit, submit_pipeline
+from jobs.ml.lineage import VariantSummary, lineage, training_history
+from jobs.ml.lineage import variant_tree as _variant_tree
+from jobs.runner.params import describe, parse_params
+from jobs.runner.registry import all_kinds, get_kind
+from jobs.runner.submit import Step, check_pipeline, parse_steps, rerun_recipe, submit, submit_pipeline
 from storage import catalog, queue, settings
 from storage.entities import Dataset, Job, Model, Variant, Worker
 from storage.orm import JobStatus
 
 if TYPE_CHECKING:
-    from jobs.ab import SideBySide, TestSetComparison
-    from jobs.playground import BatchPrediction, Prediction
+    from jobs.playground.ab import SideBySide, TestSetComparison
+    from jobs.playground.predict import BatchPrediction, Prediction
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -166,8 +166,8 @@ def variant_detail(ref: int | str) -> dict[str, Any]:
 def export_space(variant: int | str, directory: str, *, force: bool = False, title: str | None = None,
                  license_: str = "other", check: bool = True):
     """A runnable Gradio demo of one variant in `directory` (Hugging Face Space layout): app.py, requirements.txt,
-    README.md with Space metadata, model/. Refuses a non-empty directory unless `force`; see jobs.export_space."""
-    from jobs import export_space as space
+    README.md with Space metadata, model/. Refuses a non-empty directory unless `force`; see jobs.export.space."""
+    from jobs.export import space
 
     return space.export_space(variant, directory, force=force, title=title, license_=license_, check=check)
 
@@ -175,7 +175,7 @@ def export_space(variant: int | str, directory: str, *, force: bool = False, tit
 def zip_variant(variant: int | str, out: str | None = None):
     """The variant's files (weights, ONNX graphs, tokenizer, config) as one zip at `out` (default: a temporary
     directory), each checked against its recorded sha256; refused, leaving nothing, if one is missing or changed."""
-    from jobs.variant_zip import zip_variant as make_zip
+    from jobs.export.variant_zip import zip_variant as make_zip
 
     return make_zip(variant, out)
 
@@ -214,7 +214,7 @@ def comparison(dataset: int | str | None = None, fingerprint: str | None = None,
 
 def hardware_advice(kind: str, params: dict[str, Any] | None = None) -> list[str]:
     """Known slow paths for this kind on this machine, and what it has measured, before a launch."""
-    from jobs.advice import advice
+    from jobs.decisions.advice import advice
 
     return advice(kind, params or {})
 
@@ -225,73 +225,73 @@ def hardware_advice(kind: str, params: dict[str, Any] | None = None) -> list[str
 def resolve_variant(ref: int | str) -> Variant:
     """A variant by id, by name, or by registry alias `NAME@ALIAS` (e.g. `minilm-l6@production`): the variant the
     alias points at now. The playground and the CLI take any of these wherever they take a variant."""
-    from jobs.variant_refs import resolve_variant as resolve
+    from jobs.tracking.variant_refs import resolve_variant as resolve
 
     return resolve(ref)
 
 
 def predict(variant: int | str, text: str) -> Prediction:
     """One text through a cached predictor of the variant: probabilities, latency, tokens, truncation."""
-    from jobs.playground import predict_text
+    from jobs.playground.predict import predict_text
 
     return predict_text(resolve_variant(variant).id, text)
 
 
 def predict_batch(variant: int | str, texts: list[str], progress=None) -> BatchPrediction:
-    from jobs.playground import predict_texts
+    from jobs.playground.predict import predict_texts
 
     return predict_texts(resolve_variant(variant).id, texts, progress=progress)
 
 
 def texts_from_lines(pasted: str) -> list[str]:
-    from jobs.playground import split_lines
+    from jobs.playground.predict import split_lines
 
     return split_lines(pasted)
 
 
 def texts_from_file(path: str, column: str | None = None) -> list[str]:
-    from jobs.playground import read_texts_file
+    from jobs.playground.predict import read_texts_file
 
     return read_texts_file(path, column)
 
 
 def example_texts(dataset: int | str, split: str = "test", count: int = 20) -> list[tuple[str, str]]:
     """(text, gold label) pairs from a dataset split, a fixed sample, to try in the playground."""
-    from jobs.data import split_examples
+    from jobs.ml.data import split_examples
 
     examples = split_examples(catalog.get_dataset(dataset), split, count)
     return list(zip(examples.texts, examples.labels, strict=True))
 
 
 def ab_compare(variant_a: int | str, variant_b: int | str, text: str) -> SideBySide:
-    from jobs.ab import compare_text
+    from jobs.playground.ab import compare_text
 
     return compare_text(resolve_variant(variant_a).id, resolve_variant(variant_b).id, text)
 
 
 def ab_test_set(variant_a: int | str, variant_b: int | str, dataset: int | str, split: str = "test", limit: int = 0,
                 progress=None) -> TestSetComparison:
-    from jobs.ab import compare_on_split
+    from jobs.playground.ab import compare_on_split
 
     return compare_on_split(resolve_variant(variant_a).id, resolve_variant(variant_b).id, dataset, split, limit,
                             progress=progress)
 
 
 def loaded_predictors() -> list:
-    from jobs.predictor_cache import CACHE
+    from jobs.playground.predictor_cache import CACHE
 
     return CACHE.contents()
 
 
 def start_experiment(variant_a: int | str, variant_b: int | str, split_b_percent: float, name: str | None = None):
-    from jobs import traffic
+    from jobs.playground import traffic
 
     # an alias is resolved once: the experiment keeps the variants it pointed at when it started
     return traffic.start_experiment(resolve_variant(variant_a).id, resolve_variant(variant_b).id, split_b_percent, name)
 
 
 def list_experiments():
-    from jobs import traffic
+    from jobs.playground import traffic
 
     return traffic.list_experiments()
 
@@ -303,32 +303,32 @@ def get_experiment(ref: int | str):
 
 
 def route_request(experiment: int | str, user_id: str, text: str):
-    from jobs import traffic
+    from jobs.playground import traffic
 
     return traffic.route(experiment, user_id, text)
 
 
 def record_feedback(request_id: int | str, correct: bool):
-    from jobs import traffic
+    from jobs.playground import traffic
 
     return traffic.record_feedback(request_id, correct)
 
 
 def simulate_traffic(experiment: int | str, dataset: int | str, split: str = "test", requests: int = 200, users: int = 50,
                      progress=None):
-    from jobs import traffic
+    from jobs.playground import traffic
 
     return traffic.simulate(experiment, dataset, split, requests, users, progress=progress)
 
 
 def arm_report(experiment: int | str):
-    from jobs import traffic
+    from jobs.playground import traffic
 
     return traffic.arm_report(experiment)
 
 
 def recent_requests(experiment: int | str, limit: int = 50):
-    from jobs import traffic
+    from jobs.playground import traffic
 
     return traffic.recent_requests(experiment, limit)
 
@@ -338,7 +338,7 @@ def recent_requests(experiment: int | str, limit: int = 50):
 
 def mlflow_uri() -> dict[str, Any]:
     """Where job runs and registered models are kept, and the command that opens MLflow's UI on them."""
-    from jobs import tracking
+    from jobs.tracking import runs as tracking
 
     uri = tracking.tracking_uri()
     return {"tracking_uri": uri, "ui_command": tracking.ui_command(uri), "tracking": settings.get("WORKBENCH_MLFLOW")}
@@ -346,7 +346,7 @@ def mlflow_uri() -> dict[str, Any]:
 
 def register_variant(variant: int | str, name: str | None = None) -> dict[str, Any]:
     """A variant as a new version of a registered model (default name: its model's); returns the version."""
-    from jobs import model_registry
+    from jobs.tracking import model_registry
 
     return model_registry.register_variant(variant, name)
 
@@ -354,21 +354,21 @@ def register_variant(variant: int | str, name: str | None = None) -> dict[str, A
 def promote(name: str, version: int | str, alias: str = "production", force: bool = False) -> dict[str, Any]:
     """Point an alias (staging, production, ...) of a registered model at one of its versions; a degenerate
     variant's version is refused with the reason unless `force`."""
-    from jobs import model_registry
+    from jobs.tracking import model_registry
 
     return model_registry.promote(name, version, alias, force)
 
 
 def rollback(name: str, alias: str = "production") -> dict[str, Any]:
     """Move an alias back to the version it pointed to before the last promote."""
-    from jobs import model_registry
+    from jobs.tracking import model_registry
 
     return model_registry.rollback(name, alias)
 
 
 def registry_state() -> dict[str, Any]:
     """Registered models, their versions (with variant ids), aliases and rollback targets."""
-    from jobs import model_registry
+    from jobs.tracking import model_registry
 
     return model_registry.registry_state()
 
@@ -378,13 +378,13 @@ def registry_state() -> dict[str, Any]:
 
 def wizard_defaults() -> dict[str, Any]:
     """The detected target and hardware line, the targets to choose from, and the goal's default values."""
-    from jobs import wizard
+    from jobs.decisions import wizard
 
     return wizard.defaults()
 
 
 def detected_target() -> str:
-    from jobs import wizard
+    from jobs.decisions import wizard
 
     return wizard.detected_target()
 
@@ -393,7 +393,7 @@ def recommend_recipe(model: int | str, dataset: int | str, *, target: str | None
                      slo_ms: float | None = None, speedup: float | None = None, batch_size: int = 1, seq_len: int = 128,
                      quick: bool = False):
     """The wizard's recipe (steps with defaults and one reason each) for a goal; target None = this machine."""
-    from jobs import wizard
+    from jobs.decisions import wizard
 
     goal = wizard.Goal(target=target or wizard.detected_target(), max_drop_points=max_drop_points,
                        slo_ms=slo_ms or None, speedup=speedup or None, batch_size=batch_size, seq_len=seq_len)
@@ -402,34 +402,34 @@ def recommend_recipe(model: int | str, dataset: int | str, *, target: str | None
 
 def edit_recipe(recipe, steps: list[dict[str, Any]], evaluation: dict[str, Any] | None = None):
     """The recipe with the user's steps ([{"kind", "params"}]) and evaluation settings, checked as a pipeline."""
-    from jobs import wizard
+    from jobs.decisions import wizard
 
     return wizard.edit(recipe, steps, evaluation)
 
 
 def launch_recipe(recipe):
     """Queue a recipe as one pipeline (with the baseline's evaluation) in one transaction: pipeline id and job ids."""
-    from jobs import wizard
+    from jobs.decisions import wizard
 
     return wizard.launch(recipe)
 
 
 def wizard_remeasure(pipeline: str) -> int:
     """Queue a full benchmark of a finished run's variants in the same run; its verdict is then made from it."""
-    from jobs import wizard
+    from jobs.decisions import wizard
 
     return wizard.remeasure(pipeline)
 
 
 def wizard_progress(pipeline: str, goal=None):
     """Overall fraction, one line per job, done/failed, and once done the recommended variant with its comparison."""
-    from jobs import wizard
+    from jobs.decisions import wizard
 
     return wizard.progress(pipeline, goal)
 
 
 def recent_wizard_runs(limit: int = 10):
     """The newest wizard runs first (to reopen one after a page reload)."""
-    from jobs import wizard
+    from jobs.decisions import wizard
 
     return wizard.recent_runs(limit)

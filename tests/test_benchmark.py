@@ -8,7 +8,7 @@ import pytest
 
 from jobs.bench.stability import StopRule, measure, window_spread
 from jobs.bench.stats import summarize
-from jobs.compare import Point, cost_per_million, pareto_front, speedup, sweet_spot
+from jobs.decisions.compare import Point, cost_per_million, pareto_front, speedup, sweet_spot
 
 
 class FakeClock:
@@ -101,7 +101,7 @@ def test_speedup_interval_matches_a_direct_bootstrap():
     """The bootstrap interval of the ratio of medians, against the same resampling written out by hand."""
     import numpy as np
 
-    from jobs.compare import speedup_interval
+    from jobs.decisions.compare import speedup_interval
 
     rng = np.random.default_rng(7)
     base = 90 + rng.gamma(2.0, 3.0, 60)  # right-skewed like real latencies

@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.conftest import wait_for
-from tests.support.browser import choose, open_page, require_chromium, serve_app
+from tests.support.browser import choose, open_page, require_chromium, serve_app, upload_file
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -44,7 +44,7 @@ def served(tmp_path_factory, minilm_dir):
         with serve_app(home) as url:
             yield {"url": url, "variants": variants, "dataset": dataset}
     finally:
-        from jobs.predictor_cache import CACHE
+        from jobs.playground.predictor_cache import CACHE
 
         CACHE.clear()
         db.dispose_all()
@@ -128,8 +128,7 @@ def test_predict_one_text_then_a_batch_in_the_predictor_tab(page, served, tmp_pa
     # an upload that is not UTF-8 is refused with one clear line
     bad = tmp_path / "latin1.csv"
     bad.write_bytes("text\ncaf\xe9 au lait\n".encode("latin-1"))
-    page.locator("#batch-upload input[type=file]").set_input_files(str(bad))
-    page.locator("#batch-upload").get_by_text("latin1.csv").wait_for(timeout=WAIT)  # uploaded: used instead of the lines
+    upload_file(page, "batch-upload", bad)  # uploaded: used instead of the lines
     page.locator("#batch-button").click()
     assert "not UTF-8" in wait_text(page, "batch-status", "❌")
     print(f"predictor tab in {time.monotonic() - started:.0f}s")

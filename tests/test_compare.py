@@ -139,7 +139,7 @@ def test_advice_cites_what_this_machine_measured(home):
     student_bf16 = _variant(catalog, model.id, student.id, "m > distill > bf16", runtime="pytorch", precision="bf16")
     _measure(catalog, student.id, here, 50.0, job_id=job)
     _measure(catalog, student_bf16.id, here, 40.0, job_id=job)
-    from jobs.advice import measured_speedups
+    from jobs.decisions.advice import measured_speedups
 
     def ratios():
         return {k: m.ratio for k, m in measured_speedups("cpu").items()}
@@ -179,7 +179,7 @@ def test_compare_tab_renders_one_fingerprint_and_exports(two_machines):
 
 def _crowd(n: int):
     """n variants close together: latencies 0.3 ms apart, accuracies up and down (a few on the frontier)."""
-    from jobs.compare import Point, pareto_front
+    from jobs.decisions.compare import Point, pareto_front
 
     points = [Point(i, f"#{i} variant-{i}", 10.0 + 0.3 * i, 0.80 + 0.004 * ((i * 7) % 5), 9.0 + 0.3 * i)
               for i in range(1, n + 1)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from jobs.intake.models import ModelRequest, add_model
-from jobs.worker import Worker
+from jobs.runner.worker import Worker
 from storage import queue
 from storage.orm import JobStatus
 from tests.support.tiny import tiny_classifier, tiny_encoder

@@ -114,7 +114,7 @@ def test_a_failed_job_is_a_failed_run(lab):
 
 
 def test_a_job_cancelled_while_running_is_a_killed_run(lab):
-    from jobs.worker import Worker
+    from jobs.runner.worker import Worker
     from storage import queue
 
     api = lab["api"]
@@ -206,8 +206,8 @@ def test_registry_cli(lab):
 
 
 def test_mlflow_tracking_uri_overrides_and_tracking_can_be_off(lab, monkeypatch):
-    from jobs import tracking
-    from jobs.worker import Worker
+    from jobs.runner.worker import Worker
+    from jobs.tracking import runs as tracking
 
     api = lab["api"]
     other = f"sqlite:///{lab['root'] / 'other.db'}"
@@ -238,7 +238,7 @@ def test_mlflow_tracking_uri_overrides_and_tracking_can_be_off(lab, monkeypatch)
 
 def test_benchmark_cells_become_metrics_and_long_params_are_cut(lab):
     """What a run records, without MLflow: a finished benchmark job's cells; a parameter over MLflow's limit."""
-    from jobs import tracking
+    from jobs.tracking import runs as tracking
     from storage import catalog, queue
     from storage.orm import JobStatus
 
@@ -263,7 +263,7 @@ def test_benchmark_cells_become_metrics_and_long_params_are_cut(lab):
 def test_a_registry_alias_works_wherever_a_variant_id_does(home, tmp_path, minilm_dir, monkeypatch):
     """`NAME@ALIAS` resolves, when asked, to the variant the alias points at: predict, A/B, the CLI and the tabs."""
     from jobs import api
-    from jobs.predictor_cache import CACHE
+    from jobs.playground.predictor_cache import CACHE
     from storage.errors import NotFound
     from tests.support.tiny import add_two_tiny_variants
     from workbench.tabs import predictor

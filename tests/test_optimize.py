@@ -169,9 +169,9 @@ def _int8_weights(variant) -> list[np.ndarray]:
 
 
 def test_ort_dynamic_int8_with_reduce_range_on_makes_7_bit_weights_that_work(lab):
-    from jobs.devices import detect
     from jobs.kinds.quantize import resolve_reduce_range
     from jobs.runtimes import load_predictor
+    from jobs.runtimes.devices import detect
 
     reduced, default = produced(lab, "ort-reduce-range"), produced(lab, "ort-dynamic")
     facts = reduced.info["quantization"]
@@ -191,7 +191,7 @@ def test_ort_dynamic_int8_with_reduce_range_on_makes_7_bit_weights_that_work(lab
 
 def test_reduce_range_parses_and_applies_to_onnx_runtime_methods_only():
     from jobs.kinds.quantize import QuantizeParams
-    from jobs.params import describe, parse_params
+    from jobs.runner.params import describe, parse_params
     from storage.errors import InvalidInput
 
     assert parse_params(QuantizeParams, {}).reduce_range == "auto"
@@ -236,13 +236,13 @@ def test_advice_says_reduce_range_is_on_by_default_without_vnni(home, monkeypatc
     from jobs import api
 
     avx2 = {"cpu": "EPYC", "cpu_count": 2, "cpu_flags": ["avx2"], "devices": ["cpu"]}
-    monkeypatch.setattr("jobs.advice.detect", lambda: avx2)
+    monkeypatch.setattr("jobs.decisions.advice.detect", lambda: avx2)
     notes = api.hardware_advice("quantize", {"method": "ort-dynamic-int8"})
     assert any("reduce_range is on by default here" in n and "VPMADDUBSW" in n for n in notes)
     assert any("reduce_range=off" in n for n in api.hardware_advice("quantize", {"method": "ort-static-int8",
                                                                                  "reduce_range": "off"}))
     assert not any("reduce_range" in n for n in api.hardware_advice("quantize", {"method": "torch-dynamic-int8"}))
-    monkeypatch.setattr("jobs.advice.detect", lambda: {**avx2, "cpu_flags": ["avx2", "avx_vnni"]})
+    monkeypatch.setattr("jobs.decisions.advice.detect", lambda: {**avx2, "cpu_flags": ["avx2", "avx_vnni"]})
     assert not any("reduce_range" in n for n in api.hardware_advice("quantize", {"method": "ort-dynamic-int8"}))
 
 
@@ -344,7 +344,7 @@ def test_cli_lists_variants_with_accuracy_and_shows_lineage(lab):
 
 
 def test_every_registered_kind_has_a_test():
-    from jobs.registry import all_kinds
+    from jobs.runner.registry import all_kinds
 
     # build-tensorrt: tests/test_tensorrt.py (skips without a GPU, with the reason); benchmark: tests/test_benchmark.py
     covered = KINDS_RUN_HERE | {"build-tensorrt", "benchmark"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.params import describe, parse_params
+from jobs.runner.params import describe, parse_params
 from storage.errors import InvalidInput
 from tests.support.kinds import SleepParams
 

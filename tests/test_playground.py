@@ -22,7 +22,7 @@ def two_variants(home, tmp_path, minilm_dir):
 
     a, b = add_two_tiny_variants(tmp_path, minilm_dir)
     yield a, b
-    from jobs.predictor_cache import CACHE
+    from jobs.playground.predictor_cache import CACHE
 
     CACHE.clear()
 
@@ -69,9 +69,9 @@ def test_a_model_with_fewer_positions_truncates_at_its_own_limit(home, tmp_path,
     import json
 
     from jobs import api
-    from jobs.predictor_cache import CACHE
-    from jobs.submit import submit
-    from jobs.worker import Worker
+    from jobs.playground.predictor_cache import CACHE
+    from jobs.runner.submit import submit
+    from jobs.runner.worker import Worker
     from storage import queue
     from storage.orm import JobStatus
     from tests.conftest import run_cli
@@ -204,7 +204,7 @@ class Recorder:
 
 
 def test_cache_keeps_recently_used_predictors_and_evicts_the_least_recent(two_variants):
-    from jobs.predictor_cache import PredictorCache
+    from jobs.playground.predictor_cache import PredictorCache
 
     a, b = two_variants
     roomy = PredictorCache(budget_bytes=10 * 2**30, loader=(rec := Recorder()))
@@ -227,8 +227,8 @@ def test_cache_keeps_recently_used_predictors_and_evicts_the_least_recent(two_va
 
 
 def test_concurrent_users_of_one_predictor_get_the_same_answers(two_variants):
-    from jobs.playground import predict_text
-    from jobs.predictor_cache import PredictorCache
+    from jobs.playground.predict import predict_text
+    from jobs.playground.predictor_cache import PredictorCache
 
     a, _ = two_variants
     cache = PredictorCache(loader=(rec := Recorder()))
@@ -279,7 +279,7 @@ def test_test_set_ab_equals_a_direct_computation(two_variants):
     from scipy.stats import binomtest
 
     from jobs import api
-    from jobs.data import split_examples
+    from jobs.ml.data import split_examples
 
     a, b = two_variants
     result = api.ab_test_set(a.id, b.id, "toy", split="train", limit=60)
@@ -319,7 +319,7 @@ def test_test_set_ab_equals_a_direct_computation(two_variants):
 def test_mcnemar_against_scipy(a_only, b_only, exact):
     from scipy.stats import binomtest, chi2
 
-    from jobs.ab import mcnemar_test
+    from jobs.playground.ab import mcnemar_test
 
     both = 30
     a_correct = [True] * both + [True] * a_only + [False] * b_only + [False] * 5
@@ -352,7 +352,7 @@ def test_ab_refuses_variants_of_different_tasks(two_variants, tmp_path, minilm_d
 
 
 def test_consistent_hashing_keeps_a_user_in_one_arm_and_splits_near_the_chosen_share():
-    from jobs.traffic import assign_arm
+    from jobs.playground.traffic import assign_arm
 
     users = [f"user-{i}" for i in range(100_000)]
     for percent in (10, 30, 50):

@@ -647,7 +647,7 @@ def _exported_classifier(directory: Path):
 
 def _tiny(tmp_path: Path, minilm_dir: Path, name: str = "tiny"):
     from jobs import api
-    from jobs.playground import CACHE
+    from jobs.playground.predict import CACHE
     from tests.support.tiny import tiny_classifier
 
     CACHE.clear()  # predictors are cached by variant id; another test's database had other variants under these ids
@@ -741,7 +741,7 @@ def test_export_space_redoes_pruned_heads_and_dynamic_int8(home, tmp_path, minil
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from jobs import api
-    from jobs.artifacts import save_pytorch_variant
+    from jobs.ml.artifacts import save_pytorch_variant
     from jobs.runtimes.structure import apply_kept_heads
     from storage import catalog, files
 
@@ -788,7 +788,8 @@ def test_export_space_refuses_what_it_cannot_run_and_leaves_nothing_half_written
                                                                                monkeypatch):
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from jobs import api, export_space
+    from jobs import api
+    from jobs.export import space as export_space
     from storage import catalog
     from storage.errors import InvalidInput
 

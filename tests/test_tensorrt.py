@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from jobs.kinds.build_tensorrt import BuildTensorRTParams, _copy_non_onnx
-from jobs.params import describe, parse_params
+from jobs.runner.params import describe, parse_params
 from jobs.runtimes.tensorrt_runtime import (
     INT8_NEEDS_QDQ,
     UNAVAILABLE,
@@ -103,7 +103,7 @@ def test_runtime_module_imports_without_tensorrt():
 
 
 def test_the_kind_is_registered_for_cuda_workers():
-    from jobs import registry
+    from jobs.runner import registry
 
     importlib.import_module("jobs.kinds.build_tensorrt")
     kind = registry.get_kind("build-tensorrt")

@@ -11,7 +11,7 @@ from tests.test_compare import benchmark_job, samples_around
 
 
 def test_one_class_for_every_input_is_degenerate():
-    from jobs.metrics import model_validity
+    from jobs.ml.metrics import model_validity
 
     v = model_validity({"labels": ["neg", "neu", "pos"], "matrix": [[34, 0, 0], [33, 0, 0], [33, 0, 0]]})
     assert v["degenerate"] and v["degenerate_reason"] == "predicts 'neg' for 100% of the 100 examples"
@@ -22,7 +22,7 @@ def test_one_class_for_every_input_is_degenerate():
 def test_no_better_than_the_majority_class_is_degenerate_and_a_real_model_is_not():
     from statsmodels.stats.proportion import proportion_confint
 
-    from jobs.metrics import model_validity
+    from jobs.ml.metrics import model_validity
 
     # 45 % accuracy where always answering "neu" scores 40 %: inside the interval, so not better
     weak = model_validity({"labels": ["neg", "neu", "pos"], "matrix": [[10, 15, 5], [15, 20, 5], [5, 10, 15]]})
@@ -38,7 +38,7 @@ def test_no_better_than_the_majority_class_is_degenerate_and_a_real_model_is_not
 
 def test_small_evaluations_are_stratified_and_seeded(tmp_path, home):
     from jobs import api
-    from jobs.data import split_examples
+    from jobs.ml.data import split_examples
     from tests.support.data import write_sentiment_csv
 
     dataset = api.add_dataset(api.DatasetRequest(str(write_sentiment_csv(tmp_path / "toy.csv", per_class=200)), name="toy"))
@@ -63,7 +63,7 @@ def row(vid: int, p50: float, acc: float | None, job: int = 1, samples: int = 50
 
 
 def test_a_degenerate_variant_is_never_the_sweet_spot():
-    from jobs.compare import decide, decision_table
+    from jobs.decisions.compare import decide, decision_table
 
     rows = [row(1, 30.0, 0.80), row(2, 10.0, 0.80), row(3, 3.0, 0.80, degenerate=True)]
     decision = decide(rows, 1, 128, baseline_id=1)
@@ -83,7 +83,7 @@ def test_a_degenerate_variant_is_never_the_sweet_spot():
     (dict(with_samples=False), "measured before samples and load were recorded"),
 ])
 def test_unsound_cells_give_no_speedup_and_no_sweet_spot(bad, reason):
-    from jobs.compare import decide, decision_table
+    from jobs.decisions.compare import decide, decision_table
 
     decision = decide([row(1, 30.0, 0.80), row(2, 10.0, 0.80, **bad)], 1, 128, baseline_id=1)
     assert 2 not in decision.ratios and reason in decision.not_comparable[2]
@@ -102,7 +102,7 @@ def test_unsound_cells_give_no_speedup_and_no_sweet_spot(bad, reason):
 
 
 def test_thresholds_come_from_settings(monkeypatch):
-    from jobs.compare import decide
+    from jobs.decisions.compare import decide
 
     rows = [row(1, 30.0, 0.80), row(2, 10.0, 0.80, other_cpu=0.4)]
     assert 2 not in decide(rows, 1, 128, baseline_id=1).ratios
@@ -197,7 +197,7 @@ def test_a_degenerate_classifier_is_marked_never_recommended_and_not_promoted_wi
     assert "promoted although degenerate" in forced.stdout
     from mlflow.tracking import MlflowClient
 
-    from jobs import tracking
+    from jobs.tracking import runs as tracking
 
     mv = MlflowClient(tracking.tracking_uri(), tracking.tracking_uri()).get_model_version_by_alias(root.name, "production")
     assert str(mv.version) == version and mv.tags["workbench.forced_promotion"].startswith("production: degenerate")

@@ -34,11 +34,11 @@ def lab(home, tmp_path, minilm_dir):
 
 def on(monkeypatch, info: dict) -> None:
     """Pretend this machine is `info` (the wizard's detection only)."""
-    monkeypatch.setattr("jobs.wizard.detect", lambda: info)
+    monkeypatch.setattr("jobs.decisions.wizard.detect", lambda: info)
 
 
 def goal(target: str, **kw):
-    from jobs.wizard import Goal
+    from jobs.decisions.wizard import Goal
 
     return Goal(target=target, **kw)
 
@@ -77,7 +77,7 @@ def _measure_here(catalog, variant_id: int, p50: float, batch: int = 1, seq: int
 
 
 def test_detected_target_follows_the_best_instructions():
-    from jobs.wizard import detected_target, hardware_line
+    from jobs.decisions.wizard import detected_target, hardware_line
 
     assert [detected_target(i) for i in (AMX, VNNI, AVX2, GPU)] == ["cpu-amx", "cpu-avx512-vnni", "cpu-avx2", "nvidia-gpu"]
     assert detected_target({"cpu_flags": [], "devices": ["cpu"]}) == "cpu-avx2"
@@ -95,7 +95,7 @@ def test_goal_values_are_checked():
 
 def test_head_labels_and_the_lineage_a_benchmark_compares(lab):
     from jobs.kinds.benchmark import lineage_to_compare
-    from jobs.lineage import classifies, head_labels
+    from jobs.ml.lineage import classifies, head_labels
     from storage import catalog
 
     head, bare = lab["head"], lab["bare"]
@@ -115,7 +115,7 @@ def test_head_labels_and_the_lineage_a_benchmark_compares(lab):
 
 
 def test_amx_with_a_head_goes_straight_to_bf16_and_evaluates_the_baseline(lab, monkeypatch):
-    from jobs.wizard import recommend
+    from jobs.decisions.wizard import recommend
 
     on(monkeypatch, AMX)
     recipe = recommend("head", "toy", goal("cpu-amx"))
@@ -131,7 +131,7 @@ def test_amx_with_a_head_goes_straight_to_bf16_and_evaluates_the_baseline(lab, m
 
 
 def test_vnni_without_a_head_finetunes_then_fused_onnx_int8(lab, monkeypatch):
-    from jobs.wizard import recommend
+    from jobs.decisions.wizard import recommend
 
     on(monkeypatch, VNNI)
     recipe = recommend("bare", "toy", goal("cpu-avx512-vnni", max_drop_points=0.5))
@@ -147,7 +147,7 @@ def test_vnni_without_a_head_finetunes_then_fused_onnx_int8(lab, monkeypatch):
 
 
 def test_avx2_gets_onnx_int8_with_a_small_gain_said_plainly(lab, monkeypatch):
-    from jobs.wizard import recommend
+    from jobs.decisions.wizard import recommend
 
     on(monkeypatch, AVX2)
     recipe = recommend("head", "toy", goal("cpu-avx2"))
@@ -158,8 +158,8 @@ def test_avx2_gets_onnx_int8_with_a_small_gain_said_plainly(lab, monkeypatch):
 
 
 def test_gpu_with_tensorrt_builds_an_fp16_engine_and_benchmarks_on_cuda(lab, monkeypatch):
-    from jobs import registry
-    from jobs.wizard import recommend
+    from jobs.decisions.wizard import recommend
+    from jobs.runner import registry
 
     registry.load_kinds()
     trt = registry._KINDS["build-tensorrt"]
@@ -175,8 +175,8 @@ def test_gpu_with_tensorrt_builds_an_fp16_engine_and_benchmarks_on_cuda(lab, mon
 
 
 def test_gpu_without_tensorrt_falls_back_to_pytorch_fp16_and_says_why(lab, monkeypatch):
-    from jobs import registry
-    from jobs.wizard import recommend
+    from jobs.decisions.wizard import recommend
+    from jobs.runner import registry
 
     registry.load_kinds()
     trt = registry._KINDS["build-tensorrt"]
@@ -190,7 +190,7 @@ def test_gpu_without_tensorrt_falls_back_to_pytorch_fp16_and_says_why(lab, monke
 
 
 def test_a_target_other_than_this_machine_cites_no_measurements_and_warns(lab, monkeypatch):
-    from jobs.wizard import recommend
+    from jobs.decisions.wizard import recommend
 
     on(monkeypatch, AMX)
     recipe = recommend("head", "toy", goal("cpu-avx2"))
@@ -200,7 +200,7 @@ def test_a_target_other_than_this_machine_cites_no_measurements_and_warns(lab, m
 
 
 def test_measurements_here_are_cited_and_can_change_the_choice(lab, monkeypatch):
-    from jobs.wizard import recommend
+    from jobs.decisions.wizard import recommend
     from storage import catalog
 
     on(monkeypatch, AMX)
@@ -227,7 +227,7 @@ def test_measurements_here_are_cited_and_can_change_the_choice(lab, monkeypatch)
 
 
 def test_a_speedup_beyond_the_precision_step_adds_a_half_depth_student(lab, monkeypatch):
-    from jobs.wizard import recommend
+    from jobs.decisions.wizard import recommend
 
     on(monkeypatch, AMX)
     recipe = recommend("bare", "toy", goal("cpu-amx", speedup=6))
@@ -243,7 +243,7 @@ def test_a_speedup_beyond_the_precision_step_adds_a_half_depth_student(lab, monk
 
 
 def test_an_slo_is_turned_into_a_speedup_from_the_baseline_measured_here(lab, monkeypatch):
-    from jobs.wizard import recommend
+    from jobs.decisions.wizard import recommend
     from storage import catalog
 
     on(monkeypatch, AMX)
@@ -257,7 +257,7 @@ def test_an_slo_is_turned_into_a_speedup_from_the_baseline_measured_here(lab, mo
 
 
 def test_a_model_already_finetuned_here_is_reused(lab, monkeypatch, tmp_path):
-    from jobs.wizard import recommend
+    from jobs.decisions.wizard import recommend
     from storage import catalog
 
     on(monkeypatch, AMX)
@@ -283,7 +283,7 @@ def test_a_model_already_finetuned_here_is_reused(lab, monkeypatch, tmp_path):
 
 
 def test_quick_trial_uses_small_settings(lab, monkeypatch):
-    from jobs.wizard import QUICK, recommend
+    from jobs.decisions.wizard import QUICK, recommend
 
     on(monkeypatch, AMX)
     recipe = recommend("bare", "toy", goal("cpu-amx"), quick=True)
@@ -296,7 +296,7 @@ def test_quick_trial_uses_small_settings(lab, monkeypatch):
 
 def test_edits_are_checked_as_a_pipeline_and_keep_their_reasons(lab, monkeypatch):
     from jobs import api
-    from jobs.wizard import recommend
+    from jobs.decisions.wizard import recommend
 
     on(monkeypatch, AMX)
     recipe = recommend("head", "toy", goal("cpu-amx"))
@@ -317,7 +317,7 @@ def test_edits_are_checked_as_a_pipeline_and_keep_their_reasons(lab, monkeypatch
 
 def test_launch_is_one_transaction_with_the_baseline_evaluation(lab, monkeypatch):
     from jobs import api
-    from jobs.wizard import recommend
+    from jobs.decisions.wizard import recommend
 
     on(monkeypatch, AMX)
     recipe = recommend("head", "toy", goal("cpu-amx", max_drop_points=1.5), quick=True)
@@ -344,7 +344,7 @@ def test_launch_is_one_transaction_with_the_baseline_evaluation(lab, monkeypatch
 
 def test_progress_follows_the_jobs_and_a_failed_step_ends_the_run(lab, monkeypatch):
     from jobs import api
-    from jobs.wizard import recommend
+    from jobs.decisions.wizard import recommend
     from storage import queue
     from storage.orm import JobStatus
 
@@ -372,8 +372,8 @@ def test_progress_follows_the_jobs_and_a_failed_step_ends_the_run(lab, monkeypat
 
 
 def test_verdict_lines():
-    from jobs.compare import Point, decide
-    from jobs.wizard import _verdict
+    from jobs.decisions.compare import Point, decide
+    from jobs.decisions.wizard import _verdict
     from tests.test_validity import row as sound_row
 
     def row(vid, label, p50, acc):
@@ -474,7 +474,7 @@ def test_recent_runs_are_listed_and_reopened_by_id_link_or_address(lab, monkeypa
     from types import SimpleNamespace
 
     from jobs import api
-    from jobs.wizard import recommend
+    from jobs.decisions.wizard import recommend
     from workbench.tabs import wizard as tab
 
     on(monkeypatch, AMX)
@@ -521,7 +521,7 @@ def test_step_one_preselects_the_newest_model_and_dataset(lab):
 
 
 def test_variant_names_say_what_they_are_and_never_repeat():
-    from jobs.context import variant_name
+    from jobs.runner.context import variant_name
 
     assert variant_name("m (original)", "finetune-full") == "m > finetune-full"
     assert variant_name("m (original)", "finetune-full", taken={"m > finetune-full"}) == "m > finetune-full (2)"

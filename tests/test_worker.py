@@ -14,8 +14,8 @@ import psutil
 import pytest
 from sqlalchemy import update
 
-from jobs.submit import submit
-from jobs.worker import Worker, describe_exit, oom_kills
+from jobs.runner.submit import submit
+from jobs.runner.worker import Worker, describe_exit, oom_kills
 from storage import queue
 from storage.db import session_scope
 from storage.orm import JobStatus, SqlJob, utcnow
@@ -289,7 +289,7 @@ def test_a_sigkilled_serve_takes_its_worker_and_job_with_it(home, tmp_path):
 def test_a_worker_whose_server_is_gone_stops(home):
     """The fallback beside PR_SET_PDEATHSIG: a worker told to live with a server that is not its parent
     (it was re-parented) stops at once without claiming anything."""
-    from jobs.worker import PARENT_PID_ENV
+    from jobs.runner.worker import PARENT_PID_ENV
 
     job = sleep_job(seconds=0)
     proc = start_worker_process(env={PARENT_PID_ENV: str(os.getpid() + 10_000_000)})
@@ -338,14 +338,14 @@ def test_sweep_closes_a_cancel_requested_job_as_cancelled(home):
     ("no escapes: 100% [====>   ] \\x1b\n", "no escapes: 100% [====>   ] \\x1b\n"),
 ])
 def test_strip_ansi(raw, clean):
-    from jobs.worker import strip_ansi
+    from jobs.runner.worker import strip_ansi
 
     assert strip_ansi(raw) == clean
 
 
 def test_child_output_reaches_the_log_without_terminal_escapes():
     """The worker's reader strips escapes as lines arrive, so the log and the failure tail are both clean."""
-    from jobs.worker import RunningJob
+    from jobs.runner.worker import RunningJob
 
     script = "print('\\x1b[31mred\\x1b[0m and \\x1b]8;;https://x.org\\x07a link\\x1b]8;;\\x07'); print('plain')"
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

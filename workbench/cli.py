@@ -583,7 +583,7 @@ def _registry_commands(sub, leaf) -> None:
 
 
 def cmd_worker(args):
-    from jobs.worker import run_worker
+    from jobs.runner.worker import run_worker
 
     run_worker(concurrency=args.concurrency, burst=args.burst)
 

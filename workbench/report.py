@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobs import api, csv_export
+from jobs import api
 from jobs.api import Comparison, Decision, decision_table
+from jobs.playground import csv_export
 from workbench import compare_charts
 
 CURRENCY = "USD"  # the price per hour is taken to be in US dollars; the cost column says so

@@ -67,7 +67,7 @@ def upload_folder() -> Path:
 
 
 def start_worker(concurrency: int = 1) -> subprocess.Popen:
-    from jobs.worker import PARENT_PID_ENV
+    from jobs.runner.worker import PARENT_PID_ENV
 
     # The worker also watches its parent pid (a server that died before prctl took effect, or no prctl at all).
     env = {**os.environ, PARENT_PID_ENV: str(os.getpid())}

@@ -18,7 +18,7 @@ def _version(package: str) -> str | None:
 
 
 def fingerprint(device: str) -> dict[str, Any]:
-    from jobs.devices import cpu_info
+    from jobs.runtimes.devices import cpu_info
 
     info = cpu_info()
     fp: dict[str, Any] = {"device": device, **info, "libraries": {p: v for p in LIBRARIES if (v := _version(p))}}

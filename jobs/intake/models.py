@@ -17,7 +17,7 @@ from pathlib import Path
 
 from jobs.intake.archives import budget, copy_file_limited, extract_archive, is_archive, single_root
 from jobs.intake.builtin import builtin_model
-from jobs.registry import get_kind
+from jobs.runner.registry import get_kind
 from storage import catalog, files, settings
 from storage.entities import Model, Variant
 from storage.errors import InvalidInput
@@ -234,7 +234,7 @@ def add_model(request: ModelRequest) -> IntakeResult:
         if created:
             files.remove_artifact(artifact)
         raise
-    from jobs.submit import submit
+    from jobs.runner.submit import submit
 
     submit("inspect", {}, variant=variant.id)
     return IntakeResult(model, variant, notes)

@@ -13,10 +13,10 @@ from typing import Literal
 from jobs.bench.fingerprint import fingerprint, fingerprint_hash
 from jobs.bench.stability import StopRule
 from jobs.bench.stats import summarize
-from jobs.context import JobContext, JobResult
-from jobs.data import split_examples
-from jobs.lineage import classifies, lineage
-from jobs.registry import register
+from jobs.ml.data import split_examples
+from jobs.ml.lineage import classifies, lineage
+from jobs.runner.context import JobContext, JobResult
+from jobs.runner.registry import register
 from storage import catalog
 from storage.entities import Variant
 from storage.errors import InvalidInput

@@ -14,8 +14,8 @@ from typing import Literal
 
 import numpy as np
 
-from jobs.context import JobContext, JobResult
-from jobs.registry import register, takes
+from jobs.runner.context import JobContext, JobResult
+from jobs.runner.registry import register, takes
 from jobs.runtimes.base import read_variant_meta, write_variant_meta
 from jobs.runtimes.tensorrt_runtime import availability
 from storage.errors import InvalidInput

@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from jobs.artifacts import inherited_meta, save_pytorch_variant
-from jobs.context import JobContext, JobResult
-from jobs.data import split_examples
-from jobs.registry import register, takes
+from jobs.ml.artifacts import inherited_meta, save_pytorch_variant
+from jobs.ml.data import split_examples
+from jobs.ml.training import TrainSettings, set_seed, train_classifier
+from jobs.runner.context import JobContext, JobResult
+from jobs.runner.registry import register, takes
 from jobs.runtimes import load_predictor
 from jobs.runtimes.torch_runtime import is_plain_fp32
-from jobs.training import TrainSettings, set_seed, train_classifier
 from storage import catalog
 from storage.entities import Variant
 from storage.errors import InvalidInput
@@ -109,7 +109,7 @@ def build_student(params: DistillParams, teacher: Variant, labels: list[str], ct
 def run(params: DistillParams, ctx: JobContext) -> JobResult:
     import torch
 
-    from jobs.devices import fast_bf16
+    from jobs.runtimes.devices import fast_bf16
 
     teacher, dataset = ctx.require_variant(), ctx.require_dataset()
     train = split_examples(dataset, "train", params.max_train_examples)

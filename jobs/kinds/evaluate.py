@@ -11,11 +11,11 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
-from jobs.context import JobContext, JobResult
-from jobs.data import Examples, split_examples
-from jobs.metrics import agreement, classification_metrics, model_validity
-from jobs.params import parse_params, to_jsonable
-from jobs.registry import register
+from jobs.ml.data import Examples, split_examples
+from jobs.ml.metrics import agreement, classification_metrics, model_validity
+from jobs.runner.context import JobContext, JobResult
+from jobs.runner.params import parse_params, to_jsonable
+from jobs.runner.registry import register
 from jobs.runtimes import load_predictor
 from storage import catalog, queue
 from storage.entities import Job, Variant

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from jobs.artifacts import copy_support_files, fresh_dir
-from jobs.context import JobContext, JobResult
-from jobs.data import split_examples
-from jobs.registry import register, takes
+from jobs.ml.artifacts import copy_support_files, fresh_dir
+from jobs.ml.data import split_examples
+from jobs.runner.context import JobContext, JobResult
+from jobs.runner.registry import register, takes
 from jobs.runtimes.base import capped_max_length, read_variant_meta
 from jobs.runtimes.ort_runtime import ONNX_FILE
 from storage.errors import InvalidInput

@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from jobs.artifacts import inherited_meta, save_pytorch_variant
-from jobs.context import JobContext, JobResult
-from jobs.data import split_examples
-from jobs.metrics import degenerate_advice
-from jobs.registry import register, takes
-from jobs.training import TrainSettings, train_classifier
+from jobs.ml.artifacts import inherited_meta, save_pytorch_variant
+from jobs.ml.data import split_examples
+from jobs.ml.metrics import degenerate_advice
+from jobs.ml.training import TrainSettings, train_classifier
+from jobs.runner.context import JobContext, JobResult
+from jobs.runner.registry import register, takes
 from storage.entities import Dataset, Variant
 from storage.errors import InvalidInput
 
@@ -140,8 +140,8 @@ def prepare_mode(model: Any, params: FinetuneParams, ctx: JobContext) -> Any:
 def run(params: FinetuneParams, ctx: JobContext) -> JobResult:
     from transformers import AutoConfig, AutoTokenizer
 
-    from jobs.devices import fast_bf16
     from jobs.runtimes.base import position_limit
+    from jobs.runtimes.devices import fast_bf16
 
     variant, dataset = ctx.require_variant(), ctx.require_dataset()
     if variant.runtime != "pytorch":
@@ -178,7 +178,7 @@ def run(params: FinetuneParams, ctx: JobContext) -> JobResult:
     )
     ctx.log(f"settings: {settings}")
     ctx.progress(0.05, "loading the model")
-    from jobs.training import set_seed
+    from jobs.ml.training import set_seed
 
     set_seed(params.seed)
     model = prepare_mode(load_base(variant, labels, ctx), params, ctx)

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobs.context import JobContext, JobResult
-from jobs.registry import register
+from jobs.runner.context import JobContext, JobResult
+from jobs.runner.registry import register
 from jobs.runtimes.torch_runtime import is_classifier
 from storage import catalog
 from storage.errors import InvalidInput

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from jobs.artifacts import inherited_meta, save_pytorch_variant
-from jobs.context import JobContext, JobResult
-from jobs.registry import register, takes
+from jobs.ml.artifacts import inherited_meta, save_pytorch_variant
+from jobs.runner.context import JobContext, JobResult
+from jobs.runner.registry import register, takes
 from storage.errors import InvalidInput
 
 

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
-from jobs.artifacts import copy_support_files, fresh_dir, inherited_meta, save_pytorch_variant
-from jobs.context import JobContext, JobResult
-from jobs.data import split_examples
-from jobs.devices import detect
-from jobs.registry import register
+from jobs.ml.artifacts import copy_support_files, fresh_dir, inherited_meta, save_pytorch_variant
+from jobs.ml.data import split_examples
+from jobs.runner.context import JobContext, JobResult
+from jobs.runner.registry import register
 from jobs.runtimes.base import capped_max_length, read_variant_meta, write_variant_meta
+from jobs.runtimes.devices import detect
 from jobs.runtimes.ort_runtime import ONNX_FILE
 from storage.entities import Variant
 from storage.errors import InvalidInput

@@ -80,3 +80,24 @@ def choose(page, elem_id: str, option: str) -> None:
     """Pick the first option of a Gradio dropdown whose text contains `option`."""
     page.locator(f"#{elem_id} input").click()
     page.get_by_role("option", name=option).first.click()
+
+
+def upload_file(page, elem_id: str, path: Path, attempts: int = 2) -> None:
+    """Put `path` into the Gradio file component `elem_id` and wait until it shows the file's name.
+
+    Why a second attempt: under load Gradio's file component can stay on "Uploading…" for good when its progress
+    stream (`/upload_progress`, which gives up after 3 s) asks before the upload itself has registered, a race in
+    Gradio (gradio-app/gradio#9514) that a user meets as a spinner and answers by dropping the file again."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(1, attempts + 1):
+        page.locator(f"#{elem_id} input[type=file]").set_input_files(str(path))
+        try:
+            page.locator(f"#{elem_id}").get_by_text(path.name).wait_for(timeout=30_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == attempts:
+                raise
+            clear = page.locator(f"#{elem_id} button[aria-label='Clear']")
+            if clear.count():
+                clear.first.click()

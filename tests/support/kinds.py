@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-from jobs.context import JobContext, JobResult
-from jobs.registry import register
+from jobs.runner.context import JobContext, JobResult
+from jobs.runner.registry import register
 
 
 @dataclass(frozen=True)

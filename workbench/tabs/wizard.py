@@ -5,7 +5,7 @@ speed-up), the recommended recipe with one reason per step (its parameters edita
 launch. After launch one progress bar follows every job of the run; when it is done the tab shows the
 comparison with the recommended variant highlighted. A run outlives the page: the address gets `?run=<id>` (opened
 on load), and any run can be reopened from the list of recent runs or by its id. All the deciding is in
-`jobs.wizard`, through `jobs.api`.
+`jobs.decisions.wizard`, through `jobs.api`.
 """
 
 from __future__ import annotations

@@ -14,9 +14,9 @@ from typing import Callable
 
 import numpy as np
 
-from jobs.data import Examples, split_examples
-from jobs.playground import Prediction, predict_text, predict_texts
-from jobs.predictor_cache import CACHE, PredictorCache
+from jobs.ml.data import Examples, split_examples
+from jobs.playground.predict import Prediction, predict_text, predict_texts
+from jobs.playground.predictor_cache import CACHE, PredictorCache
 from storage import catalog, traffic
 from storage.entities import Experiment, TrafficRequest
 from storage.errors import InvalidInput

@@ -15,8 +15,8 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from jobs.context import JobContext
-from jobs.metrics import classification_metrics, model_validity
+from jobs.ml.metrics import classification_metrics, model_validity
+from jobs.runner.context import JobContext
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ anything else is looked up in the catalog as before.
 
 from __future__ import annotations
 
-from jobs.model_registry import (
+from jobs.tracking.model_registry import (
     ALIAS_RE,
     NAME_RE,
     TAG,

@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from jobs.params import parse_params, to_jsonable
-from jobs.registry import JobKind, get_kind
+from jobs.runner.params import parse_params, to_jsonable
+from jobs.runner.registry import JobKind, get_kind
 from storage import catalog, queue, settings
 from storage.db import session_scope
 from storage.entities import Job, Variant

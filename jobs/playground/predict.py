@@ -16,8 +16,8 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from jobs import csv_export
-from jobs.predictor_cache import CACHE, PredictorCache
+from jobs.playground import csv_export
+from jobs.playground.predictor_cache import CACHE, PredictorCache
 from jobs.runtimes.base import Predictor, softmax
 from storage import settings
 from storage.errors import InvalidInput

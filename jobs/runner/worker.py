@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.exc import OperationalError
 
-from jobs.devices import detect
-from jobs.tracking import Tracker
+from jobs.runtimes.devices import detect
+from jobs.tracking.runs import Tracker
 from storage import queue, settings
 from storage.errors import InvalidInput
 from storage.orm import JobStatus
@@ -216,7 +216,7 @@ class Worker:
     def _start(self, job_id: int) -> None:
         oom_at_start = oom_kills()
         process = subprocess.Popen(
-            [sys.executable, "-u", "-m", "jobs.child", str(job_id), str(os.getpid())],
+            [sys.executable, "-u", "-m", "jobs.runner.child", str(job_id), str(os.getpid())],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from jobs import tracking
+from jobs.tracking import runs as tracking
 from storage import aliases, catalog
 from storage.errors import Conflict, InvalidInput, NotFound, WorkbenchError
 

@@ -1,6 +1,6 @@
 """Export one variant as a runnable demo: a Gradio app in the layout of a Hugging Face Space.
 
-`export_space(variant, directory)` writes `app.py` (the template `jobs/space_app.py`, offline, text in → label
+`export_space(variant, directory)` writes `app.py` (the template `jobs/export/space_app.py`, offline, text in → label
 probabilities out), `requirements.txt` (pinned to what is installed here), `README.md` (Space metadata front
 matter, the variant's recipe and accuracy, file hashes) and `model/` (the variant's files, checked against
 their stored sha256). Everything is written into a staging directory beside the target and moved into place
@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobs.params import describe
-from jobs.registry import get_kind
+from jobs.runner.params import describe
+from jobs.runner.registry import get_kind
 from jobs.runtimes.base import VARIANT_META, read_variant_meta
 from storage import catalog, files, settings
 from storage.entities import Variant

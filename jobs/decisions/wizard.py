@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobs.compare import Decision, Point, build_comparison, decide, sweet_spot
-from jobs.devices import detect
-from jobs.lineage import classifies, head_labels, lineage
-from jobs.submit import Step, check_pipeline, submit_pipeline
+from jobs.decisions.compare import Decision, Point, build_comparison, decide, sweet_spot
+from jobs.ml.lineage import classifies, head_labels, lineage
+from jobs.runner.submit import Step, check_pipeline, submit_pipeline
+from jobs.runtimes.devices import detect
 from storage import catalog, queue, settings
 from storage.db import session_scope
 from storage.entities import Dataset, Job, Model, Variant
@@ -206,7 +206,7 @@ def _measured(target: str, detected: str, batch_size: int = 1) -> tuple[int, dic
     when the target is not this machine."""
     if target != detected:
         return batch_size, {}
-    from jobs.advice import measured_speedups
+    from jobs.decisions.advice import measured_speedups
 
     try:
         device = "cuda" if target == "nvidia-gpu" else "cpu"
@@ -335,8 +335,8 @@ def _baseline_latency(model_id: int, goal: Goal, detected: str) -> tuple[float, 
         fp = fingerprint_hash(fingerprint("cuda" if goal.target == "nvidia-gpu" else "cpu"))
     except Exception:  # noqa: BLE001 - no CUDA to fingerprint: nothing measured here applies
         return None
-    from jobs.advice import sound_cell
-    from jobs.compare import Rules
+    from jobs.decisions.advice import sound_cell
+    from jobs.decisions.compare import Rules
 
     rules = Rules.from_settings()
     variants = {v.id: v for v in catalog.list_variants(model_id)}
@@ -351,7 +351,7 @@ def _choose(goal: Goal, detected: str, start: Variant) -> tuple[_Option, float, 
 
     Returns the option, its expected speedup over PyTorch fp32, the reason, and notes (options left out).
     """
-    from jobs.registry import all_kinds
+    from jobs.runner.registry import all_kinds
 
     measured_batch, measured = _measured(goal.target, detected, goal.batch_size)
     unavailable = {k.name: k.availability()[1] for k in all_kinds() if not k.availability()[0]}
@@ -532,7 +532,7 @@ def check(recipe: Recipe) -> None:
 
 def _evaluation_params(evaluation: dict[str, Any]) -> dict[str, Any]:
     from jobs.kinds.evaluate import EvaluateParams
-    from jobs.params import parse_params, to_jsonable
+    from jobs.runner.params import parse_params, to_jsonable
 
     return to_jsonable(parse_params(EvaluateParams, evaluation))
 
@@ -576,7 +576,7 @@ def remeasure(pipeline: str) -> int:
 
 
 def _yields_variant(kind: str) -> bool:
-    from jobs.registry import get_kind
+    from jobs.runner.registry import get_kind
 
     try:
         return get_kind(kind).output_runtime is not None

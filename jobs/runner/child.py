@@ -1,4 +1,4 @@
-"""Entry point of the process that runs one job: `python -m jobs.child JOB_ID`.
+"""Entry point of the process that runs one job: `python -m jobs.runner.child JOB_ID`.
 
 The worker starts one such process per job, so a crash, an out-of-memory kill or a segfault here ends this
 process only; the worker sees the exit status and records why. On success the new variant (if any) and the
@@ -32,7 +32,7 @@ def main(argv: list[str]) -> int:
         _die_with_parent(int(argv[1]))
     faulthandler.enable()  # a segfault still leaves a Python stack in the job log
 
-    from jobs.context import JobContext
+    from jobs.runner.context import JobContext
     from storage import queue
 
     job = queue.get_job(job_id)
@@ -50,9 +50,9 @@ def main(argv: list[str]) -> int:
 
 
 def _run(job, ctx) -> int:
-    from jobs.context import JobCancelled, JobResult
-    from jobs.params import parse_params
-    from jobs.registry import get_kind
+    from jobs.runner.context import JobCancelled, JobResult
+    from jobs.runner.params import parse_params
+    from jobs.runner.registry import get_kind
     from storage import catalog, queue
     from storage.db import session_scope
     from storage.errors import WorkbenchError

@@ -5,7 +5,7 @@ The store is SQLite at `$WORKBENCH_HOME/mlflow.db` with artifacts under `$WORKBE
 `WORKBENCH_MLFLOW=off` turns tracking off.
 
 Who logs: importing MLflow and opening its store costs about 2 s of CPU, too much to add to every job process.
-So the worker starts one tracker process (`python -m jobs.tracking`, see `Tracker`) beside its jobs and hands it
+So the worker starts one tracker process (`python -m jobs.tracking.runs`, see `Tracker`) beside its jobs and hands it
 the id of each job that ended, whoever ended it (the job itself, or the worker after a crash or a cancel); the
 tracker imports MLflow once and logs a job in about a tenth of a second. Tracking never fails a job: a problem
 is one line in the job's log.
@@ -330,9 +330,9 @@ def track(job_id: int) -> str:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m jobs.tracking [WORKER_PID]`: log each job id read from stdin until stdin closes."""
+    """`python -m jobs.tracking.runs [WORKER_PID]`: log each job id read from stdin until stdin closes."""
     if argv:
-        from jobs.child import _die_with_parent
+        from jobs.runner.child import _die_with_parent
 
         _die_with_parent(int(argv[0]))
     from storage import queue
@@ -366,7 +366,7 @@ class Tracker:
             return
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "jobs.tracking", str(os.getpid())],
+                [sys.executable, "-m", "jobs.tracking.runs", str(os.getpid())],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},

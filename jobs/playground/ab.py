@@ -12,9 +12,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from jobs.data import split_examples
-from jobs.playground import Prediction, predict_text, timed_probabilities
-from jobs.predictor_cache import CACHE, PredictorCache
+from jobs.ml.data import split_examples
+from jobs.playground.predict import Prediction, predict_text, timed_probabilities
+from jobs.playground.predictor_cache import CACHE, PredictorCache
 from storage import catalog
 from storage.errors import InvalidInput
 

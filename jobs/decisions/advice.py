@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from jobs.devices import detect, fast_bf16
+from jobs.runtimes.devices import detect, fast_bf16
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class MeasuredSpeedup:
 
 def sound_cell(m: Any, rules: Any) -> bool:
     """A full (not quick-trial) cell that passes the comparison rules: enough samples, stable, machine not busy."""
-    from jobs.compare import Point, cell_problems
+    from jobs.decisions.compare import Point, cell_problems
 
     point = Point(m.variant_id, "", m.p95_ms, None, m.p50_ms, samples=m.samples, stable=m.stable, spread=m.spread,
                   other_cpu_fraction=m.load.get("other_cpu_fraction"), steal_fraction=m.load.get("steal_fraction"),
@@ -45,7 +45,7 @@ def _measured_speedups(fingerprint_hash: str, batch_size: int = 1) -> dict[str, 
     variant: a distilled student is fp32 too, and measuring the full model's bf16 child against the student's
     latency would understate bf16.
     """
-    from jobs.compare import Rules
+    from jobs.decisions.compare import Rules
     from storage import catalog
 
     rules = Rules.from_settings()
