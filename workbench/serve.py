@@ -7,7 +7,6 @@ login; `--share` (a public Gradio link) is refused without them.
 from __future__ import annotations
 
 import atexit
-import ctypes
 import os
 import shutil
 import signal
@@ -29,24 +28,6 @@ def check_port_free(host: str, port: int) -> None:
             raise WorkbenchError(f"cannot listen on {host}:{port} ({exc.strerror}); is the workbench already running? try --port") from None
 
 
-def _die_with_server_hook():
-    """A preexec_fn for the worker: Linux PR_SET_PDEATHSIG, so the worker gets SIGTERM when this server dies
-    (even by SIGKILL) and stops, taking its job processes with it; None where prctl is not available.
-
-    libc is resolved here, before the fork, so the child only makes one call.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-    def hook() -> None:
-        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-    return hook
-
 
 def upload_folder() -> Path:
     """Gradio's temporary folder for this server: one per server process inside the data directory, removed when
@@ -67,12 +48,13 @@ def upload_folder() -> Path:
 
 
 def start_worker(concurrency: int = 1) -> subprocess.Popen:
+    from jobs.runner.lifeline import death_signal_hook
     from jobs.runner.worker import PARENT_PID_ENV
 
     # The worker also watches its parent pid (a server that died before prctl took effect, or no prctl at all).
     env = {**os.environ, PARENT_PID_ENV: str(os.getpid())}
     return subprocess.Popen([sys.executable, "-m", "workbench", "worker", "--concurrency", str(concurrency)],
-                            env=env, preexec_fn=_die_with_server_hook())
+                            env=env, preexec_fn=death_signal_hook())  # SIGTERM: it stops its jobs first
 
 
 def stop_worker(process: subprocess.Popen) -> None:

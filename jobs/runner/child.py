@@ -7,29 +7,17 @@ job's final status are written in one transaction.
 
 from __future__ import annotations
 
-import ctypes
 import faulthandler
-import os
-import signal
 import sys
 import traceback
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Linux: get SIGKILL when the worker dies, so an orphaned job cannot run on beside its re-queued copy."""
-    try:
-        libc = ctypes.CDLL(None)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent_pid:  # the worker died before prctl took effect
-        os._exit(1)
 
 
 def main(argv: list[str]) -> int:
     job_id = int(argv[0])
     if len(argv) > 1:
-        _die_with_parent(int(argv[1]))
+        from jobs.runner.lifeline import die_with_parent
+
+        die_with_parent(int(argv[1]))  # an orphaned job must not run on beside its re-queued copy
     faulthandler.enable()  # a segfault still leaves a Python stack in the job log
 
     from jobs.runner.context import JobContext

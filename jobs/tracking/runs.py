@@ -332,9 +332,9 @@ def track(job_id: int) -> str:
 def main(argv: list[str]) -> int:
     """`python -m jobs.tracking.runs [WORKER_PID]`: log each job id read from stdin until stdin closes."""
     if argv:
-        from jobs.runner.child import _die_with_parent
+        from jobs.runner.lifeline import die_with_parent
 
-        _die_with_parent(int(argv[0]))
+        die_with_parent(int(argv[0]))
     from storage import queue
 
     for line in sys.stdin:
