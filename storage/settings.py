@@ -24,6 +24,13 @@ SETTINGS: dict[str, Setting] = {
     for s in [
         Setting("WORKBENCH_HOME", ".workbench", "Data directory: SQLite database, artifacts, job work dirs."),
         Setting("WORKBENCH_DB_URL", "", "Any SQLAlchemy URL; empty means SQLite at $WORKBENCH_HOME/workbench.db."),
+        Setting("WORKBENCH_DB_POOL_SIZE", "5",
+                "Connections each process keeps open to a database server (not SQLite).", int),
+        Setting("WORKBENCH_DB_MAX_OVERFLOW", "10",
+                "Extra connections a process may open beyond the pool when busy (not SQLite).", int),
+        Setting("WORKBENCH_DB_POOL_RECYCLE_S", "1800",
+                "Reopen a pooled connection older than this many seconds, before a server or proxy drops it "
+                "(not SQLite; -1: never).", int),
         Setting("WORKBENCH_MAX_UPLOAD_MB", "1024", "Largest uploaded model archive or file, in MiB.", int),
         Setting("WORKBENCH_MAX_EXTRACTED_MB", "4096",
                 "Largest size a model may take on disk: what an archive expands to (bytes actually written) or "
@@ -48,6 +55,8 @@ SETTINGS: dict[str, Setting] = {
             float,
         ),
         Setting("WORKBENCH_MAX_ATTEMPTS", "2", "How many times a job is tried before a lost worker fails it.", int),
+        Setting("WORKBENCH_EXECUTOR", "local",
+                "How a worker runs each job it claims; local: a child process on the worker's machine."),
         Setting("WORKBENCH_MIN_SAMPLES", "20",
                 "Fewest timed calls a benchmark cell needs before a speedup or a recommendation is made from it.", int),
         Setting("WORKBENCH_BUSY_CPU_FRACTION", "0.25",

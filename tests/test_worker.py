@@ -8,16 +8,21 @@ import subprocess
 import sys
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 
 import psutil
 import pytest
 from sqlalchemy import update
 
+from jobs.runner import worker as worker_module
+from jobs.runner.executors import EXECUTORS, Executor, JobEnd
+from jobs.runner.executors.local import LocalExecutor, describe_exit, oom_kills
 from jobs.runner.submit import submit
-from jobs.runner.worker import Worker, describe_exit, oom_kills
+from jobs.runner.worker import Worker
 from storage import queue
 from storage.db import session_scope
+from storage.errors import InvalidInput
 from storage.orm import JobStatus, SqlJob, utcnow
 from tests.conftest import REPO, wait_for
 
@@ -338,14 +343,14 @@ def test_sweep_closes_a_cancel_requested_job_as_cancelled(home):
     ("no escapes: 100% [====>   ] \\x1b\n", "no escapes: 100% [====>   ] \\x1b\n"),
 ])
 def test_strip_ansi(raw, clean):
-    from jobs.runner.worker import strip_ansi
+    from jobs.runner.executors import strip_ansi
 
     assert strip_ansi(raw) == clean
 
 
 def test_child_output_reaches_the_log_without_terminal_escapes():
     """The worker's reader strips escapes as lines arrive, so the log and the failure tail are both clean."""
-    from jobs.runner.worker import RunningJob
+    from jobs.runner.executors.local import RunningJob
 
     script = "print('\\x1b[31mred\\x1b[0m and \\x1b]8;;https://x.org\\x07a link\\x1b]8;;\\x07'); print('plain')"
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -355,3 +360,120 @@ def test_child_output_reaches_the_log_without_terminal_escapes():
     entry.reader.join(timeout=30)
     assert entry.drain() == "red and a link\nplain\n"
     assert "".join(entry.tail) == "red and a link\nplain\n"
+
+
+# ---- the executor seam ----------------------------------------------------------------------------------------
+
+
+class RecordingExecutor(LocalExecutor):
+    """The local executor, noting which jobs it was asked to start."""
+
+    started: list[int] = []
+
+    def start(self, job_id):
+        RecordingExecutor.started.append(job_id)
+        return super().start(job_id)
+
+
+@dataclass
+class FakeHandle:
+    job_id: int
+    pid: int | None = None
+    where: str = "a fake cluster"
+    killed: bool = False
+
+
+class IgnoresCancelExecutor(Executor[FakeHandle]):
+    """Runs nothing; each job ignores a polite cancel and ends only when killed, the way a remote job may."""
+
+    calls: list[str] = []
+
+    def start(self, job_id):
+        self.calls.append("start")
+        queue.request_cancel(job_id)  # the job is now running: a person cancels it at once
+        return FakeHandle(job_id)
+
+    def wait(self, handle, timeout):
+        return JobEnd(-9, "killed on the fake cluster") if handle.killed else None
+
+    def drain(self, handle):
+        return ""
+
+    def cancel(self, handle):
+        self.calls.append("cancel")
+
+    def kill(self, handle):
+        self.calls.append("kill")
+        handle.killed = True
+
+
+class LostNodeExecutor(Executor[FakeHandle]):
+    """Runs nothing; each job ends at once as lost, with a line of output and no process id."""
+
+    def start(self, job_id):
+        return FakeHandle(job_id)
+
+    def wait(self, handle, timeout):
+        return JobEnd(1, "the node running the job was lost", log_tail="loading model")
+
+    def drain(self, handle):
+        return "loading model\n"
+
+    def cancel(self, handle):
+        pass
+
+    def kill(self, handle):
+        pass
+
+
+def use_executor(monkeypatch, name: str, cls: type) -> None:
+    monkeypatch.setitem(EXECUTORS, name, f"{__name__}:{cls.__name__}")
+    monkeypatch.setenv("WORKBENCH_EXECUTOR", name)
+    monkeypatch.setenv("WORKBENCH_MLFLOW", "off")
+
+
+def test_the_worker_runs_jobs_through_the_executor_named_in_the_setting(home, monkeypatch):
+    use_executor(monkeypatch, "recording", RecordingExecutor)
+    RecordingExecutor.started = []
+    jobs = [sleep_job(seconds=0) for _ in range(2)]
+    worker = Worker(burst=True, poll_interval=0.05)
+    assert isinstance(worker.executor, RecordingExecutor)
+    assert worker.run() == 2
+    assert sorted(RecordingExecutor.started) == [j.id for j in jobs]
+    assert all(queue.get_job(j.id).status is JobStatus.SUCCEEDED for j in jobs)
+
+
+def test_the_local_executor_is_the_default(monkeypatch):
+    monkeypatch.delenv("WORKBENCH_EXECUTOR", raising=False)
+    monkeypatch.setenv("WORKBENCH_MLFLOW", "off")
+    assert type(Worker().executor) is LocalExecutor
+
+
+def test_an_unknown_executor_is_refused_naming_the_known_ones(monkeypatch):
+    monkeypatch.setenv("WORKBENCH_EXECUTOR", "carrier-pigeon")
+    with pytest.raises(InvalidInput, match=r"unknown executor 'carrier-pigeon'; known executors: local\b"):
+        Worker()
+
+
+def test_a_job_that_ends_without_an_outcome_fails_with_its_executors_reason(home, monkeypatch):
+    """Nothing in the worker assumes a local process: no pid to record, the reason and output come from the
+    executor."""
+    use_executor(monkeypatch, "lost-node", LostNodeExecutor)
+    job = sleep_job(seconds=0)
+    assert Worker(burst=True, poll_interval=0.05).run() == 1
+    done = queue.get_job(job.id)
+    assert done.status is JobStatus.FAILED and done.pid is None
+    assert done.message == "failed: the node running the job was lost"
+    assert done.error == "the node running the job was lost\nloading model"
+    assert queue.job_log(job.id).startswith("loading model\n")
+    assert "the node running the job was lost" in queue.job_log(job.id)
+
+
+def test_a_cancelled_job_that_ignores_the_cancel_is_killed_after_the_grace_period(home, monkeypatch):
+    use_executor(monkeypatch, "ignores-cancel", IgnoresCancelExecutor)
+    monkeypatch.setattr(worker_module, "TERMINATE_GRACE_S", 0.0)
+    IgnoresCancelExecutor.calls = []
+    job = sleep_job(seconds=0)
+    assert Worker(burst=True, poll_interval=0.05).run() == 1
+    assert IgnoresCancelExecutor.calls == ["start", "cancel", "kill"]
+    assert queue.get_job(job.id).status is JobStatus.CANCELLED

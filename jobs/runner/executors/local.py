@@ -1,0 +1,161 @@
+"""The local executor: each job in its own child process on this machine (`python -m jobs.runner.child`).
+
+A crash, an out-of-memory kill or a segfault ends that process only; its exit status says why. A reader thread
+per child only moves output lines into a buffer that the worker's loop drains into the job's log.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+from jobs.runner.executors import Executor, JobEnd, strip_ansi
+
+LOG_TAIL_LINES = 20
+# Logs are read by people: no tqdm bars redrawn in place, no tokenizer fork warnings.
+CHILD_ENV = {"PYTHONUNBUFFERED": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TOKENIZERS_PARALLELISM": "false"}
+# how long a finished child's output may take to reach the buffer (a grandchild can hold the pipe open)
+READER_JOIN_S = 5.0
+
+
+@dataclass
+class RunningJob:
+    """A job's child process and what it printed: the local executor's handle."""
+
+    job_id: int
+    process: subprocess.Popen
+    lines: deque = field(default_factory=deque)
+    tail: deque = field(default_factory=lambda: deque(maxlen=LOG_TAIL_LINES))
+    reader: threading.Thread | None = None
+    oom_kills_at_start: int | None = None  # the kernel's OOM-kill count when it started (see oom_kills)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def where(self) -> str:
+        return f"process {self.process.pid}"
+
+    def start_reader(self) -> None:
+        def pump() -> None:
+            assert self.process.stdout is not None
+            for raw in iter(self.process.stdout.readline, b""):
+                line = strip_ansi(raw.decode("utf-8", errors="replace"))
+                self.lines.append(line)
+                self.tail.append(line)
+
+        self.reader = threading.Thread(target=pump, daemon=True)
+        self.reader.start()
+
+    def drain(self) -> str:
+        out = []
+        while self.lines:
+            out.append(self.lines.popleft())
+        return "".join(out)
+
+
+def _oom_counter_files() -> list[str]:
+    """Files whose `oom_kill` line counts the kernel's out-of-memory kills: this process's cgroup (v2
+    memory.events, v1 memory.oom_control, where the hierarchy is visible) and the whole machine (/proc/vmstat)."""
+    files = ["/proc/vmstat", "/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"]
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                path = path.strip("/")
+                if not path:
+                    continue
+                if controllers == "":
+                    files.append(f"/sys/fs/cgroup/{path}/memory.events")
+                elif "memory" in controllers.split(","):
+                    files.append(f"/sys/fs/cgroup/memory/{path}/memory.oom_control")
+    except (OSError, ValueError):
+        pass
+    return files
+
+
+def oom_kills() -> int | None:
+    """The kernel's out-of-memory kills so far, summed over what this machine lets us read; None if nothing."""
+    total, seen = 0, False
+    for path in _oom_counter_files():
+        try:
+            with open(path) as f:
+                for line in f:
+                    name, _, value = line.partition(" ")
+                    if name == "oom_kill" and value.strip().isdigit():
+                        total += int(value)
+                        seen = True
+        except OSError:
+            continue
+    return total if seen else None
+
+
+def describe_exit(returncode: int, oom_before: int | None = None, oom_after: int | None = None) -> str:
+    """Why a job process ended without a result. A SIGKILL is blamed on memory only when the kernel's OOM-kill
+    counters rose while the job ran; a person or another process (kill -9, a supervisor) is not."""
+    if returncode < 0:
+        sig = signal.Signals(-returncode)
+        hint = ""
+        if sig is signal.SIGKILL:
+            if oom_before is None or oom_after is None:
+                hint = " (by another process or the out-of-memory killer)"
+            elif oom_after > oom_before:
+                hint = " (the out-of-memory killer acted while it ran: it most likely ran out of memory)"
+            else:
+                hint = " (by another process; the out-of-memory killer did not act while it ran)"
+        return f"job process was killed by {sig.name} (signal {-returncode}){hint}"
+    return f"job process exited with code {returncode} without recording a result"
+
+
+class LocalExecutor(Executor[RunningJob]):
+    """Each job in a child process of the worker, which it dies with (see jobs.runner.child)."""
+
+    def start(self, job_id: int) -> RunningJob:
+        oom_at_start = oom_kills()
+        process = subprocess.Popen(
+            # the worker's pid lets the child die with its worker, so an orphan never runs beside its re-queued copy
+            [sys.executable, "-u", "-m", "jobs.runner.child", str(job_id), str(os.getpid())],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **CHILD_ENV},
+        )
+        handle = RunningJob(job_id, process, oom_kills_at_start=oom_at_start)
+        handle.start_reader()
+        return handle
+
+    def poll(self, handle: RunningJob) -> JobEnd | None:
+        returncode = handle.process.poll()
+        if returncode is None:
+            return None
+        # its last lines are still in the pipe: let the reader move them, so they reach the log and the tail
+        if handle.reader is not None:
+            handle.reader.join(timeout=READER_JOIN_S)
+        return self._ended(handle, returncode)
+
+    def wait(self, handle: RunningJob, timeout: float | None) -> JobEnd | None:
+        try:
+            returncode = handle.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        return self._ended(handle, returncode)
+
+    def drain(self, handle: RunningJob) -> str:
+        return handle.drain()
+
+    def cancel(self, handle: RunningJob) -> None:
+        handle.process.terminate()
+
+    def kill(self, handle: RunningJob) -> None:
+        handle.process.kill()
+
+    @staticmethod
+    def _ended(handle: RunningJob, returncode: int) -> JobEnd:
+        reason = describe_exit(returncode, handle.oom_kills_at_start, oom_kills())
+        return JobEnd(returncode, reason, "".join(handle.tail).strip())
