@@ -11,7 +11,6 @@ from jobs.decisions.compare import (
     Point,
     build_comparison,
     decide,
-    decision_table,
     display_rows,
     focus_variants,
 )
@@ -24,7 +23,7 @@ from jobs.runner.params import describe, parse_params
 from jobs.runner.registry import all_kinds, get_kind
 from jobs.runner.submit import Step, check_pipeline, parse_steps, rerun_recipe, submit, submit_pipeline
 from storage import catalog, queue, settings
-from storage.entities import Dataset, Job, Model, Variant, Worker
+from storage.entities import Dataset, Job, LogTail, Model, Variant, Worker
 from storage.orm import JobStatus
 
 if TYPE_CHECKING:
@@ -46,7 +45,6 @@ __all__ = [
     "Decision",
     "Point",
     "decide",
-    "decision_table",
     "display_rows",
     "focus_variants",
     "NEWEST_PER_VARIANT",
@@ -99,6 +97,15 @@ def get_job(job_id: int | str) -> Job:
 
 def job_log(job_id: int | str) -> str:
     return queue.job_log(queue.get_job(job_id).id)
+
+
+def job_log_chunks(job_id: int, after_id: int = 0) -> list[tuple[int, str]]:
+    """The log chunks (id, text) appended after chunk `after_id`, oldest first, one page at a time."""
+    return queue.log_chunks(job_id, after_id)
+
+
+def job_log_tail(job_id: int | str, max_chars: int) -> LogTail:
+    return queue.log_tail(queue.get_job(job_id).id, max_chars)
 
 
 def cancel_job(job_id: int | str) -> Job:
@@ -270,11 +277,13 @@ def ab_compare(variant_a: int | str, variant_b: int | str, text: str) -> SideByS
 
 
 def ab_test_set(variant_a: int | str, variant_b: int | str, dataset: int | str, split: str = "test", limit: int = 0,
-                progress=None) -> TestSetComparison:
-    from jobs.playground.ab import compare_on_split
+                progress=None, alpha: float | None = None) -> TestSetComparison:
+    """Both variants on a split: accuracies, McNemar's test and its verdict at `alpha` (default 0.05), latency, and
+    where they disagree."""
+    from jobs.playground.ab import SIGNIFICANCE, compare_on_split
 
     return compare_on_split(resolve_variant(variant_a).id, resolve_variant(variant_b).id, dataset, split, limit,
-                            progress=progress)
+                            progress=progress, alpha=SIGNIFICANCE if alpha is None else alpha)
 
 
 def loaded_predictors() -> list:

@@ -41,6 +41,7 @@ class Model:
     allow_pickle: bool
     info: dict[str, Any]
     created_at: datetime
+    task: str  # what the workbench does with it (jobs.tasks): "text-classification"
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,14 @@ class Job:
         from storage.orm import utcnow
 
         return ((self.finished_at or utcnow()) - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class LogTail:
+    """The end of a job's log (its log is read on its own, never with the job); `omitted`: earlier text was cut."""
+
+    text: str
+    omitted: bool
 
 
 @dataclass(frozen=True)

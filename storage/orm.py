@@ -51,6 +51,8 @@ class SqlModel(Base):
     source_kind: Mapped[str] = mapped_column(String(20))  # builtin | local | archive | onnx | hub
     source: Mapped[str] = mapped_column(Text)
     allow_pickle: Mapped[bool] = mapped_column(Boolean, default=False)
+    # what the model does (see jobs.tasks): decides its inputs, outputs, quality metric and what a benchmark measures
+    task: Mapped[str] = mapped_column(String(60), default="text-classification", server_default="text-classification")
     # Filled by the `inspect` job: architecture, parameters, task, tokenizer, labels, ...
     info: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -124,7 +126,6 @@ class SqlJob(Base):
     device: Mapped[str] = mapped_column(String(10), default="cpu")  # cpu | cuda | any
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     message: Mapped[str] = mapped_column(Text, default="")
-    log: Mapped[str] = mapped_column(Text, default="")
     error: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict[str, Any]] = mapped_column(default=dict)
     model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
@@ -144,6 +145,18 @@ class SqlJob(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
+
+
+class SqlJobLogChunk(Base):
+    """A piece of a job's log, appended as the job prints: read in order, paged, or from the end."""
+
+    __tablename__ = "job_log_chunks"
+    __table_args__ = (Index("ix_job_log_chunks_job_id_id", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class SqlMeasurement(Base):

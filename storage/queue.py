@@ -2,6 +2,9 @@
 
 Claiming is a compare-and-set (`UPDATE ... WHERE id = :id AND status = 'queued'`): exactly one worker sees a
 row count of 1, on SQLite and on any other database, without a table lock.
+
+A job's log is a series of chunks, one row per append, so appending costs one insert however long the log is;
+readers take all of it, the chunks after one they have seen (to follow a running job), or its tail.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from storage.db import session_scope
-from storage.entities import Job, Worker, from_row
+from storage.entities import Job, LogTail, Worker, from_row
 from storage.errors import Conflict, NotFound
-from storage.orm import JobStatus, SqlJob, SqlWorker, utcnow
+from storage.orm import JobStatus, SqlJob, SqlJobLogChunk, SqlWorker, utcnow
 
-MAX_LOG_CHARS = 2_000_000
 CLAIM_CANDIDATES = 20
+LOG_PAGE_CHUNKS = 500
+LOG_OMITTED_MARK = "[... earlier log lines omitted ...]\n"
 
 
 def enqueue(
@@ -50,7 +54,6 @@ def enqueue(
         priority=priority,
         evaluation=evaluation,
         message="queued",
-        log="",
         result={},
     )
     def insert(s: Session) -> Job:
@@ -89,12 +92,63 @@ def list_jobs(status: JobStatus | None = None, limit: int = 200, kind: str | Non
         return [from_row(Job, r) for r in s.scalars(q)]
 
 
-def job_log(job_id: int) -> str:
+def _require_job(s: Session, job_id: int) -> None:
+    if s.scalar(select(SqlJob.id).where(SqlJob.id == int(job_id))) is None:
+        raise NotFound(f"no job {job_id!r}", what="job")
+
+
+def job_log(job_id: int, max_chars: int | None = None) -> str:
+    """The whole log; with `max_chars`, only its end (the end says why a job stopped), marked as cut."""
+    if max_chars is not None:
+        tail = log_tail(job_id, max_chars)
+        return (LOG_OMITTED_MARK if tail.omitted else "") + tail.text
     with session_scope() as s:
-        row = s.get(SqlJob, int(job_id))
-        if row is None:
-            raise NotFound(f"no job {job_id!r}")
-        return row.log or ""
+        _require_job(s, job_id)
+        texts = s.scalars(select(SqlJobLogChunk.text).where(SqlJobLogChunk.job_id == int(job_id)).order_by(SqlJobLogChunk.id))
+        return "".join(texts)
+
+
+def log_chunks(job_id: int, after_id: int = 0, limit: int = LOG_PAGE_CHUNKS) -> list[tuple[int, str]]:
+    """Up to `limit` chunks (id, text) appended after chunk `after_id`, oldest first: pass the last id to follow.
+
+    Ids grow in append order: one job's log is written by the worker running it, one append at a time.
+    """
+    with session_scope() as s:
+        rows = s.execute(
+            select(SqlJobLogChunk.id, SqlJobLogChunk.text)
+            .where(SqlJobLogChunk.job_id == int(job_id), SqlJobLogChunk.id > after_id)
+            .order_by(SqlJobLogChunk.id)
+            .limit(limit)
+        )
+        return [(chunk_id, text) for chunk_id, text in rows]
+
+
+def log_tail(job_id: int, max_chars: int) -> LogTail:
+    """The last `max_chars` characters of a log, reading chunks from the newest back only as far as needed."""
+    if max_chars <= 0:
+        raise ValueError(f"max_chars must be positive, not {max_chars}")
+    with session_scope() as s:
+        _require_job(s, job_id)
+        newest_first = s.execute(
+            select(SqlJobLogChunk.text)
+            .where(SqlJobLogChunk.job_id == int(job_id))
+            .order_by(SqlJobLogChunk.id.desc())
+            .execution_options(yield_per=LOG_PAGE_CHUNKS)
+        ).scalars()
+        parts: list[str] = []
+        size = 0
+        omitted = False
+        for text in newest_first:
+            if size >= max_chars:  # one chunk more than the tail needs: something earlier is left out
+                omitted = True
+                break
+            parts.append(text)
+            size += len(text)
+        newest_first.close()
+    text = "".join(reversed(parts))
+    if len(text) > max_chars:
+        text, omitted = text[-max_chars:], True
+    return LogTail(text=text, omitted=omitted)
 
 
 def claim_next(worker_id: str, devices: Iterable[str]) -> Job | None:
@@ -162,16 +216,12 @@ def set_partial_result(job_id: int, result: dict[str, Any]) -> None:
 
 
 def append_log(job_id: int, text: str) -> None:
+    """Add one chunk to a job's log: one insert, however long the log already is. An unknown job takes nothing."""
     if not text:
         return
     with session_scope() as s:
-        row = s.get(SqlJob, job_id)
-        if row is None:
-            return
-        log = (row.log or "") + text
-        if len(log) > MAX_LOG_CHARS:  # keep the tail: the end of a log says why a job stopped
-            log = "[... earlier log lines dropped ...]\n" + log[-MAX_LOG_CHARS:]
-        row.log = log
+        if s.scalar(select(SqlJob.id).where(SqlJob.id == job_id)) is not None:
+            s.add(SqlJobLogChunk(job_id=job_id, text=text))
 
 
 def heartbeat(worker_id: str, job_ids: Iterable[int]) -> None:

@@ -27,7 +27,7 @@ def home(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_HOME", str(path))
     monkeypatch.delenv("WORKBENCH_DB_URL", raising=False)
     db.dispose_all()
-    db.engine()
+    db.upgrade()  # as `workbench serve` and `workbench worker` do at start-up; later uses only check the schema
     yield path
     db.dispose_all()
 

@@ -75,7 +75,7 @@ def test_bad_input_exits_non_zero_with_one_line_and_writes_nothing(cli_home, arg
 def test_every_command_has_help(cli_home):
     for args in (["serve"], ["worker"], ["models", "add"], ["models", "list"], ["models", "show"], ["datasets", "add"],
                  ["datasets", "list"], ["datasets", "show"], ["jobs", "submit"], ["jobs", "list"], ["jobs", "show"],
-                 ["jobs", "cancel"], ["jobs", "logs"], ["variants", "list"], ["variants", "show"]):
+                 ["jobs", "cancel"], ["jobs", "logs"], ["variants", "list"], ["variants", "show"], ["db", "upgrade"]):
         proc = run_cli(*args, "--help")
         assert "usage: workbench" in proc.stdout
         if args[0] not in ("serve", "worker"):
@@ -119,3 +119,60 @@ def test_core_errors_name_no_cli_flag_and_the_cli_adds_its_hints(home):
     assert error_line(needs_input.value).endswith("(--model or --variant)")
     assert error_line(missing.value) == "no variant '42'; list them with `workbench variants list`"
     assert error_line(no_job.value) == "no job 7; list them with `workbench jobs list`"
+
+
+def test_an_old_database_is_refused_until_db_upgrade(cli_home):
+    """Commands only check the schema; `workbench db upgrade` (or starting serve or a worker) migrates it."""
+    from alembic import command
+
+    from storage import db, settings
+    from storage.migrations import alembic_config
+
+    cli_home.mkdir()
+    command.upgrade(alembic_config(settings.db_url()), "0006")  # as an older workbench left it
+    head = db.head_revision()
+
+    refused = run_cli("jobs", "list", check=False)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip() == (f"error: the database at {settings.db_url()} is at revision 0006, this workbench "
+                                      f"needs {head}: run `workbench db upgrade`")
+
+    upgraded = json.loads(run_cli("db", "upgrade", "--json").stdout)
+    assert (upgraded["from"], upgraded["to"]) == ("0006", head)
+    assert json.loads(run_cli("jobs", "list", "--json").stdout) == []
+    assert f"already at revision {head}" in run_cli("db", "upgrade").stdout
+
+
+def test_jobs_logs_follow_prints_every_chunk_until_the_job_finishes(home, monkeypatch, capsys):
+    """No cap: a log past the old 2 MB limit is followed whole, including what the worker adds after the end."""
+    import threading
+
+    from storage import queue
+    from storage.orm import JobStatus
+    from workbench import cli
+
+    monkeypatch.setattr(cli, "LOG_POLL_S", 0.3)  # time enough for the last append after finish
+    job = queue.enqueue("test-sleep", {})
+    assert queue.claim_next("w1", ["cpu"]).id == job.id
+    block = "z" * 49_999 + "\n"
+    written = [f"chunk {i}\n{block}" for i in range(50)]  # 2.5 MB
+    started = threading.Event()
+
+    def run_job():
+        started.wait(10)
+        for text in written:
+            queue.append_log(job.id, text)
+        queue.finish(job.id, JobStatus.SUCCEEDED)
+        queue.append_log(job.id, "last output, drained after the job process exited\n")
+
+    writer = threading.Thread(target=run_job)
+    writer.start()
+    queue.append_log(job.id, "before following\n")
+    started.set()
+    try:
+        assert cli.main(["jobs", "logs", "-f", str(job.id)]) == 0
+    finally:
+        writer.join()
+    printed = capsys.readouterr().out
+    expected = "before following\n" + "".join(written) + "last output, drained after the job process exited\n"
+    assert len(printed) > 2_500_000 and printed == expected == queue.job_log(job.id)

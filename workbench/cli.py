@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from storage.errors import InvalidInput, WorkbenchError
+from workbench.formatting import percent
 
 EXIT_BAD_INPUT = 2
 
@@ -33,10 +34,6 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join(lines)
-
-
-def _pct(x: float | None) -> str:
-    return "" if x is None else f"{x:.2%}"
 
 
 def _mb(n: int | None) -> str:
@@ -98,7 +95,7 @@ def cmd_models_list(args):
             "source": f"{m.source_kind}:{m.source}" if m.source_kind != "builtin" else m.source,
             "architecture": m.info.get("architecture", "(inspecting)"),
             "params": f"{m.info['num_parameters'] / 1e6:.1f}M" if m.info.get("num_parameters") else "",
-            "task": m.info.get("task", ""),
+            "task": m.task,
         }
         for m in models
     ]
@@ -114,8 +111,11 @@ def cmd_models_show(args):
     data = {**to_dict(model), "variants": [to_dict(v) for v in variants]}
 
     def human():
-        lines = [f"model {model.id} {model.name!r}", f"  source: {model.source_kind}: {model.source}"]
-        lines += [f"  {k}: {v}" for k, v in model.info.items() if k not in ("inputs", "outputs")]
+        lines = [f"model {model.id} {model.name!r}", f"  source: {model.source_kind}: {model.source}",
+                 f"  task: {model.task}"]
+        # the inspected `task` is what the checkpoint does as it is (a bare encoder: feature-extraction)
+        lines += [f"  {'checkpoint task' if k == 'task' else k}: {v}" for k, v in model.info.items()
+                  if k not in ("inputs", "outputs")]
         lines.append("  variants:")
         for v in variants:
             lines.append(f"    {v.id} {v.name!r} {v.runtime}/{v.precision} {_mb(v.size_bytes)} sha256 {v.sha256}")
@@ -298,6 +298,9 @@ def cmd_jobs_cancel(args):
     _emit(args, to_dict(job), lambda: f"job {job.id}: {job.status.value} ({job.message})")
 
 
+LOG_POLL_S = 1.0
+
+
 def cmd_jobs_logs(args):
     from jobs import api
 
@@ -305,15 +308,20 @@ def cmd_jobs_logs(args):
     if args.json:
         print(json.dumps({"id": job.id, "log": api.job_log(job.id)}))
         return
-    shown = 0
+    last_id = 0
+    settling = False
     while True:
-        log = api.job_log(args.id)
-        sys.stdout.write(log[shown:])
-        sys.stdout.flush()
-        shown = len(log)
-        if not args.follow or api.get_job(args.id).status.finished:
+        # The status is read before the chunks, so once it says finished, what the job printed until then follows.
+        finished = args.follow and api.get_job(job.id).status.finished
+        while chunks := api.job_log_chunks(job.id, after_id=last_id):
+            sys.stdout.write("".join(text for _, text in chunks))
+            sys.stdout.flush()
+            last_id = chunks[-1][0]
+        if not args.follow or settling:
             break
-        time.sleep(1)
+        # The worker appends a finished job's last output after the job process has exited: one more read gets it.
+        settling = finished
+        time.sleep(LOG_POLL_S)
 
 
 def cmd_jobs_kinds(args):
@@ -356,7 +364,7 @@ def cmd_variants_list(args):
     rows = [
         {"id": v.id, "variant": "  " * v.depth + ("└ " if v.depth else "") + v.label,
          "runtime": v.runtime, "precision": v.precision, "size": _mb(v.size_bytes),
-         "accuracy": _pct(v.accuracy) if v.accuracy is not None else v.evaluation,
+         "accuracy": percent(v.accuracy) if v.accuracy is not None else v.evaluation,
          "vs parent": "" if v.drop_points is None else f"{0.0 - v.drop_points:+.2f} pts",
          "flag": "; ".join(f for f in (f"FLAGGED: {v.drop_points:.2f} pts below parent" if v.flagged else "",
                                          f"DEGENERATE: {v.degenerate_reason}" if v.degenerate else "") if f)}
@@ -380,16 +388,16 @@ def cmd_variants_show(args):
         lines += [f"    {i}. {s['kind']} {json.dumps(s.get('params', {k: s[k] for k in s if k != 'kind'}))}"
                   for i, s in enumerate(v.recipe.get("steps", []), start=1)]
         for ev in detail["evaluations"]:
-            line = f"  evaluation {ev.id}: accuracy {_pct(ev.accuracy)}"
+            line = f"  evaluation {ev.id}: accuracy {percent(ev.accuracy)}"
             if ev.accuracy_low is not None:
-                line += f" (95% interval {_pct(ev.accuracy_low)}-{_pct(ev.accuracy_high)})"
+                line += f" (95% interval {percent(ev.accuracy_low)}-{percent(ev.accuracy_high)})"
             line += f", macro-F1 {ev.macro_f1:.4f} on {ev.num_examples} {ev.split} examples"
             if ev.majority_accuracy is not None:
-                line += f"; always {ev.majority_label!r} would score {_pct(ev.majority_accuracy)}"
+                line += f"; always {ev.majority_label!r} would score {percent(ev.majority_accuracy)}"
             if ev.per_class_recall:
-                line += "; recall " + ", ".join(f"{k} {_pct(r) if r is not None else '-'}" for k, r in ev.per_class_recall.items())
+                line += "; recall " + ", ".join(f"{k} {percent(r) if r is not None else '-'}" for k, r in ev.per_class_recall.items())
             if ev.parent_accuracy is not None:
-                line += f"; parent {_pct(ev.parent_accuracy)} ({0.0 - ev.drop_points:+.2f} pts), agreement {_pct(ev.agreement_with_parent)}"
+                line += f"; parent {percent(ev.parent_accuracy)} ({0.0 - ev.drop_points:+.2f} pts), agreement {percent(ev.agreement_with_parent)}"
             if ev.flagged:
                 line += f"  FLAGGED (tolerance {ev.tolerance_points} pts)"
             if ev.degenerate:
@@ -399,7 +407,7 @@ def cmd_variants_show(args):
         if not detail["evaluations"] and summary is not None:
             lines.append(f"  evaluation: {summary.evaluation}")
         for h in detail["history"]:
-            lines.append(f"  epoch {h['epoch']}: loss {h['train_loss']}, validation accuracy {_pct(h['val_accuracy'])}, macro-F1 {h['val_macro_f1']}")
+            lines.append(f"  epoch {h['epoch']}: loss {h['train_loss']}, validation accuracy {percent(h['val_accuracy'])}, macro-F1 {h['val_macro_f1']}")
         lines += [f"  {k}: {json.dumps(val)}" for k, val in v.info.items() if k != "training"]
         lines.append("  files:")
         lines += [f"    {f['sha256']}  {f['path']}" for f in v.files]
@@ -553,7 +561,7 @@ def cmd_registry_list(args):
             undo = ", ".join(f"{a} -> v{v}" for a, v in m["rollback_to"].items())
             lines += ["", f"{m['name']}: {aliases}" + (f" (rollback: {undo})" if undo else "")]
             rows = [{"version": v["version"], "variant": v["variant_id"] or "", "aliases": ", ".join(v["aliases"]),
-                     "runtime": v["runtime"], "precision": v["precision"], "accuracy": _pct(v["accuracy"]),
+                     "runtime": v["runtime"], "precision": v["precision"], "accuracy": percent(v["accuracy"]),
                      "run": v["run_id"] or ""} for v in m["versions"]]
             lines.append(_table(rows, ["version", "variant", "aliases", "runtime", "precision", "accuracy", "run"]))
         return "\n".join(lines)
@@ -584,7 +592,9 @@ def _registry_commands(sub, leaf) -> None:
 
 def cmd_worker(args):
     from jobs.runner.worker import run_worker
+    from storage import db
 
+    db.upgrade()  # an entry point: a worker started on a new release brings the schema up to it
     run_worker(concurrency=args.concurrency, burst=args.burst)
 
 
@@ -592,6 +602,21 @@ def cmd_serve(args):
     from workbench.serve import serve
 
     serve(host=args.host, port=args.port, with_worker=not args.no_worker, concurrency=args.concurrency, share=args.share)
+
+
+def cmd_db_upgrade(args):
+    from storage import db, settings
+
+    before, after = db.upgrade()
+    where = db.display_url(settings.db_url())
+    data = {"database": where, "from": before, "to": after}
+
+    def human():
+        if before == after:
+            return f"the database at {where} is already at revision {after}"
+        return f"upgraded the database at {where} from {before or 'nothing (new database)'} to revision {after}"
+
+    _emit(args, data, human)
 
 
 # ---- parser -------------------------------------------------------------------------------------------------
@@ -619,6 +644,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(sub, "worker", cmd_worker, "Run queued jobs, each in its own child process", json_flag=False)
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     p.add_argument("--concurrency", type=int, default=1, help="jobs run at once")
+
+    database = sub.add_parser("db", help="Manage the database schema").add_subparsers(dest="action", required=True)
+    leaf(database, "upgrade", cmd_db_upgrade,
+         "Migrate the database to the schema this workbench needs (serve and worker also do at start-up)")
 
     models = sub.add_parser("models", help="Add, list and show models").add_subparsers(dest="action", required=True)
     p = leaf(models, "add", cmd_models_add, "Add a model: builtin:minilm-l6, a HF directory, a .zip/.tar.gz, a .onnx, or a hub ID")

@@ -105,7 +105,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, with_worker: bool = True, c
     check_port_free(host, port)
     if concurrency < 1:
         raise WorkbenchError(f"--concurrency must be at least 1, not {concurrency}")
-    db.engine()  # migrate before the worker starts, so only one process creates the schema
+    db.upgrade()  # migrate once, here, before the worker starts; the app and job processes only check the schema
     os.environ["GRADIO_TEMP_DIR"] = str(upload_folder())  # read by Gradio when the app is built, below
     worker = start_worker(concurrency) if with_worker else None
     if worker is not None:

@@ -9,9 +9,12 @@ import gradio as gr
 from jobs import api
 from storage.errors import WorkbenchError
 from workbench import roles
-from workbench.ui import Refresh, attempt, esc, fail, ref_choices
+from workbench.choices import NONE, job_choices, named_choices, variant_choices
+from workbench.ui import Refresh, attempt, esc, fail
 
 REFRESH_S = 1.5
+# The log box is re-sent on every refresh, so it holds the end of the log (where a job says why it stopped).
+LOG_TAIL_CHARS = 20_000
 STATUS_COLORS = {
     "queued": "#888", "running": "#1f77b4", "succeeded": "#2ca02c", "failed": "#d62728", "cancelled": "#ff7f0e",
 }
@@ -60,19 +63,27 @@ def job_detail(job_id: str | None) -> tuple[str, str]:
         lines.append(f"params: `{json.dumps(job.params)}`")
     if job.error:
         lines.append(f"**error:** {esc(job.error.strip().splitlines()[-1] if job.error.strip() else '')}")
-    return "\n\n".join(lines), api.job_log(job.id)
+    return "\n\n".join(lines), log_tail_text(job.id)
+
+
+def log_tail_text(job_id: int) -> str:
+    tail = api.job_log_tail(job_id, LOG_TAIL_CHARS)
+    if not tail.omitted:
+        return tail.text
+    _cut_line, _, whole_lines = tail.text.partition("\n")  # the first line was cut somewhere in its middle
+    return f"[earlier lines omitted: showing the last {LOG_TAIL_CHARS:,} characters of the log]\n{whole_lines or tail.text}"
 
 
 def _job_choices():
-    return ref_choices(api.list_jobs(limit=200), lambda j: f"{j.id} · {j.kind} · {j.status.value}")
+    return job_choices(api.list_jobs(limit=200))
 
 
 def _variant_choices():
-    return [("(none)", "")] + ref_choices(api.list_variants(), lambda v: f"{v.id} · {v.name} ({v.runtime}/{v.precision})")
+    return [NONE] + variant_choices(api.list_variants())
 
 
 def _dataset_choices():
-    return [("(none)", "")] + ref_choices(api.list_datasets(), lambda d: f"{d.id} · {d.name}")
+    return [NONE] + named_choices(api.list_datasets())
 
 
 @roles.editor_only("submit a job")
