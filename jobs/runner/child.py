@@ -1,8 +1,9 @@
 """Entry point of the process that runs one job: `python -m jobs.runner.child JOB_ID`.
 
 The worker starts one such process per job, so a crash, an out-of-memory kill or a segfault here ends this
-process only; the worker sees the exit status and records why. On success the new variant (if any) and the
-job's final status are written in one transaction.
+process only; the worker sees the exit status and records why. On success everything the job made (a new
+variant and the job that follows it, evaluations, measurements) and the job's final status are written in one
+transaction, and nothing at all when the job is no longer running by then (cancelled, or swept and re-queued).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def _run(job, ctx) -> int:
     from jobs.runner.context import JobCancelled, JobResult
     from jobs.runner.params import parse_params
     from jobs.runner.registry import get_kind
-    from storage import catalog, queue
+    from storage import queue
     from storage.db import session_scope
     from storage.errors import WorkbenchError
     from storage.orm import JobStatus
@@ -54,18 +55,12 @@ def _run(job, ctx) -> int:
         if isinstance(outcome, dict):
             outcome = JobResult(result=outcome)
         with session_scope() as s:
-            variant_id = None
-            if outcome.new_variant is not None:
-                from jobs.kinds.evaluate import queue_evaluation
-
-                variant = catalog.create_variant(session=s, **outcome.new_variant)
-                variant_id = variant.id
-                queue_evaluation(s, job, variant)  # no variant without its accuracy
+            variant_id, result = _insert_outputs(s, job, outcome)
             won = queue.finish(
                 job_id,
                 JobStatus.SUCCEEDED,
                 message=outcome.message,
-                result=outcome.result,
+                result=result,
                 produced_variant_id=variant_id,
                 worker_id=job.worker_id,
                 session=s,
@@ -89,6 +84,31 @@ def _run(job, ctx) -> int:
             job_id, JobStatus.FAILED, message=f"failed: {type(exc).__name__}: {exc}", error=tb, worker_id=job.worker_id
         )
         return 1
+
+
+def _insert_outputs(session, job, outcome) -> tuple[int | None, dict]:
+    """Insert what the job made, in its final transaction: its new variant (with the job that follows it, from the
+    registry), evaluations and measurements. Returns the new variant's id and the job's result, completed with the
+    ids known only now (`evaluation_id`, which MLflow tracking reads)."""
+    from jobs.runner.registry import new_variant_follow_up
+    from storage import catalog
+
+    variant_id = None
+    if outcome.new_variant is not None:
+        variant = catalog.create_variant(session=session, **outcome.new_variant)
+        variant_id = variant.id
+        follow_up = new_variant_follow_up()
+        if follow_up is not None:
+            follow_up.queue(session, job, variant)  # no variant without its accuracy
+    evaluation_ids = [catalog.add_evaluation(session=session, **row).id for row in outcome.evaluations]
+    if outcome.measurements:
+        catalog.add_measurements(outcome.measurements, session=session)
+    ids: dict = {}
+    if len(evaluation_ids) == 1:
+        ids["evaluation_id"] = evaluation_ids[0]
+    elif evaluation_ids:
+        ids["evaluation_ids"] = evaluation_ids
+    return variant_id, {**ids, **outcome.result}
 
 
 if __name__ == "__main__":

@@ -23,11 +23,18 @@ class JobCancelled(Exception):
 
 @dataclass
 class JobResult:
-    """What a kind returns: a JSON result, and optionally a new variant committed with the job's success."""
+    """What a kind returns: a JSON result and the rows the job made, all committed with the job's success.
+
+    A kind writes no rows while it runs: the runner inserts `new_variant`, `evaluations` and `measurements` in the
+    transaction that marks the job succeeded, so a run that loses the finish race (cancelled, or swept as stale and
+    re-queued) leaves nothing behind, and a re-run cannot add a second set.
+    """
 
     result: dict[str, Any] = field(default_factory=dict)
-    new_variant: dict[str, Any] | None = None
+    new_variant: dict[str, Any] | None = None  # fields of a `variants` row
     message: str = "done"  # the job's closing message (e.g. a warning that the model it made is degenerate)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)  # fields of `evaluations` rows
+    measurements: list[dict[str, Any]] = field(default_factory=list)  # fields of `measurements` rows
 
 
 def config_layers(directory: Path) -> int | None:

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from jobs.runner.params import parse_params, to_jsonable
-from jobs.runner.registry import JobKind, get_kind
+from jobs.runner.registry import JobKind, get_kind, new_variant_follow_up
 from storage import catalog, queue, settings
 from storage.db import session_scope
 from storage.entities import Job, Variant
@@ -24,11 +24,13 @@ class Step:
 
 
 def _check_evaluation(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The params of the job that follows each variant a job yields (its evaluation), parsed and checked."""
     if evaluation is None:
         return None
-    from jobs.kinds.evaluate import EvaluateParams
-
-    return to_jsonable(parse_params(EvaluateParams, evaluation))
+    follow_up = new_variant_follow_up()
+    if follow_up is None:
+        raise InvalidInput("no job kind follows a new variant, so there is nothing to take these evaluation params")
+    return to_jsonable(parse_params(get_kind(follow_up.kind).params_cls, evaluation))
 
 
 def _resolve_inputs(kind: JobKind, model: int | str | None, variant: int | str | None, dataset: int | str | None,
