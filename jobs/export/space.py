@@ -7,9 +7,10 @@ their stored sha256). Everything is written into a staging directory beside the 
 at the end, and the staged app is loaded and asked for one prediction first, so a failure leaves nothing
 half-written behind.
 
-PyTorch and ONNX Runtime variants are exported; the app redoes what the workbench's loader does with
-`workbench.json` (max length, dtype, dynamic int8 at load, pruned heads). TensorRT engines are refused: they are
-built for one GPU and TensorRT version.
+Which runtimes can be exported, and what their app installs, is declared in the runtime registry
+(`jobs/runtimes/`): PyTorch and ONNX Runtime variants are exported; the app redoes what the workbench's loader
+does with `workbench.json` (max length, dtype, dynamic int8 at load, pruned heads). TensorRT engines are refused:
+they are built for one GPU and TensorRT version.
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from typing import Any
 
 from jobs.runner.params import describe
 from jobs.runner.registry import get_kind
+from jobs.runtimes import get_runtime
 from jobs.runtimes.base import VARIANT_META, read_variant_meta
+from jobs.tasks import text_classification
 from storage import catalog, files, settings
 from storage.entities import Variant
 from storage.errors import InvalidInput, WorkbenchError
 
 TEMPLATE = Path(__file__).with_name("space_app.py")
-RUNTIMES = ("pytorch", "onnxruntime")
 TORCH_LOAD_STEPS = {None, "torch-dynamic-int8"}  # what `quantization` in workbench.json may ask a PyTorch loader to redo
 DTYPES = {"float32", "bfloat16", "float16"}
 CHECK_TEXT = "This is a short test sentence."
@@ -61,11 +63,9 @@ def plan(variant: Variant) -> list[str]:
     """Refuse what the exported app could not run (InvalidInput with the reason); else notes for the README."""
     from transformers import AutoConfig
 
-    if variant.runtime == "tensorrt":
-        raise InvalidInput(f"variant {variant.id} is a TensorRT engine, built for one GPU model and TensorRT version: "
-                           "export the ONNX variant it was built from instead")
-    if variant.runtime not in RUNTIMES:
-        raise InvalidInput(f"variant {variant.id} has runtime {variant.runtime!r}; a Space can run {', '.join(RUNTIMES)}")
+    runtime = get_runtime(variant.runtime)
+    if not runtime.exportable:
+        raise InvalidInput(f"variant {variant.id} ({runtime.display_name}) cannot be exported: {runtime.not_exportable}")
     source = Path(variant.artifact_dir)
     if not source.is_dir():
         raise InvalidInput(f"variant {variant.id}'s files are missing ({source})")
@@ -73,15 +73,15 @@ def plan(variant: Variant) -> list[str]:
         config = AutoConfig.from_pretrained(source, trust_remote_code=False, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise InvalidInput(f"variant {variant.id} has no readable config.json ({exc}); cannot name its labels") from None
-    if not any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
+    if not text_classification.has_head(config):
         raise InvalidInput(f"variant {variant.id} has no classification head (a bare encoder would answer nonsense): "
                            "fine-tune it first and export the fine-tuned variant")
+    if not runtime.finds_files(source):
+        raise InvalidInput(f"variant {variant.id} ({runtime.display_name}) has no {' or '.join(runtime.files)}")
     meta = read_variant_meta(source)
     notes = []
-    if variant.runtime == "onnxruntime":
-        if not (source / "model.onnx").exists():
-            raise InvalidInput(f"variant {variant.id} is an ONNX variant without model.onnx")
-        return notes
+    if variant.runtime != "pytorch":
+        return notes  # what follows is what the app's own PyTorch loader can redo; an ONNX graph holds its steps
     if not (source / "model.safetensors").exists() and not any(source.glob("*.safetensors")):
         raise InvalidInput(f"variant {variant.id} has no safetensors weights; the exported app loads only safetensors")
     if meta.get("quantization") not in TORCH_LOAD_STEPS:
@@ -121,10 +121,7 @@ def _pin(dist: str, *alternatives: str) -> str:
 
 def requirements(variant: Variant) -> list[str]:
     reqs = [_pin("gradio"), _pin("transformers"), _pin("tokenizers"), _pin("numpy")]
-    if variant.runtime == "onnxruntime":
-        reqs.append(_pin("onnxruntime", "onnxruntime-gpu"))
-    else:
-        reqs += [_pin("torch"), _pin("safetensors")]
+    reqs += [_pin(r.dist, *r.same_as) for r in get_runtime(variant.runtime).export_requires or ()]
     if any(Path(variant.artifact_dir).glob("*.model")):  # a SentencePiece tokenizer
         reqs.append(_pin("sentencepiece"))
     return reqs
@@ -299,7 +296,7 @@ def export_space(variant_ref: int | str, directory: str | Path, *, force: bool =
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(variant.artifact_dir, trust_remote_code=False, local_files_only=True)
-    labels = [str(config.id2label[i]) for i in sorted(config.id2label)]
+    labels = text_classification.labels(config)
     model = catalog.get_model(variant.model_id)
     title = (title or f"{model.name} #{variant.id} ({variant.runtime} {variant.precision})").strip()
     description = (f"Variant #{variant.id} ({variant.name}) from the Transformer Deployment Workbench: "

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from jobs.runtimes.base import Predictor
+from jobs.runtimes.registry import Requirement, register_runtime
+from jobs.tasks import text_classification
 
 ONNX_FILE = "model.onnx"
 
@@ -40,7 +42,7 @@ class OrtPredictor(Predictor):
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(Path(model_dir) / ONNX_FILE), options, providers=providers_for(device))
         config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
-        labels = [str(config.id2label[i]) for i in sorted(config.id2label)]
+        labels = text_classification.labels(config)
         self.output_name = self.session.get_outputs()[0].name
         super().__init__(model_dir, device, labels, [i.name for i in self.session.get_inputs()], max_length, config=config)
 
@@ -49,3 +51,12 @@ class OrtPredictor(Predictor):
 
     def close(self) -> None:
         del self.session
+
+
+@register_runtime(
+    # tensorrt-ep: ONNX Runtime's own TensorRT execution provider (see `providers_for`)
+    "onnxruntime", display_name="ONNX Runtime", files=(ONNX_FILE,), devices=("cpu", "cuda", "tensorrt-ep"),
+    export_requires=(Requirement("onnxruntime", same_as=("onnxruntime-gpu",)),),
+)
+def load_ort_predictor(model_dir: Path, device: str, max_length: int | None, threads: int | None) -> OrtPredictor:
+    return OrtPredictor(model_dir, device, max_length, threads=threads)

@@ -14,6 +14,8 @@ from typing import Any, Callable
 import numpy as np
 
 from jobs.runtimes.base import Predictor, read_variant_meta
+from jobs.runtimes.registry import register_runtime
+from jobs.tasks import text_classification
 
 UNAVAILABLE = "unavailable: needs an NVIDIA GPU with TensorRT"
 ENGINE_FILE = "model.engine"
@@ -189,6 +191,8 @@ def build_engine(
     started = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - started
+    if monitor is not None and monitor.error is not None:
+        raise monitor.error
     if serialized is None:
         if monitor is not None and monitor.stopped:
             raise RuntimeError("the TensorRT engine build was stopped before it finished")
@@ -222,6 +226,7 @@ def _progress_monitor(trt: Any, log: Callable[[str], None], keep_going: Callable
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
             self.stopped = False
+            self.error: Exception | None = None  # what keep_going raised, to raise once the builder returns
             self._last_poll = 0.0
 
         def phase_start(self, phase_name, parent_phase, num_steps):
@@ -239,8 +244,9 @@ def _progress_monitor(trt: Any, log: Callable[[str], None], keep_going: Callable
                 self._last_poll = now
                 try:
                     self.stopped = not keep_going()
-                except Exception:
-                    pass
+                except Exception as exc:  # a cancellation (JobCancelled) or a failed check: it must not unwind
+                    # through TensorRT's C++ frames, so it stops the build and build_engine raises it afterwards
+                    self.error, self.stopped = exc, True
             return not self.stopped
 
         def phase_finish(self, phase_name):
@@ -274,7 +280,7 @@ class TensorRTPredictor(Predictor):
             raise FileNotFoundError(f"{engine_path} does not exist: build the engine with build-tensorrt")
 
         config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
-        labels = [config.id2label[i] for i in sorted(config.id2label)]
+        labels = text_classification.labels(config)
 
         self._logger = trt.Logger(trt.Logger.WARNING)
         with torch.cuda.device(self._device):
@@ -384,3 +390,13 @@ class TensorRTPredictor(Predictor):
         torch = getattr(self, "_torch", None)
         if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+@register_runtime(
+    "tensorrt", display_name="TensorRT", files=(ENGINE_FILE,), devices=("cuda",),
+    not_exportable="a TensorRT engine is built for one GPU model and TensorRT version; "
+                   "export the ONNX variant it was built from instead",
+)
+def load_tensorrt_predictor(model_dir: Path, device: str, max_length: int | None,
+                            threads: int | None) -> TensorRTPredictor:
+    return TensorRTPredictor(model_dir, device, max_length)  # runs on the GPU: no CPU threads to cap

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 
 from jobs.runtimes.base import Predictor, read_variant_meta
+from jobs.runtimes.registry import register_runtime
+from jobs.tasks import text_classification
 
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
@@ -64,7 +66,7 @@ def load_torch_model(model_dir: Path, *, device: str = "cpu", attn_implementatio
 
 def is_classifier(config: Any) -> bool:
     """Whether a transformers config describes a sequence-classification model (a head to predict with)."""
-    return any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
+    return text_classification.has_head(config)
 
 
 def is_plain_fp32(variant: Any) -> bool:
@@ -76,7 +78,7 @@ def is_plain_fp32(variant: Any) -> bool:
 
 
 def model_labels(config: Any) -> list[str]:
-    return [str(config.id2label[i]) for i in sorted(config.id2label)]
+    return text_classification.labels(config)
 
 
 class TorchPredictor(Predictor):
@@ -107,3 +109,15 @@ class TorchPredictor(Predictor):
         del self.model
         if self.device.startswith("cuda"):
             self._torch.cuda.empty_cache()
+
+
+@register_runtime(
+    "pytorch", display_name="PyTorch", files=("*.safetensors", "pytorch_model*.bin"), devices=("cpu", "cuda"),
+    export_requires=("torch", "safetensors"),
+)
+def load_torch_predictor(model_dir: Path, device: str, max_length: int | None, threads: int | None) -> TorchPredictor:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)  # process-wide: torch has no per-model thread pool
+    return TorchPredictor(model_dir, device, max_length)
