@@ -56,11 +56,13 @@ def name_taken(orm_cls: type, name: str) -> bool:
 # ---- models -------------------------------------------------------------------------------------------------
 
 
-def create_model(*, name: str, source_kind: str, source: str, allow_pickle: bool, variant: dict[str, Any]) -> tuple[Model, Variant]:
-    """A model row and its root variant, in one transaction."""
+def create_model(*, name: str, source_kind: str, source: str, allow_pickle: bool, variant: dict[str, Any],
+                 task: str = "text-classification") -> tuple[Model, Variant]:
+    """A model row and its root variant, in one transaction. `task` names a task of jobs.tasks."""
     try:
         with session_scope() as s:
-            model = SqlModel(name=name, source_kind=source_kind, source=source, allow_pickle=allow_pickle, info={})
+            model = SqlModel(name=name, source_kind=source_kind, source=source, allow_pickle=allow_pickle, info={},
+                             task=task)
             s.add(model)
             s.flush()
             root = SqlVariant(model_id=model.id, parent_id=None, **variant)
@@ -81,10 +83,13 @@ def list_models() -> list[Model]:
         return [from_row(Model, r) for r in s.scalars(select(SqlModel).order_by(SqlModel.id))]
 
 
-def update_model_info(model_id: int, info: dict[str, Any]) -> Model:
+def update_model_info(model_id: int, info: dict[str, Any], task: str | None = None) -> Model:
+    """Merge `info` into the model's; `task` (when given) replaces its task, as inspecting its config found it."""
     with session_scope() as s:
         row = by_ref(s, SqlModel, model_id, "model")
         row.info = {**(row.info or {}), **info}
+        if task is not None:
+            row.task = task
         s.flush()
         return from_row(Model, row)
 
@@ -153,12 +158,15 @@ def list_datasets() -> list[Dataset]:
 # ---- evaluations --------------------------------------------------------------------------------------------
 
 
-def add_evaluation(**fields_: Any) -> Evaluation:
-    with session_scope() as s:
+def add_evaluation(session: Session | None = None, **fields_: Any) -> Evaluation:
+    """A new evaluation row; pass `session` to make it part of a larger transaction (a job's final commit)."""
+    if session is not None:
         row = SqlEvaluation(**fields_)
-        s.add(row)
-        s.flush()
+        session.add(row)
+        session.flush()
         return from_row(Evaluation, row)
+    with session_scope() as s:
+        return add_evaluation(session=s, **fields_)
 
 
 def list_evaluations(variant_id: int | None = None) -> list[Evaluation]:
@@ -181,12 +189,15 @@ def latest_evaluations() -> dict[int, Evaluation]:
 # ---- measurements -------------------------------------------------------------------------------------------
 
 
-def add_measurements(rows: list[dict[str, Any]]) -> list[Measurement]:
-    with session_scope() as s:
+def add_measurements(rows: list[dict[str, Any]], session: Session | None = None) -> list[Measurement]:
+    """New measurement rows; pass `session` to make them part of a larger transaction (a job's final commit)."""
+    if session is not None:
         objs = [SqlMeasurement(**r) for r in rows]
-        s.add_all(objs)
-        s.flush()
+        session.add_all(objs)
+        session.flush()
         return [from_row(Measurement, o) for o in objs]
+    with session_scope() as s:
+        return add_measurements(rows, session=s)
 
 
 def list_measurements(variant_ids: list[int] | None = None, fingerprint_hash: str | None = None,

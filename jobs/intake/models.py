@@ -18,6 +18,7 @@ from pathlib import Path
 from jobs.intake.archives import budget, copy_file_limited, extract_archive, is_archive, single_root
 from jobs.intake.builtin import builtin_model
 from jobs.runner.registry import get_kind
+from jobs.tasks import DEFAULT_TASK, task_of_config
 from storage import catalog, files, settings
 from storage.entities import Model, Variant
 from storage.errors import InvalidInput
@@ -68,8 +69,11 @@ def _check_tokenizer_size(path: Path, shown: str) -> None:
         )
 
 
-def _copy_hf_dir(src: Path, dest: Path, allow_pickle: bool) -> tuple[str, list[str]]:
-    """Copy a Hugging Face directory's usable files into `dest`. Returns (runtime, notes).
+def _copy_hf_dir(src: Path, dest: Path, allow_pickle: bool) -> tuple[str, str, list[str]]:
+    """Copy a Hugging Face directory's usable files into `dest`. Returns (runtime, task, notes).
+
+    The task is recognised from config.json (jobs.tasks); a model no task can take is refused before anything
+    is copied.
 
     Suffixes are compared in lower case (`pytorch_model.BIN` is a pickle, `MODELING.PY` is code). What is copied
     is bounded by WORKBENCH_MAX_EXTRACTED_MB, counted as it is written; config and tokenizer files by
@@ -85,6 +89,7 @@ def _copy_hf_dir(src: Path, dest: Path, allow_pickle: bool) -> tuple[str, list[s
         raise InvalidInput(f"{src.name}/config.json is not valid JSON: {exc}") from None
     if not isinstance(config, dict) or "model_type" not in config:
         raise InvalidInput(f"{src.name}/config.json has no model_type; is this a transformers model?")
+    task = task_of_config(config, shown=src.name).name
     if config.get("auto_map"):
         notes.append("config declares custom code (auto_map); it is ignored, remote code is never run")
 
@@ -122,7 +127,7 @@ def _copy_hf_dir(src: Path, dest: Path, allow_pickle: bool) -> tuple[str, list[s
             _check_onnx(path, shown=path.relative_to(dest).as_posix())
     if not any((dest / n).exists() for n in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "spiece.model")):
         notes.append("no tokenizer files found; text cannot be fed to this model until one is added")
-    return ("onnxruntime" if onnx_files and not safetensors else "pytorch"), notes
+    return ("onnxruntime" if onnx_files and not safetensors else "pytorch"), task, notes
 
 
 def _hub_download(repo_id: str, dest: Path) -> None:
@@ -174,7 +179,7 @@ def add_model(request: ModelRequest) -> IntakeResult:
         if source.startswith("builtin:"):
             builtin = builtin_model(source.removeprefix("builtin:"))
             kind, default_name = "builtin", builtin.name
-            runtime, notes = _copy_hf_dir(builtin.path(), model_dir, request.allow_pickle)
+            runtime, task, notes = _copy_hf_dir(builtin.path(), model_dir, request.allow_pickle)
         elif source.startswith("hub:") or (not Path(source).expanduser().exists() and HUB_ID.match(source) and "/" in source):
             repo_id = source.removeprefix("hub:")
             if not HUB_ID.match(repo_id):
@@ -182,7 +187,7 @@ def add_model(request: ModelRequest) -> IntakeResult:
             kind, default_name = "hub", repo_id.split("/")[-1]
             download = stage / "download"
             _hub_download(repo_id, download)
-            runtime, notes = _copy_hf_dir(download, model_dir, request.allow_pickle)
+            runtime, task, notes = _copy_hf_dir(download, model_dir, request.allow_pickle)
             source = repo_id
         else:
             path = Path(source).expanduser()
@@ -190,10 +195,10 @@ def add_model(request: ModelRequest) -> IntakeResult:
                 raise InvalidInput(f"{source}: no such file or directory (nor a built-in like builtin:minilm-l6)")
             if path.is_dir():
                 kind, default_name = "local", path.name
-                runtime, notes = _copy_hf_dir(path, model_dir, request.allow_pickle)
+                runtime, task, notes = _copy_hf_dir(path, model_dir, request.allow_pickle)
             elif path.suffix.lower() == ".onnx":
                 _check_size(path)
-                kind, default_name, runtime = "onnx", path.stem, "onnxruntime"
+                kind, default_name, runtime, task = "onnx", path.stem, "onnxruntime", DEFAULT_TASK  # no config to ask
                 _check_onnx_external(path, path.name, single=True)
                 _check_onnx(path)
                 shutil.copyfile(path, model_dir / "model.onnx")
@@ -204,7 +209,7 @@ def add_model(request: ModelRequest) -> IntakeResult:
                 extracted = stage / "extracted"
                 extracted.mkdir()
                 extract_archive(path, extracted)
-                runtime, notes = _copy_hf_dir(single_root(extracted), model_dir, request.allow_pickle)
+                runtime, task, notes = _copy_hf_dir(single_root(extracted), model_dir, request.allow_pickle)
             else:
                 raise InvalidInput(f"{path.name}: expected a model directory, a .zip / .tar.gz archive or a .onnx file")
             source = str(path.resolve()) if kind == "local" else path.name
@@ -219,6 +224,7 @@ def add_model(request: ModelRequest) -> IntakeResult:
             source_kind=kind,
             source=source,
             allow_pickle=request.allow_pickle,
+            task=task,
             variant=dict(
                 name=f"{name} (original)",
                 artifact_dir=str(artifact),

@@ -8,7 +8,7 @@ from typing import Any
 
 from jobs.runner.context import JobContext, JobResult
 from jobs.runner.registry import register
-from jobs.runtimes.torch_runtime import is_classifier
+from jobs.tasks import Task, task_of_config
 from storage import catalog
 from storage.errors import InvalidInput
 
@@ -74,14 +74,16 @@ def check_loaded_weights(model: Any, loading: dict[str, Any]) -> tuple[list[str]
     return problems, fresh_head
 
 
-def _inspect_pytorch(model_dir: Path, allow_pickle: bool, ctx: JobContext) -> dict[str, Any]:
+def _inspect_pytorch(model_dir: Path, allow_pickle: bool, ctx: JobContext) -> tuple[dict[str, Any], Task]:
+    """What the model is, and the task its config makes it (see jobs.tasks)."""
     import torch
-    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     ctx.progress(0.1, "reading config")
     config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
     architectures = list(config.architectures or [])
-    has_head = is_classifier(config)
+    task = task_of_config(config)
+    has_head = task.has_head(config)
 
     ctx.progress(0.3, "loading tokenizer")
     tokenizer_info: dict[str, Any] = {}
@@ -99,7 +101,7 @@ def _inspect_pytorch(model_dir: Path, allow_pickle: bool, ctx: JobContext) -> di
     use_safetensors = any(model_dir.glob("*.safetensors"))
     if not use_safetensors and not allow_pickle:
         raise ValueError("this model has only pickle weights and pickle was not allowed at intake")
-    auto_cls = AutoModelForSequenceClassification if has_head else AutoModel
+    auto_cls = task.model_class() if has_head else AutoModel
     # transformers loads .bin files with torch.load(weights_only=True); safetensors never run code.
     model, loading = auto_cls.from_pretrained(
         model_dir, trust_remote_code=False, local_files_only=True, use_safetensors=use_safetensors,
@@ -115,7 +117,7 @@ def _inspect_pytorch(model_dir: Path, allow_pickle: bool, ctx: JobContext) -> di
     ctx.progress(0.8, "counting parameters")
     num_parameters = sum(p.numel() for p in model.parameters())
     dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
-    labels = [config.id2label[i] for i in sorted(config.id2label)] if has_head else []
+    labels = task.labels(config) if has_head else []
     del model, torch
     return {
         "format": "transformers",
@@ -128,16 +130,17 @@ def _inspect_pytorch(model_dir: Path, allow_pickle: bool, ctx: JobContext) -> di
         "num_attention_heads": getattr(config, "num_attention_heads", None),
         "max_position_embeddings": getattr(config, "max_position_embeddings", None),
         "has_classification_head": has_head,
-        "task": "text-classification" if has_head else "feature-extraction",
+        "task": task.name if has_head else "feature-extraction",  # what the checkpoint does as it is
         "task_note": ("no classification head: fine-tune it before it can classify" if not has_head else
                       "its classification head is not in the weights (newly initialised): fine-tune it before "
                       "trusting its answers" if fresh_head else ""),
         "labels": labels,
         **tokenizer_info,
-    }
+    }, task
 
 
-def _inspect_onnx(model_dir: Path, ctx: JobContext) -> dict[str, Any]:
+def _inspect_onnx(model_dir: Path, ctx: JobContext) -> tuple[dict[str, Any], Task | None]:
+    """What the graph is, and the task its config.json makes it (None for a bare .onnx with no config)."""
     import numpy as np
     import onnx
     import onnxruntime as ort
@@ -163,15 +166,17 @@ def _inspect_onnx(model_dir: Path, ctx: JobContext) -> dict[str, Any]:
         "task": "unknown",
         "labels": [],
     }
+    task = None
     if (model_dir / "config.json").exists():
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
         info["model_type"] = config.model_type
-        if is_classifier(config):
-            info["task"] = "text-classification"
-            info["labels"] = [config.id2label[i] for i in sorted(config.id2label)]
-    return info
+        task = task_of_config(config)
+        if task.has_head(config):
+            info["task"] = task.name
+            info["labels"] = task.labels(config)
+    return info, task
 
 
 @register("inspect", InspectParams, summary="Load a model and record its architecture, size, task and labels",
@@ -181,14 +186,14 @@ def run(params: InspectParams, ctx: JobContext) -> JobResult:
     assert variant is not None and ctx.model is not None
     model_dir = Path(variant.artifact_dir)
     if variant.runtime == "onnxruntime":
-        info = _inspect_onnx(model_dir, ctx)
+        info, task = _inspect_onnx(model_dir, ctx)
     else:
-        info = _inspect_pytorch(model_dir, ctx.model.allow_pickle, ctx)
+        info, task = _inspect_pytorch(model_dir, ctx.model.allow_pickle, ctx)
     info["size_bytes"] = variant.size_bytes
     info["sha256"] = variant.sha256
     ctx.progress(0.95, "saving")
     if variant.parent_id is None:  # the root variant describes the model itself
-        catalog.update_model_info(ctx.model.id, info)
+        catalog.update_model_info(ctx.model.id, info, task=task.name if task else None)
     params_m = info["num_parameters"] / 1e6
     ctx.log(f"{info['architecture']}: {params_m:.1f}M parameters, {variant.size_bytes / 1e6:.1f} MB, task {info['task']}")
     return JobResult(result=info)

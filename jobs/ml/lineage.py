@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
+from jobs.tasks import text_classification
 from storage import catalog, queue
 from storage.entities import Evaluation, Variant
 from storage.orm import JobStatus
@@ -105,14 +104,7 @@ def head_labels(variant: Variant) -> list[str] | None:
 
     Every runtime's layout keeps the Hugging Face config (ONNX and TensorRT variants copy their parent's).
     """
-    try:
-        config = json.loads((Path(variant.artifact_dir) / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if not any(str(a).endswith("ForSequenceClassification") for a in config.get("architectures") or []):
-        return None
-    id2label = config.get("id2label") or {}
-    return [str(id2label[k]) for k in sorted(id2label, key=lambda k: int(k) if str(k).isdigit() else 0)]
+    return text_classification.TASK.head_labels(variant.artifact_dir)
 
 
 def classifies(variant: Variant, labels: list[str]) -> bool:
