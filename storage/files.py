@@ -42,10 +42,6 @@ def manifest_sha256(entries: list[dict[str, Any]]) -> str:
     return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
 
 
-def dir_size(directory: Path) -> int:
-    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
-
-
 @contextmanager
 def staging(prefix: str) -> Iterator[Path]:
     """A fresh staging directory that is always removed when the block ends (committed or not)."""

@@ -111,6 +111,22 @@ def test_the_kind_is_registered_for_cuda_workers():
     assert kind.summary == "Build a TensorRT engine (fp16 / int8) from an ONNX variant"
 
 
+def test_a_cancel_during_the_build_stops_the_builder_and_is_not_swallowed():
+    from jobs.runner.context import JobCancelled
+    from jobs.runtimes.tensorrt_runtime import _progress_monitor
+
+    class ProgressMonitor:  # what the builder's trt.IProgressMonitor base needs here
+        def __init__(self):
+            pass
+
+    def cancelled() -> bool:
+        raise JobCancelled("job 1 cancelled")
+
+    monitor = _progress_monitor(types.SimpleNamespace(IProgressMonitor=ProgressMonitor), lambda _line: None, cancelled)
+    assert monitor.step_complete("tactics", 1) is False  # the builder stops...
+    assert monitor.stopped and isinstance(monitor.error, JobCancelled)  # ...and build_engine raises it afterwards
+
+
 def test_params_defaults_and_choices():
     p = parse_params(BuildTensorRTParams, {})
     assert (p.precision, p.min_batch, p.opt_batch, p.max_batch, p.opt_seq, p.max_seq) == ("fp16", 1, 8, 32, 128, 128)

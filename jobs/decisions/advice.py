@@ -1,7 +1,8 @@
-"""Hardware-aware advice shown before a quantize, prune or benchmark job is launched.
+"""Hardware-aware advice shown before a job is launched (today: quantize, prune and benchmark).
 
-Rules of thumb about known slow paths on the detected hardware, backed where possible by what this machine has
-already measured (newest benchmark rows on its own fingerprint), so advice says "measured here" when it can.
+Rules of thumb about known slow paths on the detected hardware, declared by each kind (its `advice` hook in the
+registry), backed where possible by what this machine has already measured (newest benchmark rows on its own
+fingerprint), so advice says "measured here" when it can.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from jobs.runtimes.devices import detect, fast_bf16
+from jobs.runtimes.devices import detect
 
 
 @dataclass(frozen=True)
@@ -91,37 +92,18 @@ def measured_speedups(device: str = "cpu", batch_size: int = 1) -> dict[str, Mea
 
 
 def advice(kind: str, params: dict[str, Any]) -> list[str]:
+    """Notes for a job about to be launched: the kind's own rules (its `advice` hook, given this machine's
+    hardware), then, for kinds that declare `cites_measured_speedups`, what this machine has measured."""
     from jobs.bench.fingerprint import fingerprint, fingerprint_hash
+    from jobs.runner.registry import get_kind
+    from storage.errors import InvalidInput
 
-    info = detect()
-    cuda = "cuda" in info.get("devices", [])
-    flags = set(info.get("cpu_flags", []))
-    notes: list[str] = []
-    method = str(params.get("method", ""))
-    if kind == "quantize":
-        if method == "fp16" and not cuda:
-            notes.append("fp16 on this CPU goes through slow conversion paths; bf16 is the CPU half-precision"
-                         + (" and this CPU has AMX bf16 tiles" if "amx_bf16" in flags else ""))
-        if method == "bf16" and not fast_bf16("cpu") and not cuda:
-            notes.append("this CPU has no AMX or AVX-512 BF16: bf16 may be slower than fp32 here")
-        if method.startswith("ort-") and cuda:
-            notes.append("int8 on ONNX Runtime's CUDA execution provider falls back to slow kernels for many ops; "
-                         "on a GPU prefer fp16, or TensorRT int8 from an ort-static-int8 (int8-symmetric) variant")
-        if method.endswith("int8") and not cuda and not flags & {"avx512_vnni", "amx_int8"}:
-            notes.append("this CPU has no VNNI or AMX int8 instructions: int8 speedups will be small")
-        if method.startswith("ort-") and not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}:
-            setting = params.get("reduce_range", "auto")
-            if setting == "off":
-                notes.append("reduce_range=off: without VNNI, ONNX Runtime's u8s8 int8 path (AVX2 VPMADDUBSW) can "
-                             "saturate with full 8-bit weights and cost accuracy")
-            elif setting == "auto" and params.get("activations") != "int8-symmetric":  # that one is for TensorRT
-                notes.append("reduce_range is on by default here: without VNNI, ONNX Runtime's u8s8 int8 path (AVX2 "
-                             "VPMADDUBSW) can saturate with full 8-bit weights, so weights get 7 bits, as ONNX "
-                             "Runtime recommends for such CPUs (reduce_range=off keeps 8)")
-    if kind == "prune" and method == "l1-unstructured":
-        notes.append("zeros do not make a dense runtime faster: expect the same latency and size; "
-                     "use structured pruning (or a sparse runtime) for speed")
-    if kind in ("quantize", "benchmark", "prune"):
+    try:
+        declared = get_kind(kind)
+    except InvalidInput:  # a kind this installation does not know has nothing to advise
+        return []
+    notes: list[str] = list(declared.advice(params, detect())) if declared.advice else []
+    if declared.cites_measured_speedups:
         measured = _measured_speedups(fingerprint_hash(fingerprint("cpu")))
         if measured:
             ranked = sorted(measured.items(), key=lambda kv: -kv[1].ratio)

@@ -64,8 +64,26 @@ def rule_of(params: BenchmarkParams) -> dict:
                            min_samples=params.min_samples, max_seconds=params.max_seconds))
 
 
+def tracked_cells(job, result: dict) -> dict:
+    """Each cell this job measured as MLflow metrics: p50, p95 and throughput per variant x batch x length."""
+    if not result.get("variants"):
+        return {}
+    metrics = []
+    for m in catalog.list_measurements(variant_ids=[int(v) for v in result["variants"]]):
+        if m.job_id == job.id:
+            cell = f"v{m.variant_id}.b{m.batch_size}.s{m.seq_len}"
+            metrics += [(f"{stat}.{cell}", float(getattr(m, stat)), 0) for stat in ("p50_ms", "p95_ms", "throughput_sps")]
+    return {"metrics": metrics}
+
+
+# A quick trial's cells: enough calls per cell for a speedup with an interval (WORKBENCH_MIN_SAMPLES, 20 by
+# default), marked rough so its figures never become "measured on this machine" advice.
+QUICK_PARAMS = {"warmup": 3, "window": 5, "min_samples": 20, "max_seconds": 4.0, "texts": 16, "rough": True}
+
+
 @register("benchmark", BenchmarkParams, summary="Latency, throughput and memory on a batch x length grid",
-          device="any")
+          device="any", tracking=tracked_cells, cites_measured_speedups=True, quick_params=QUICK_PARAMS,
+          progress_weight=2.0)
 def run(params: BenchmarkParams, ctx: JobContext) -> JobResult:
     from jobs.bench.process import BenchProcess
 
@@ -121,6 +139,6 @@ def run(params: BenchmarkParams, ctx: JobContext) -> JobResult:
             proc.close()
     if not rows:
         raise InvalidInput("no cell could be measured; see the job log")
-    saved = catalog.add_measurements(rows)
-    return JobResult(result={"measurements": len(saved), "fingerprint_hash": fp_hash,
-                             "variants": [v.id for v in variants], "unstable_cells": sum(not r["stable"] for r in rows)})
+    return JobResult(result={"measurements": len(rows), "fingerprint_hash": fp_hash,
+                             "variants": [v.id for v in variants], "unstable_cells": sum(not r["stable"] for r in rows)},
+                     measurements=rows)

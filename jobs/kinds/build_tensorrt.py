@@ -84,6 +84,7 @@ def _copy_non_onnx(src: Path, dst: Path) -> list[str]:
     device="cuda",
     available=availability,
     output_runtime=takes("build-tensorrt", ("onnxruntime",), "tensorrt"),
+    progress_weight=2.0,  # an engine build tries kernel tactics for minutes
 )
 def run(params: BuildTensorRTParams, ctx: JobContext) -> JobResult:
     from jobs.runtimes.tensorrt_runtime import ENGINE_FILE, TensorRTPredictor, availability, build_engine
@@ -121,6 +122,11 @@ def run(params: BuildTensorRTParams, ctx: JobContext) -> JobResult:
     opt_shape = (params.opt_batch, params.opt_seq)
     max_shape = (params.max_batch, params.max_seq)
     ctx.progress(0.05, f"building the {params.precision} TensorRT engine (this can take minutes)")
+
+    def keep_going() -> bool:
+        ctx.check_cancelled()  # JobCancelled stops the builder, and build_engine raises it once the builder returns
+        return True
+
     try:
         facts = build_engine(
             onnx_path,
@@ -132,7 +138,7 @@ def run(params: BuildTensorRTParams, ctx: JobContext) -> JobResult:
             max_shape=max_shape,
             workspace_gb=params.workspace_gb,
             log=ctx.log,
-            keep_going=lambda: not ctx.cancelled(),
+            keep_going=keep_going,
         )
     except ValueError as exc:  # the input cannot be built as asked (no Q/DQ nodes, wrong inputs): the user's to fix
         raise InvalidInput(str(exc)) from None

@@ -17,6 +17,7 @@ from jobs.runner.context import JobContext, JobResult
 from jobs.runner.registry import register, takes
 from jobs.runtimes import load_predictor
 from jobs.runtimes.torch_runtime import is_plain_fp32
+from jobs.tasks import text_classification
 from storage import catalog
 from storage.entities import Variant
 from storage.errors import InvalidInput
@@ -66,7 +67,7 @@ def pytorch_ancestor(variant: Variant) -> Variant:
 
 
 def build_student(params: DistillParams, teacher: Variant, labels: list[str], ctx: JobContext) -> tuple[Any, Any, dict]:
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     from jobs.runtimes.structure import encoder_module
     from jobs.runtimes.torch_runtime import load_torch_model
@@ -75,7 +76,7 @@ def build_student(params: DistillParams, teacher: Variant, labels: list[str], ct
     base_dir = Path(base.artifact_dir)
     tokenizer = AutoTokenizer.from_pretrained(base_dir, trust_remote_code=False, local_files_only=True)
     meta = inherited_meta(base_dir)
-    label_maps = {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)}}
+    label_maps = text_classification.head_config(labels)
     if params.student == "half-layers":
         import torch
 
@@ -90,7 +91,7 @@ def build_student(params: DistillParams, teacher: Variant, labels: list[str], ct
         model.config.num_hidden_layers = len(keep)
         if meta.get("kept_heads"):
             meta["kept_heads"] = {str(new): meta["kept_heads"][str(old)] for new, old in enumerate(keep)}
-        if [str(model.config.id2label[i]) for i in sorted(model.config.id2label)] != labels:
+        if text_classification.labels(model.config) != labels:
             model.classifier = torch.nn.Linear(model.classifier.in_features, len(labels))
             model.config.update(label_maps)
             model.num_labels = len(labels)
@@ -99,13 +100,15 @@ def build_student(params: DistillParams, teacher: Variant, labels: list[str], ct
         config = AutoConfig.from_pretrained(base_dir, trust_remote_code=False, local_files_only=True)
         config.update({**SMALL_CONFIG, **label_maps, "architectures": None})
         meta.pop("kept_heads", None)
-        model = AutoModelForSequenceClassification.from_config(config)
+        model = text_classification.TASK.model_class().from_config(config)
         ctx.log(f"student: fresh {SMALL_CONFIG} using the tokenizer of variant {base.id}")
     return model, tokenizer, meta
 
 
 @register("distill", DistillParams, summary="Distil any variant into a smaller student", needs_dataset=True,
-          output_runtime=takes("distill", ("pytorch", "onnxruntime", "tensorrt"), "pytorch"))
+          output_runtime=takes("distill", ("pytorch", "onnxruntime", "tensorrt"), "pytorch"),
+          quick_params={"epochs": 2, "max_train_examples": 1024, "max_val_examples": 128},  # as finetune's
+          progress_weight=4.0)  # training dominates a pipeline's time
 def run(params: DistillParams, ctx: JobContext) -> JobResult:
     import torch
 

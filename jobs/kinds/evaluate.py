@@ -1,6 +1,7 @@
 """`evaluate`: accuracy, macro-F1, confusion matrix and agreement with the parent, through the variant's Predictor.
 
-Every job that yields a variant queues one (see `queue_evaluation`), so no variant is shown without its accuracy.
+Every job that yields a variant queues one (`queue_evaluation`, declared to the registry as what follows a new
+variant), so no variant is shown without its accuracy.
 A variant more than `tolerance_points` below its parent on the same examples is flagged, never hidden.
 """
 
@@ -15,8 +16,8 @@ from jobs.ml.data import Examples, split_examples
 from jobs.ml.metrics import agreement, classification_metrics, model_validity
 from jobs.runner.context import JobContext, JobResult
 from jobs.runner.params import parse_params, to_jsonable
-from jobs.runner.registry import register
-from jobs.runtimes import load_predictor
+from jobs.runner.registry import follows_new_variant, register
+from jobs.runtimes import get_runtime, load_predictor
 from storage import catalog, queue
 from storage.entities import Job, Variant
 from storage.errors import InvalidInput
@@ -41,13 +42,14 @@ class EvaluateParams:
             raise ValueError(f"tolerance_points must be 0 or more, got {self.tolerance_points}")
 
 
+@follows_new_variant("evaluate")
 def queue_evaluation(session: Session, producer: Job, variant: Variant) -> Job | None:
     """Queue the evaluation of a variant a job just produced, in the job's final transaction."""
     if variant.dataset_id is None:
         return None  # nothing to score against: a model without a trained head
     params = to_jsonable(parse_params(EvaluateParams, producer.evaluation or {}))
     return queue.enqueue(
-        "evaluate", params, device="cuda" if variant.runtime == "tensorrt" else "cpu",
+        "evaluate", params, device=get_runtime(variant.runtime).default_device,
         model_id=variant.model_id, variant_id=variant.id, dataset_id=variant.dataset_id,
         pipeline=producer.pipeline, priority=EVALUATION_PRIORITY, max_attempts=producer.max_attempts, session=session,
     )
@@ -92,8 +94,26 @@ def _parent_predictions(variant: Variant, examples: Examples, labels: list[str],
     return predicted
 
 
+def tracked_evaluation(job: Job, result: dict[str, Any]) -> dict[str, Any]:
+    """The evaluation row as a JSON artifact of the job's MLflow run (without the per-example predictions)."""
+    from storage.entities import to_dict
+
+    if not result.get("evaluation_id"):
+        return {}
+    evaluation = next((e for e in catalog.list_evaluations(job.variant_id) if e.id == result["evaluation_id"]), None)
+    if evaluation is None:
+        return {}
+    return {"artifacts": {"evaluation.json": {k: v for k, v in to_dict(evaluation).items() if k != "predictions"}}}
+
+
+# A quick trial's evaluation: a stratified sample giving a Wilson interval of about ±5 points, enough to tell a
+# model from the label prior.
+QUICK_PARAMS = {"max_examples": 300}
+
+
 @register("evaluate", EvaluateParams, summary="Accuracy, macro-F1, confusion matrix and agreement with the parent",
-          needs_dataset=False, automatic=True)
+          needs_dataset=False, automatic=True, tracking=tracked_evaluation, quick_params=QUICK_PARAMS,
+          progress_weight=0.5)  # one pass over a test split: short beside the step that made the variant
 def run(params: EvaluateParams, ctx: JobContext) -> JobResult:
     variant, dataset = ctx.require_variant(), ctx.require_dataset()
     device = "cuda" if ctx.job.device == "cuda" else "cpu"
@@ -112,14 +132,14 @@ def run(params: EvaluateParams, ctx: JobContext) -> JobResult:
     drop = None if parent_accuracy is None else (parent_accuracy - scores["accuracy"]) * 100
     flagged = drop is not None and drop > params.tolerance_points
     validity = model_validity(scores["confusion"])
-    evaluation = catalog.add_evaluation(
+    evaluation = dict(
         variant_id=variant.id, dataset_id=dataset.id, job_id=ctx.job.id, split=params.split, num_examples=len(examples),
         accuracy=scores["accuracy"], macro_f1=scores["macro_f1"], confusion=scores["confusion"],
         agreement_with_parent=agree, parent_accuracy=parent_accuracy, tolerance_points=params.tolerance_points,
         flagged=flagged, predictions=predicted, **validity,
     )
-    summary: dict[str, Any] = {
-        "evaluation_id": evaluation.id, "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"],
+    summary: dict[str, Any] = {  # `evaluation_id` is added by the runner once the row is inserted
+        "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"],
         "num_examples": len(examples), "parent_accuracy": parent_accuracy, "agreement_with_parent": agree,
         "drop_points": None if drop is None else round(drop, 2), "flagged": flagged,
         "majority_accuracy": validity["majority_accuracy"], "accuracy_interval": [validity["accuracy_low"],
@@ -138,4 +158,4 @@ def run(params: EvaluateParams, ctx: JobContext) -> JobResult:
         line += f"; DEGENERATE: {validity['degenerate_reason']}"
     ctx.log(line)
     message = f"done: DEGENERATE, {validity['degenerate_reason']}" if validity["degenerate"] else "done"
-    return JobResult(result=summary, message=message)
+    return JobResult(result=summary, message=message, evaluations=[evaluation])

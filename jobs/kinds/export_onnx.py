@@ -123,7 +123,7 @@ def parity(source: Path, exported: Path, texts: list[str]) -> dict[str, Any]:
 
 
 @register("export-onnx", ExportOnnxParams, summary="Export to ONNX (Optimum layout), checked for parity with the source",
-          output_runtime=takes("export-onnx", ("pytorch",), "onnxruntime"))
+          output_runtime=takes("export-onnx", ("pytorch",), "onnxruntime"), quick_params={"parity_examples": 16})
 def run(params: ExportOnnxParams, ctx: JobContext) -> JobResult:
     import onnx
     from transformers import AutoConfig

@@ -107,8 +107,16 @@ def structured(model: Any, params: PruneParams, meta: dict[str, Any], ctx: JobCo
     return {"heads_before": heads_before, "heads_after": heads_after, "ffn_width_after": ffn_keep}
 
 
+def advice(params: dict[str, Any], _hardware: dict[str, Any]) -> list[str]:
+    """What a pruning method cannot do for speed, whatever the hardware."""
+    if str(params.get("method", "")) == "l1-unstructured":
+        return ["zeros do not make a dense runtime faster: expect the same latency and size; "
+                "use structured pruning (or a sparse runtime) for speed"]
+    return []
+
+
 @register("prune", PruneParams, summary="L1 unstructured or structured (heads / FFN neurons) pruning",
-          output_runtime=takes("prune", ("pytorch",)))
+          output_runtime=takes("prune", ("pytorch",)), advice=advice, cites_measured_speedups=True)
 def run(params: PruneParams, ctx: JobContext) -> JobResult:
     from transformers import AutoTokenizer
 

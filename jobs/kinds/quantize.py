@@ -214,8 +214,38 @@ def output_runtime(params: QuantizeParams, runtime: str) -> str:
     return runtime
 
 
+def advice(params: dict[str, Any], hardware: dict[str, Any]) -> list[str]:
+    """Known slow paths of a quantization method on this hardware (`hardware` as `detect()` reports it)."""
+    from jobs.runtimes.devices import fast_bf16
+
+    cuda = "cuda" in hardware.get("devices", [])
+    flags = set(hardware.get("cpu_flags", []))
+    method = str(params.get("method", ""))
+    notes: list[str] = []
+    if method == "fp16" and not cuda:
+        notes.append("fp16 on this CPU goes through slow conversion paths; bf16 is the CPU half-precision"
+                     + (" and this CPU has AMX bf16 tiles" if "amx_bf16" in flags else ""))
+    if method == "bf16" and not fast_bf16("cpu") and not cuda:
+        notes.append("this CPU has no AMX or AVX-512 BF16: bf16 may be slower than fp32 here")
+    if method.startswith("ort-") and cuda:
+        notes.append("int8 on ONNX Runtime's CUDA execution provider falls back to slow kernels for many ops; "
+                     "on a GPU prefer fp16, or TensorRT int8 from an ort-static-int8 (int8-symmetric) variant")
+    if method.endswith("int8") and not cuda and not flags & {"avx512_vnni", "amx_int8"}:
+        notes.append("this CPU has no VNNI or AMX int8 instructions: int8 speedups will be small")
+    if method.startswith("ort-") and not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}:
+        setting = params.get("reduce_range", "auto")
+        if setting == "off":
+            notes.append("reduce_range=off: without VNNI, ONNX Runtime's u8s8 int8 path (AVX2 VPMADDUBSW) can "
+                         "saturate with full 8-bit weights and cost accuracy")
+        elif setting == "auto" and params.get("activations") != "int8-symmetric":  # that one is for TensorRT
+            notes.append("reduce_range is on by default here: without VNNI, ONNX Runtime's u8s8 int8 path (AVX2 "
+                         "VPMADDUBSW) can saturate with full 8-bit weights, so weights get 7 bits, as ONNX "
+                         "Runtime recommends for such CPUs (reduce_range=off keeps 8)")
+    return notes
+
+
 @register("quantize", QuantizeParams, summary="int8 / bf16 / fp16 quantization with PyTorch or ONNX Runtime",
-          output_runtime=output_runtime)
+          output_runtime=output_runtime, advice=advice, cites_measured_speedups=True)
 def run(params: QuantizeParams, ctx: JobContext) -> JobResult:
     variant = ctx.require_variant()
     source = Path(variant.artifact_dir)

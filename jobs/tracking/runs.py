@@ -176,6 +176,18 @@ def _ms(dt) -> int | None:
     return int(dt.replace(tzinfo=timezone.utc).timestamp() * 1000)
 
 
+def _kind_extras(job, result: dict[str, Any]) -> dict[str, Any]:
+    """What the job's kind adds to its run (its registry `tracking` hook): {"metrics": [...], "artifacts": {...}}."""
+    from jobs.runner.registry import get_kind
+    from storage.errors import InvalidInput
+
+    try:
+        kind = get_kind(job.kind)
+    except InvalidInput:  # a kind no longer installed (a plugin removed since): its run has the common record only
+        return {}
+    return kind.tracking(job, result) if kind.tracking else {}
+
+
 def describe_job(job) -> dict[str, Any]:
     """Everything the run of a finished job records, as plain data (no MLflow here, so it is cheap to test)."""
     from storage import catalog, queue
@@ -250,19 +262,13 @@ def describe_job(job) -> dict[str, Any]:
         metrics.append(("input_size_bytes", float(variant.size_bytes), 0))
     if job.duration_s is not None:
         metrics.append(("duration_s", float(job.duration_s), 0))
-    if job.kind == "benchmark" and result.get("variants"):
-        for m in catalog.list_measurements(variant_ids=[int(v) for v in result["variants"]]):
-            if m.job_id == job.id:
-                cell = f"v{m.variant_id}.b{m.batch_size}.s{m.seq_len}"
-                metrics += [(f"{stat}.{cell}", float(getattr(m, stat)), 0) for stat in ("p50_ms", "p95_ms", "throughput_sps")]
+    kind_extras = _kind_extras(job, result)
+    metrics += kind_extras.get("metrics", [])
 
     artifacts: dict[str, Any] = {"job.json": to_dict(job)}
     if produced is not None:
         artifacts["variant.json"] = to_dict(produced)  # recipe, files with sha256, facts; the weights stay put
-    if job.kind == "evaluate" and result.get("evaluation_id"):
-        evaluation = next((e for e in catalog.list_evaluations(job.variant_id) if e.id == result["evaluation_id"]), None)
-        if evaluation is not None:
-            artifacts["evaluation.json"] = {k: v for k, v in to_dict(evaluation).items() if k != "predictions"}
+    artifacts.update(kind_extras.get("artifacts", {}))
     log = queue.job_log(job.id)
     return {
         "experiment": experiment_name(model.name if model else None),
