@@ -93,7 +93,9 @@ def main() -> None:
                   f"(spread {p.spread or 0:.1%}), others took {p.other_cpu_fraction or 0:.0%} CPU, steal "
                   f"{p.steal_fraction or 0:.0%}; " + ("comparable" if p.variant_id in outcome.decision.ratios else
                                                      f"not comparable: {outcome.decision.not_comparable.get(p.variant_id)}"))
-    print(f"VERDICT: {outcome.summary}")
+    from workbench.formatting import wizard_summary
+
+    print(f"VERDICT: {wizard_summary(outcome)}")
 
 
 if __name__ == "__main__":

@@ -79,6 +79,7 @@ def test_fingerprints_are_never_mixed(two_machines):
 def test_decision_on_stored_rows(two_machines):
     from jobs import api
     from jobs.bench.fingerprint import fingerprint_hash
+    from workbench.formatting import decision_table
 
     rows = api.comparison(fingerprint=fingerprint_hash(two_machines["xeon"])).rows
     decision = api.decide(rows, 1, 128, baseline_id=two_machines["fp32"].id, max_drop_points=1.0, hourly_price=1.0)
@@ -89,7 +90,7 @@ def test_decision_on_stored_rows(two_machines):
     strict = api.decide(rows, 1, 128, baseline_id=two_machines["fp32"].id, max_drop_points=0.1)
     assert strict.sweet.variant_id == two_machines["bf16"].id  # int8 lost 0.5 points
     assert [p.variant_id for p in decision.front] == [two_machines["int8"].id, two_machines["bf16"].id]
-    table = api.decision_table(decision)
+    table = decision_table(decision)
     assert table[0]["sweet spot"] == "★" and table[0]["cost / 1M predictions (USD)"]
     assert table[0]["speedup (95% interval)"].startswith("4.00x (")
 

@@ -306,6 +306,8 @@ def test_test_set_ab_equals_a_direct_computation(two_variants):
         stat = (abs(a_only - b_only) - 1) ** 2 / (a_only + b_only)
         assert not result.mcnemar.exact and result.mcnemar.statistic == pytest.approx(stat)
         assert result.mcnemar.p_value == pytest.approx(chi2.sf(stat, 1))
+    assert result.verdict.p_value == result.mcnemar.p_value and result.verdict.alpha == 0.05
+    assert result.verdict.significant == (result.mcnemar.p_value < 0.05)
     assert len(result.disagreements) == round(60 * (1 - result.agreement))
     gaps = [d.confidence_gap for d in result.disagreements]
     assert gaps == sorted(gaps, reverse=True)
@@ -330,6 +332,22 @@ def test_mcnemar_against_scipy(a_only, b_only, exact):
     expected = binomtest(min(a_only, b_only), n, 0.5).pvalue if exact else chi2.sf((abs(a_only - b_only) - 1) ** 2 / n, 1)
     assert m.p_value == pytest.approx(expected)
     assert mcnemar_test([True, False], [True, False]).p_value == 1.0
+
+
+def test_the_ab_verdict_is_decided_in_the_core_and_worded_in_the_workbench():
+    from jobs.playground.ab import McNemar, verdict
+    from workbench.formatting import significance_sentence
+
+    clear = McNemar(a_only=2, b_only=20, statistic=0.0, p_value=0.0004, exact=True)
+    b_better = verdict(0.70, 0.88, clear)
+    assert (b_better.significant, b_better.better, b_better.alpha) == (True, "b", 0.05)
+    assert significance_sentence(b_better).startswith("The difference is significant at the 5 % level: B is more")
+    assert verdict(0.88, 0.70, clear).better == "a"
+    chance = verdict(0.80, 0.81, McNemar(5, 6, 0.0, 1.0, True))
+    assert (chance.significant, chance.better) == (False, None)
+    assert significance_sentence(chance).startswith("The difference is not significant at the 5 % level")
+    strict = verdict(0.70, 0.88, clear, alpha=0.0001)
+    assert not strict.significant and "at the 0.01 % level" in significance_sentence(strict)
 
 
 def test_ab_refuses_variants_of_different_tasks(two_variants, tmp_path, minilm_dir):

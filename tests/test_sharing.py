@@ -48,8 +48,8 @@ RENDERED_GUARDED = {"launch_one_job", "add_pipeline_step"}
 # missing here fails the test: decide, then list it here and, for a viewer's, in workbench.roles.VIEWER_READABLE.
 V, E = "viewer", "editor"
 HANDLERS = {
-    **{f"workbench.playground_api:{n}": V for n in ("predict", "predict_batch", "ab_compare", "ab_test_set")},
-    **{f"workbench.playground_api:{n}": E for n in ("traffic_request", "traffic_feedback")},  # write to experiments
+    **{f"workbench.http_endpoints:{n}": V for n in ("predict", "predict_batch", "ab_compare", "ab_test_set")},
+    **{f"workbench.http_endpoints:{n}": E for n in ("traffic_request", "traffic_feedback")},  # write to experiments
     "workbench.roles:view": V,
     **{f"workbench.tabs.variants:{n}": V for n in ("refresh", "tick", "variant_view", "variants_html")},
     **{f"workbench.tabs.variants:{n}": E for n in ("export_space_zip", "download_variant_zip", "register_selected",
@@ -451,9 +451,9 @@ def test_a_viewer_runs_every_viewer_readable_handler_and_sees_no_server_paths(se
     editor.load_page()
     deps = {d["id"]: d for d in viewer.config["dependencies"]}
     readable = [i for i, role in roles.handler_roles(app).items()
-                if role == roles.VIEWER and not roles.handler_key(app.fns[i]).startswith("workbench.playground_api:")]
+                if role == roles.VIEWER and not roles.handler_key(app.fns[i]).startswith("workbench.http_endpoints:")]
     assert {roles.handler_key(app.fns[i]) for i in readable} == {
-        k for k, role in HANDLERS.items() if role == V and not k.startswith("workbench.playground_api:")}
+        k for k, role in HANDLERS.items() if role == V and not k.startswith("workbench.http_endpoints:")}
     outputs = {}
     for index in readable:
         message = viewer.call(index, [viewer.initial_value(i) for i in deps[index]["inputs"]])
@@ -532,7 +532,7 @@ def test_the_login_throttle_forgets_and_bounds_what_it_keeps():
     assert len(throttle.records) <= guards.MAX_KEYS
 
 
-def test_playground_api_mistakes_are_4xx_with_one_clear_line(served):
+def test_http_endpoint_mistakes_are_4xx_with_one_clear_line(served):
     """A plain POST with a wrong variant, dataset or limit: 404 or 400 and the reason, no internal message."""
     viewer = Session(served.url, "vi", "pw2")
     huge = "9" * 30

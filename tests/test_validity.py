@@ -63,7 +63,8 @@ def row(vid: int, p50: float, acc: float | None, job: int = 1, samples: int = 50
 
 
 def test_a_degenerate_variant_is_never_the_sweet_spot():
-    from jobs.decisions.compare import decide, decision_table
+    from jobs.decisions.compare import decide
+    from workbench.formatting import decision_table
 
     rows = [row(1, 30.0, 0.80), row(2, 10.0, 0.80), row(3, 3.0, 0.80, degenerate=True)]
     decision = decide(rows, 1, 128, baseline_id=1)
@@ -83,7 +84,8 @@ def test_a_degenerate_variant_is_never_the_sweet_spot():
     (dict(with_samples=False), "measured before samples and load were recorded"),
 ])
 def test_unsound_cells_give_no_speedup_and_no_sweet_spot(bad, reason):
-    from jobs.decisions.compare import decide, decision_table
+    from jobs.decisions.compare import decide
+    from workbench.formatting import decision_table
 
     decision = decide([row(1, 30.0, 0.80), row(2, 10.0, 0.80, **bad)], 1, 128, baseline_id=1)
     assert 2 not in decision.ratios and reason in decision.not_comparable[2]
@@ -163,6 +165,7 @@ def test_a_degenerate_classifier_is_marked_never_recommended_and_not_promoted_wi
     from storage.errors import InvalidInput
     from tests.conftest import run_cli
     from tests.support.data import write_sentiment_csv
+    from workbench.formatting import wizard_summary
 
     monkeypatch.setenv("WORKBENCH_MLFLOW", "on")
     api.add_model(api.ModelRequest(str(always_negative(tmp_path / "neg", minilm_dir)), name="neg"))
@@ -175,7 +178,8 @@ def test_a_degenerate_classifier_is_marked_never_recommended_and_not_promoted_wi
     assert progress.done and not progress.failed, progress.message
     outcome = progress.outcome
     assert outcome.recommended_id is None and outcome.decision.sweet is None
-    assert outcome.summary.startswith("Could not decide") and "is degenerate (predicts 'negative' for 100%" in outcome.summary
+    summary = wizard_summary(outcome)
+    assert summary.startswith("Could not decide") and "is degenerate (predicts 'negative' for 100%" in summary
 
     root = api.get_model("neg")
     tree = {s.id: s for s in api.variant_tree()}

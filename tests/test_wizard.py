@@ -283,15 +283,30 @@ def test_a_model_already_finetuned_here_is_reused(lab, monkeypatch, tmp_path):
 
 
 def test_quick_trial_uses_small_settings(lab, monkeypatch):
-    from jobs.decisions.wizard import QUICK, recommend
+    from jobs.decisions.wizard import recommend
+    from jobs.runner.registry import get_kind
 
     on(monkeypatch, AMX)
     recipe = recommend("bare", "toy", goal("cpu-amx"), quick=True)
-    assert recipe.steps[0].params == QUICK["finetune"]
+    assert recipe.steps[0].params == dict(get_kind("finetune").quick_params)
+    assert recipe.steps[0].params["max_train_examples"] == 1024 and recipe.steps[0].params["epochs"] == 2
     bench = recipe.steps[-1].params
     assert bench["max_seconds"] == 4.0 and bench["compare_with_lineage"] and bench["rough"]
     assert bench["min_samples"] >= 20  # enough calls for a speedup with an interval
     assert recipe.evaluation["max_examples"] == 300
+
+
+def test_kinds_declare_their_quick_params_and_share_of_the_progress_bar():
+    from jobs.runner.registry import all_kinds
+
+    kinds = {k.name: k for k in all_kinds()}
+    weights = {name: k.progress_weight for name, k in kinds.items() if k.progress_weight != 1.0}
+    assert weights == {"finetune": 4.0, "distill": 4.0, "build-tensorrt": 2.0, "benchmark": 2.0, "evaluate": 0.5}
+    quick = {name: dict(k.quick_params) for name, k in kinds.items() if k.quick_params}
+    assert set(quick) == {"finetune", "distill", "export-onnx", "benchmark", "evaluate"}
+    assert quick["evaluate"] == {"max_examples": 300} and quick["benchmark"]["rough"] is True
+    with pytest.raises(TypeError):  # declared once, at registration: no caller can change a kind's quick trial
+        kinds["finetune"].quick_params["epochs"] = 99
 
 
 def test_edits_are_checked_as_a_pipeline_and_keep_their_reasons(lab, monkeypatch):
@@ -375,6 +390,7 @@ def test_verdict_lines():
     from jobs.decisions.compare import Point, decide
     from jobs.decisions.wizard import _verdict
     from tests.test_validity import row as sound_row
+    from workbench.formatting import recommendation_sentence
 
     def row(vid, label, p50, acc):
         return {**sound_row(vid, p50, acc), "label": label}
@@ -382,15 +398,19 @@ def test_verdict_lines():
     rows = [row(1, "#1 fp32", 30.0, 0.80), row(2, "#2 bf16", 10.0, 0.796), row(3, "#3 student", 5.0, 0.70)]
     decision = decide(rows, 1, 128, baseline_id=1, max_drop_points=1.0)
     assert decision.sweet.variant_id == 2
-    ratio, drop, met, summary = _verdict(decision, decision.sweet, goal("cpu-amx", speedup=4), False)
-    assert ratio == pytest.approx(3.0) and drop == pytest.approx(0.4)
+    four_x = goal("cpu-amx", speedup=4)
+    ratio, drop, met, reach = _verdict(decision, decision.sweet, four_x, False)
+    assert ratio == pytest.approx(3.0) and drop == pytest.approx(0.4) and reach == "short"
+    summary = recommendation_sentence(decision, decision.sweet, four_x, reach, False)
     assert not met and summary.startswith("Recommended: #2 bf16, 3.0x faster than the baseline #1 fp32 (p50 at "
                                           "batch 1 x 128, 95% interval 3.0-3.0x from 50 and 50 calls)")
     assert "-0.4 accuracy points (79.6% vs 80.0%)" in summary and "short of the 4x goal" in summary
     base = Point(1, "#1 fp32", 36.0, 0.80, 30.0, 30.0)
-    _, _, _, kept = _verdict(decision, base, goal("cpu-amx"), False)
-    assert kept.startswith("Recommended: keep the baseline #1 fp32")
-    _, _, met, missed = _verdict(decision, decision.sweet, goal("cpu-amx", slo_ms=1), True)
+    _, _, _, reach = _verdict(decision, base, goal("cpu-amx"), False)
+    kept = recommendation_sentence(decision, base, goal("cpu-amx"), reach, False)
+    assert reach is None and kept.startswith("Recommended: keep the baseline #1 fp32")
+    _, _, met, reach = _verdict(decision, decision.sweet, goal("cpu-amx", slo_ms=1), True)
+    missed = recommendation_sentence(decision, decision.sweet, goal("cpu-amx", slo_ms=1), reach, True)
     assert not met and "no variant within the tolerance meets the 1 ms p95 SLO" in missed
 
 
@@ -401,6 +421,7 @@ def test_verdict_lines():
 def test_a_quick_wizard_run_finetunes_optimizes_benchmarks_and_recommends(lab):
     from jobs import api
     from tests.conftest import run_cli
+    from workbench.formatting import wizard_summary
 
     started = time.monotonic()
     # a model without a head: fine-tune, then bf16 (the AMX recipe runs on any CPU, only slower without AMX)
@@ -434,7 +455,7 @@ def test_a_quick_wizard_run_finetunes_optimizes_benchmarks_and_recommends(lab):
     assert_sound_verdict(outcome)
     # without the goal, the same verdict from what the jobs recorded (tolerance, cell)
     assert api.wizard_progress(launched.pipeline).outcome.recommended_id == outcome.recommended_id
-    print(f"quick wizard run in {time.monotonic() - started:.0f}s: {outcome.summary}")
+    print(f"quick wizard run in {time.monotonic() - started:.0f}s: {wizard_summary(outcome)}")
 
     # re-measure: a full benchmark of the same variants joins the run, and the verdict is made from it alone
     again = api.wizard_remeasure(launched.pipeline)
@@ -453,17 +474,19 @@ def test_a_quick_wizard_run_finetunes_optimizes_benchmarks_and_recommends(lab):
 
 def assert_sound_verdict(outcome) -> None:
     """Either a recommendation from sound cells of the benchmark, with its interval, or 'could not decide' and why."""
-    decision = outcome.decision
+    from workbench.formatting import wizard_summary
+
+    decision, summary = outcome.decision, wizard_summary(outcome)
     if outcome.recommended_id is not None:
-        assert outcome.summary.startswith("Recommended:") and decision.sweet.variant_id == outcome.recommended_id
+        assert summary.startswith("Recommended:") and decision.sweet.variant_id == outcome.recommended_id
         sweet = decision.sweet
         assert not sweet.degenerate and sweet.variant_id in decision.ratios  # comparable with the baseline
         if sweet.variant_id != decision.baseline.variant_id:
-            assert "95% interval" in outcome.summary and outcome.speedup > 0
+            assert "95% interval" in summary and outcome.speedup > 0
         assert not decision.not_comparable  # nothing within reach was left uncompared
     else:
-        assert outcome.summary.startswith("Could not decide") and outcome.undecided
-        assert decision.sweet is None and outcome.undecided in outcome.summary
+        assert summary.startswith("Could not decide") and outcome.undecided
+        assert decision.sweet is None and outcome.undecided in summary
         assert any(word in outcome.undecided for word in ("samples", "unstable", "busy", "degenerate", "tolerance"))
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from workbench import playground_api, roles
+from workbench import http_endpoints, roles
 from workbench.tabs import ab, compare, datasets, jobs, models, optimize, predictor, variants, wizard
 
 TABS = [
@@ -26,7 +26,7 @@ CSS = (ASSETS / "style.css").read_text() if (ASSETS / "style.css").exists() else
 def build_app() -> gr.Blocks:
     # every event checks the caller's role before it runs (viewers: only what roles.VIEWER_READABLE lists)
     with roles.GuardedBlocks(title="Transformer Deployment Workbench") as app:
-        playground_api.register()  # first, so the public endpoints keep their names whatever the tabs call theirs
+        http_endpoints.register()  # first, so the public endpoints keep their names whatever the tabs call theirs
         gr.Markdown("# Transformer Deployment Workbench\nFrom a trained Transformer to a deployable one, with every result kept.")
         banner = gr.Markdown(visible=False, elem_id="role-banner")
         editor_tabs = []

@@ -179,7 +179,7 @@ async def _answer(send, status: int, message: str, headers: dict[str, str] | Non
 
 # ---- the playground API's user errors as 4xx ------------------------------------------------------------------
 
-# `gr.Error` titles the playground API gives a caller's mistakes (see workbench.playground_api), and their status.
+# `gr.Error` titles the playground API gives a caller's mistakes (see workbench.http_endpoints), and their status.
 USER_ERROR_STATUS = {"Not found": 404, "Invalid input": 400, "Conflict": 409}
 MAX_ERROR_BYTES = 64 * 1024
 

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from jobs import api
-from jobs.api import Comparison, Decision, decision_table
+from jobs.api import Comparison, Decision
 from jobs.playground import csv_export
 from workbench import compare_charts
+from workbench.formatting import decision_table, percent
 
 CURRENCY = "USD"  # the price per hour is taken to be in US dollars; the cost column says so
 
@@ -69,9 +70,9 @@ def cell_text(column: str, value: Any) -> str:
     if not isinstance(value, float):
         return str(value)
     if column in PERCENT_2:
-        return f"{value * 100:.2f} %"
+        return percent(value, 2, sep=" ")
     if column in PERCENT_1:
-        return f"{value * 100:.1f} %"
+        return percent(value, 1, sep=" ")
     if column in ONE_DECIMAL:
         return f"{value:,.1f}"
     if column.endswith(("_ms", " ms", "_s")) or abs(value) >= 1:

@@ -123,7 +123,7 @@ def editor_only(action: str) -> Callable[[Callable[..., Any]], Callable[..., Any
 # editor-only: a new handler stays closed to viewers until it is listed here (and in tests/test_sharing.py).
 # A lambda is never viewer-readable (its name says nothing); give a viewer's handler a name.
 VIEWER_READABLE: dict[str, frozenset[str]] = {
-    "workbench.playground_api": frozenset({"predict", "predict_batch", "ab_compare", "ab_test_set"}),
+    "workbench.http_endpoints": frozenset({"predict", "predict_batch", "ab_compare", "ab_test_set"}),
     "workbench.roles": frozenset({"view"}),  # the banner and tabs for the role
     "workbench.tabs.variants": frozenset({"refresh", "tick", "variant_view", "variants_html"}),  # no paths for viewers
     "workbench.tabs.compare": frozenset({"refresh", "render", "write_report"}),

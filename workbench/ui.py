@@ -33,16 +33,6 @@ def mb(n: int | None) -> str:
     return f"{n / 1e6:.1f} MB" if n else ""
 
 
-def ref_choices(items, label: Callable[[Any], str]) -> list[tuple[str, str]]:
-    """Dropdown choices as (label, id) pairs."""
-    return [(label(item), str(item.id)) for item in items]
-
-
-def variant_choices(tree) -> list[tuple[str, str]]:
-    """Dropdown choices for variants (VariantSummary rows): '#3 name (runtime precision)' -> id."""
-    return [(f"#{s.id} {s.name} ({s.runtime} {s.precision})", str(s.id)) for s in tree]
-
-
 def builtin_picker(builtins: dict, what: str, button_id: str):
     """A dropdown of built-in (offline) models or datasets and its Add button."""
     import gradio as gr

@@ -1,7 +1,7 @@
 """Decisions from measurements: Pareto frontier, speedup over a baseline, the sweet spot, cost per prediction.
 
 Pure functions over plain rows, so they are unit-tested on known points and shared by the Compare tab, the
-report and the benchmark script.
+report, the wizard and the benchmark script. They return data; workbench.formatting words it (the decision table).
 """
 
 from __future__ import annotations
@@ -336,37 +336,6 @@ def decide(rows: Sequence[dict[str, Any]], batch_size: int, seq_len: int, baseli
         undecided = ("no comparable, non-degenerate variant is within the tolerance"
                      + (" and the SLO" if slo_ms else "") + (f" ({'; '.join(left_out)})" if left_out else ""))
     return dataclasses.replace(decision, sweet=sweet, undecided=undecided)
-
-
-def decision_table(decision: Decision, currency: str = "USD") -> list[dict[str, Any]]:
-    """One row per variant at the decision's cell: speedup with its interval (or why there is none), accuracy with
-    its interval and validity, cost, frontier and sweet spot."""
-    front = {p.variant_id for p in decision.front}
-    out = []
-    for p in sorted(decision.points, key=lambda p: p.p50_ms):
-        ratio = decision.ratios.get(p.variant_id)
-        cost = decision.costs.get(p.variant_id)
-        if ratio:
-            speed = f"{ratio['speedup']:.2f}x ({ratio['low']:.2f}-{ratio['high']:.2f})"
-        else:
-            speed = f"not comparable: {decision.not_comparable.get(p.variant_id, 'no baseline')}"
-        if p.accuracy is None:
-            accuracy = "not evaluated"
-        elif p.accuracy_low is not None and p.accuracy_high is not None:
-            accuracy = f"{p.accuracy:.1%} ({p.accuracy_low:.1%}-{p.accuracy_high:.1%})"
-        else:
-            accuracy = f"{p.accuracy:.1%}"
-        out.append({
-            "variant": p.label, "p50 ms": round(p.p50_ms, 2), "p95 ms": round(p.latency_ms, 2),
-            "samples/s": round(p.throughput_sps, 1), "calls": p.samples, "stable": "yes" if p.stable else "no",
-            "speedup (95% interval)": speed,
-            "accuracy (95% interval)": accuracy,
-            "validity": f"DEGENERATE: {p.degenerate_reason}" if p.degenerate else ("" if p.accuracy is not None else "?"),
-            f"cost / 1M predictions ({currency})": f"{cost:.3f}" if cost is not None else "",
-            "Pareto": "yes" if p.variant_id in front else "",
-            "sweet spot": "★" if decision.sweet and p.variant_id == decision.sweet.variant_id else "",
-        })
-    return out
 
 
 def focus_variants(decision: Decision, limit: int = 12) -> list[int]:

@@ -14,11 +14,12 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from jobs.decisions.compare import Decision, Point, build_comparison, decide, sweet_spot
 from jobs.ml.lineage import classifies, head_labels, lineage
 from jobs.runner.submit import Step, check_pipeline, submit_pipeline
+from jobs.runtimes import display_name
 from jobs.runtimes.devices import detect
 from storage import catalog, queue, settings
 from storage.db import session_scope
@@ -34,23 +35,9 @@ TARGETS = {
 DISTILL_GAIN = 1.9  # half the encoder layers: ~2x less encoder work, embeddings and head unchanged
 DISTILL_WHEN_FASTEST_AND_DROP = 2.0  # "fastest": a half-depth student is worth trying when this many points may go
 TRT_MAX_BATCH, TRT_MAX_SEQ = 32, 128
-# Small, fast settings for a first look (or a test): a sample of the data, short benchmark cells.
-QUICK = {
-    # Sized on the built-in MiniLM + tweet sentiment so a quick trial does not end with a model that learned only
-    # the label prior: 256 examples x 1 epoch gave 55-62 % (macro-F1 0.40-0.46; 34 % on an AVX2 EPYC, all
-    # "negative"), 1,024 x 2 gave 64 % (58.8-69.5 %, macro-F1 0.58) vs 42 % for the majority class, in 2.5 min
-    # of training on a busy 2-core Xeon (benchmarks/wizard_trial.py).
-    "finetune": {"epochs": 2, "max_train_examples": 1024, "max_val_examples": 128, "max_length": 32},
-    "distill": {"epochs": 2, "max_train_examples": 1024, "max_val_examples": 128},
-    "export-onnx": {"parity_examples": 16},
-    # enough calls per cell for a speedup with an interval (WORKBENCH_MIN_SAMPLES, 20 by default), marked rough so
-    # its figures never become "measured on this machine" advice
-    "benchmark": {"warmup": 3, "window": 5, "min_samples": 20, "max_seconds": 4.0, "texts": 16, "rough": True},
-}
-QUICK_EVAL_EXAMPLES = 300  # stratified: a Wilson interval of about ±5 points, enough to tell a model from the prior
-# Progress weight of each kind: training dominates a recipe's time, evaluations are short.
-WEIGHTS = {"finetune": 4.0, "distill": 4.0, "build-tensorrt": 2.0, "benchmark": 2.0, "evaluate": 0.5}
-RUNTIME_NAMES = {"pytorch": "PyTorch", "onnxruntime": "ONNX Runtime", "tensorrt": "TensorRT"}
+# A quick trial (a first look, or a test) gives every step its kind's `quick_params` (a sample of the data, short
+# benchmark cells) and its evaluations the evaluate kind's; each step's share of the progress bar is its kind's
+# `progress_weight` (see jobs.runner.registry).
 
 
 @dataclass(frozen=True)
@@ -138,6 +125,10 @@ class JobLine:
     accuracy: float | None = None  # an evaluation's result
 
 
+# How the recommended variant's speedup meets the goal's: across its whole 95 % interval, at the median only, or not.
+SpeedupGoal = Literal["met", "median only", "short"]
+
+
 @dataclass(frozen=True)
 class Outcome:
     recommended_id: int | None
@@ -147,10 +138,13 @@ class Outcome:
     speedup: float | None  # p50 ratio of the recommended variant over the baseline
     drop_points: float | None  # accuracy points lost by the recommended variant (negative: it gained)
     meets_goal: bool
-    summary: str
     fingerprint: str | None = None
     undecided: str | None = None  # why no variant is recommended, when none is ("could not decide: ...")
     benchmark_job: int | None = None  # the one benchmark job every figure of the verdict comes from
+    goal: Goal | None = None  # what the verdict was measured against
+    speedup_goal: SpeedupGoal | None = None  # how the speedup meets goal.speedup (None: no speedup goal)
+    misses_slo: bool = False  # no variant within the tolerance meets the SLO: the recommended one is the fastest
+    # The sentence people read is made from these fields by workbench.formatting.wizard_summary.
 
 
 @dataclass(frozen=True)
@@ -208,17 +202,37 @@ def _measured(target: str, detected: str, batch_size: int = 1) -> tuple[int, dic
         return batch_size, {}
     from jobs.decisions.advice import measured_speedups
 
-    try:
-        device = "cuda" if target == "nvidia-gpu" else "cpu"
-        at_goal = measured_speedups(device, batch_size)
-        return (batch_size, at_goal) if at_goal or batch_size == 1 else (1, measured_speedups(device, 1))
-    except Exception:  # noqa: BLE001 - no CUDA to fingerprint in this process: nothing measured here applies
+    device = "cuda" if target == "nvidia-gpu" else "cpu"
+    if _fingerprint_here(device) is None:
         return batch_size, {}
+    at_goal = measured_speedups(device, batch_size)
+    return (batch_size, at_goal) if at_goal or batch_size == 1 else (1, measured_speedups(device, 1))
+
+
+def _fingerprint_here(device: str) -> str | None:
+    """This machine's fingerprint hash for `device`, or None when this process cannot reach CUDA, so nothing
+    measured here applies. `detect()` may see a GPU this process's torch cannot use: no torch, a CPU-only build
+    (whose CUDA calls raise AssertionError), no driver. Only those count as "no CUDA"; any other error is a bug
+    and is raised."""
+    from jobs.bench.fingerprint import fingerprint, fingerprint_hash
+
+    if device == "cuda":
+        try:
+            import torch
+        except ImportError:
+            return None
+        if not torch.cuda.is_available():
+            return None
+        try:
+            return fingerprint_hash(fingerprint(device))
+        except RuntimeError:  # a device torch sees but cannot initialise from this process (e.g. after a fork)
+            return None
+    return fingerprint_hash(fingerprint(device))
 
 
 def _speed_name(key: str) -> str:
     runtime, _, precision = key.partition(" ")
-    return f"{RUNTIME_NAMES.get(runtime, runtime)} {precision}"
+    return f"{display_name(runtime)} {precision}"
 
 
 # ---- the recipe ----------------------------------------------------------------------------------------------
@@ -329,11 +343,8 @@ def _baseline_latency(model_id: int, goal: Goal, detected: str) -> tuple[float, 
     id, job id): a full benchmark's stable cell on a quiet machine."""
     if goal.target != detected:
         return None
-    from jobs.bench.fingerprint import fingerprint, fingerprint_hash
-
-    try:
-        fp = fingerprint_hash(fingerprint("cuda" if goal.target == "nvidia-gpu" else "cpu"))
-    except Exception:  # noqa: BLE001 - no CUDA to fingerprint: nothing measured here applies
+    fp = _fingerprint_here("cuda" if goal.target == "nvidia-gpu" else "cpu")
+    if fp is None:
         return None
     from jobs.decisions.advice import sound_cell
     from jobs.decisions.compare import Rules
@@ -419,6 +430,8 @@ def recommend(model: int | str, dataset: int | str, goal: Goal, *, quick: bool =
     faster; a half-depth student when the goal needs more speed than that step gives; a closing benchmark.
     `quick` uses small samples and short benchmark cells (a first look in minutes).
     """
+    from jobs.runner.registry import get_kind
+
     model_entity, dataset_entity = catalog.get_model(model), catalog.get_dataset(dataset)
     info = detect()
     detected = detected_target(info)
@@ -438,7 +451,7 @@ def recommend(model: int | str, dataset: int | str, goal: Goal, *, quick: bool =
     steps: list[RecipeStep] = []
 
     def add(kind: str, params: dict[str, Any], why: str) -> None:
-        steps.append(RecipeStep(kind, {**QUICK.get(kind, {}), **params} if quick else params, why))
+        steps.append(RecipeStep(kind, {**get_kind(kind).quick_params, **params} if quick else params, why))
 
     if finetune:
         training = " with bf16 autocast (this machine has AMX)" if detected == "cpu-amx" else ""
@@ -486,7 +499,8 @@ def recommend(model: int | str, dataset: int | str, goal: Goal, *, quick: bool =
         notes.append("no worker with a GPU is running: the GPU steps wait until one starts (`workbench worker` on a "
                      "GPU machine)")
 
-    evaluation = {"max_examples": QUICK_EVAL_EXAMPLES if quick else 0, "tolerance_points": goal.max_drop_points}
+    evaluation = {"max_examples": 0, **(get_kind("evaluate").quick_params if quick else {}),
+                  "tolerance_points": goal.max_drop_points}
     count = _evaluation_count(dataset_entity, evaluation["max_examples"])
     evaluate_start = not finetune and not any(
         ev.dataset_id == dataset_entity.id and ev.num_examples == count for ev in catalog.list_evaluations(start.id))
@@ -567,7 +581,9 @@ def remeasure(pipeline: str) -> int:
         raise InvalidInput(f"run {pipeline} is still running: re-measure once it is done")
     if bench.status.value != "succeeded":
         raise InvalidInput(f"the benchmark of run {pipeline} (job {bench.id}) {bench.status.value}: see its log")
-    quick_only = set(QUICK["benchmark"])
+    from jobs.runner.registry import get_kind
+
+    quick_only = set(get_kind("benchmark").quick_params)
     params = {k: v for k, v in bench.params.items() if k not in quick_only}
     job = queue.enqueue("benchmark", params, device=bench.device, model_id=bench.model_id,
                         variant_id=bench.variant_id, dataset_id=bench.dataset_id, depends_on_id=bench.id,
@@ -582,6 +598,15 @@ def _yields_variant(kind: str) -> bool:
         return get_kind(kind).output_runtime is not None
     except InvalidInput:
         return False
+
+
+def _progress_weight(kind: str) -> float:
+    from jobs.runner.registry import get_kind
+
+    try:
+        return get_kind(kind).progress_weight
+    except InvalidInput:  # a kind no longer installed counts as an ordinary step
+        return 1.0
 
 
 def progress(pipeline: str, goal: Goal | None = None) -> Progress:
@@ -605,8 +630,8 @@ def progress(pipeline: str, goal: Goal | None = None) -> Progress:
     # Evaluations not queued yet (their variant is not made yet) still count, so the bar never runs backwards.
     expected_evals = sum(_yields_variant(j.kind) for j in steps) + sum(1 for e in evaluations if e.variant_id not in made)
     pending = max(0, expected_evals - len(evaluations))
-    weight = sum(WEIGHTS.get(j.kind, 1.0) for j in jobs) + pending * WEIGHTS["evaluate"]
-    fraction = sum(WEIGHTS.get(line.kind, 1.0) * line.progress for line in lines) / weight if weight else 0.0
+    weight = sum(_progress_weight(j.kind) for j in jobs) + pending * _progress_weight("evaluate")
+    fraction = sum(_progress_weight(line.kind) * line.progress for line in lines) / weight if weight else 0.0
     failed_step = next((j for j in steps if j.status.value in ("failed", "cancelled")), None)
     # A step's evaluation is queued in the transaction that finishes the step: once nothing is left to run, every
     # evaluation there will be has run too.
@@ -652,9 +677,7 @@ def _outcome(steps: list[Job], goal: Goal | None) -> Outcome:
     goal = goal or _goal_of(steps, bench)
     final_id = next((j.produced_variant_id for j in reversed(steps) if j.produced_variant_id), None)
     if bench is None or bench.status.value != "succeeded" or not bench.result.get("variants"):
-        summary = (f"No benchmark step in this run: variant #{final_id} is what it made; benchmark it against its "
-                   "baseline to compare." if final_id else "This run made no variant.")
-        return Outcome(final_id, None, final_id, None, None, None, False, summary)
+        return Outcome(final_id, None, final_id, None, None, None, False, goal=goal)  # no benchmark: nothing compared
     measured = set(bench.result["variants"])
     final = catalog.get_variant(bench.variant_id) if bench.variant_id else None
     baseline = _baseline_of(final, measured) if final else None
@@ -663,7 +686,7 @@ def _outcome(steps: list[Job], goal: Goal | None) -> Outcome:
     cells = sorted({(r["batch_size"], r["seq_len"]) for r in rows})
     if not cells:
         return Outcome(None, baseline.id if baseline else None, final_id, None, None, None, False,
-                       "The benchmark stored no measurements; see its log.")
+                       benchmark_job=bench.id, goal=goal)  # the benchmark ran but stored no measurements
     batch, seq = (goal.batch_size, goal.seq_len) if (goal.batch_size, goal.seq_len) in cells else cells[0]
     decision = decide(rows, batch, seq, baseline.id if baseline else None, goal.slo_ms, goal.max_drop_points)
     recommended = decision.sweet
@@ -676,50 +699,32 @@ def _outcome(steps: list[Job], goal: Goal | None) -> Outcome:
                                    undecided=None if recommended else decision.undecided)
     fp = comparison.fingerprint.hash if comparison.fingerprint else None
     if recommended is None:
-        summary = (f"Could not decide at batch {batch} x {seq}: {decision.undecided}. Re-measure (a full benchmark of "
-                   "the same variants) when the machine is quiet, or change the recipe.")
         return Outcome(None, decision.baseline.variant_id if decision.baseline else None, final_id, decision, None,
-                       None, False, summary, fp, decision.undecided, bench.id)
-    ratio, drop, met, summary = _verdict(decision, recommended, goal, misses_slo)
+                       None, False, fp, decision.undecided, bench.id, goal)
+    ratio, drop, met, reach = _verdict(decision, recommended, goal, misses_slo)
     return Outcome(recommended.variant_id, decision.baseline.variant_id if decision.baseline else None, final_id,
-                   decision, ratio, drop, met, summary, fp, None, bench.id)
+                   decision, ratio, drop, met, fp, None, bench.id, goal, reach, misses_slo)
 
 
-def _verdict(decision: Decision, rec: Point | None, goal: Goal, misses_slo: bool) -> tuple[float | None, float | None, bool, str]:
-    """Speedup, accuracy points lost, whether the goal is met, and the one-line summary."""
+def _verdict(decision: Decision, rec: Point | None, goal: Goal,
+             misses_slo: bool) -> tuple[float | None, float | None, bool, SpeedupGoal | None]:
+    """Speedup, accuracy points lost, whether the goal is met, and how the speedup meets goal.speedup."""
     base = decision.baseline
-    cell = f"batch {decision.batch_size} x {decision.seq_len}"
     if rec is None or base is None:
-        return None, None, False, (f"No variant at {cell} has an accuracy to compare: see the evaluations in the "
-                                   "Variants tab.")
+        return None, None, False, None
     interval = decision.ratios[rec.variant_id]
     ratio = interval["speedup"]
     drop = (base.accuracy - rec.accuracy) * 100 if base.accuracy is not None and rec.accuracy is not None else None
-    change = (f", {round(-drop, 1) + 0.0:+.1f} accuracy points ({rec.accuracy:.1%} vs {base.accuracy:.1%})"
-              if drop is not None else "")  # + 0.0: no "-0.0"
-    if rec.variant_id == base.variant_id:
-        summary = (f"Recommended: keep the baseline {rec.label}: no variant within {goal.max_drop_points:g} accuracy "
-                   f"points was faster at {cell} (p95 {rec.latency_ms:.2f} ms)")
-    else:
-        summary = (f"Recommended: {rec.label}, {ratio:.1f}x faster than the baseline {base.label} (p50 at {cell}, 95% "
-                   f"interval {interval['low']:.1f}-{interval['high']:.1f}x from {interval['n_baseline']} and "
-                   f"{interval['n_candidate']} calls){change}, p95 {rec.latency_ms:.2f} ms")
-    met = True
+    reach: SpeedupGoal | None = None
     if goal.speedup:
         if ratio < goal.speedup:
-            met = False
-            summary += f"; short of the {goal.speedup:g}x goal"
+            reach = "short"
         elif interval.get("low", ratio) < goal.speedup:
-            summary += f"; meets the {goal.speedup:g}x goal at the median, not across its whole interval"
+            reach = "median only"
         else:
-            summary += f"; meets the {goal.speedup:g}x goal"
-    if goal.slo_ms:
-        if misses_slo:
-            met = False
-            summary += f"; no variant within the tolerance meets the {goal.slo_ms:g} ms p95 SLO, this is the fastest"
-        else:
-            summary += f"; within the {goal.slo_ms:g} ms p95 SLO"
-    return ratio, drop, met, summary + "."
+            reach = "met"
+    met = reach != "short" and not (goal.slo_ms and misses_slo)
+    return ratio, drop, met, reach
 
 
 

@@ -2,13 +2,15 @@
 
 McNemar's test asks whether two classifiers scored on the same examples differ in accuracy more than chance
 would explain. Only the examples exactly one of them gets right count. With fewer than 25 of those the exact
-binomial test is used, otherwise the chi-square test with continuity correction (statsmodels).
+binomial test is used, otherwise the chi-square test with continuity correction (statsmodels). The verdict (is the
+difference beyond chance at the significance level, and which variant is then better) is decided here, so the tab,
+the HTTP endpoints and scripts all read the same one; the workbench only words it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 
@@ -19,6 +21,7 @@ from storage import catalog
 from storage.errors import InvalidInput
 
 EXACT_BELOW = 25  # discordant pairs under which McNemar's exact binomial form is used
+SIGNIFICANCE = 0.05  # the level below which McNemar's p-value counts as a real difference
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,22 @@ class McNemar:
     statistic: float
     p_value: float
     exact: bool
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What McNemar's test says at a significance level: a difference beyond chance, and which variant is better."""
+
+    significant: bool  # p_value < alpha
+    better: Literal["a", "b"] | None  # the more accurate variant when the difference is significant, else None
+    p_value: float
+    alpha: float
+
+
+def verdict(accuracy_a: float, accuracy_b: float, test: McNemar, alpha: float = SIGNIFICANCE) -> Verdict:
+    significant = test.p_value < alpha
+    better = ("a" if accuracy_a > accuracy_b else "b") if significant else None
+    return Verdict(significant, better, test.p_value, alpha)
 
 
 @dataclass(frozen=True)
@@ -70,6 +89,7 @@ class TestSetComparison:
     ms_per_example_a: float  # tokenization + forward, batched, averaged over the examples
     ms_per_example_b: float
     disagreements: list[Disagreement]  # sorted by confidence gap, largest first
+    verdict: Verdict  # McNemar's test read at the significance level
 
 
 def compare_text(variant_a: int | str, variant_b: int | str, text: str, device: str = "cpu",
@@ -98,8 +118,9 @@ def _label_names(predictor) -> list[str]:
 
 def compare_on_split(variant_a: int | str, variant_b: int | str, dataset: int | str, split: str = "test", limit: int = 0,
                      batch_size: int = 32, device: str = "cpu", progress: Callable[[int, int], None] | None = None,
-                     cache: PredictorCache = CACHE) -> TestSetComparison:
-    """Both variants on the same examples, in alternating batches so their latencies see the same machine state."""
+                     cache: PredictorCache = CACHE, alpha: float = SIGNIFICANCE) -> TestSetComparison:
+    """Both variants on the same examples, in alternating batches so their latencies see the same machine state;
+    the verdict reads McNemar's test at the significance level `alpha`."""
     a_id, b_id = catalog.get_variant(variant_a).id, catalog.get_variant(variant_b).id
     data = catalog.get_dataset(dataset)
     if split not in data.split_sizes:
@@ -140,11 +161,14 @@ def compare_on_split(variant_a: int | str, variant_b: int | str, dataset: int | 
     ]
     disagreements.sort(key=lambda d: d.confidence_gap, reverse=True)
     n = len(examples)
+    accuracy_a, accuracy_b = sum(a_correct) / n, sum(b_correct) / n
+    test = mcnemar_test(a_correct, b_correct)
     return TestSetComparison(
         variant_a=a_id, variant_b=b_id, dataset_id=data.id, split=split, num_examples=n,
-        accuracy_a=sum(a_correct) / n, accuracy_b=sum(b_correct) / n,
+        accuracy_a=accuracy_a, accuracy_b=accuracy_b,
         agreement=sum(x == y for x, y in zip(pred_a, pred_b, strict=True)) / n,
-        mcnemar=mcnemar_test(a_correct, b_correct),
+        mcnemar=test,
         ms_per_example_a=elapsed_ms[a_id] / n, ms_per_example_b=elapsed_ms[b_id] / n,
         disagreements=disagreements,
+        verdict=verdict(accuracy_a, accuracy_b, test, alpha),
     )

@@ -11,6 +11,8 @@ import pandas as pd
 from jobs import api
 from storage.errors import WorkbenchError
 from workbench import playground_charts, roles
+from workbench.choices import experiment_choices
+from workbench.formatting import agreement_line, playground_percent, significance_sentence
 from workbench.tabs.predictor import PRIVATE, keep, known_choices, prediction_markdown, ref_label, values
 from workbench.ui import Refresh, esc, fail, ok
 
@@ -23,14 +25,9 @@ SORTS = {  # "Sort by" choice -> key of a Disagreement, largest first
 DISAGREEMENT_COLUMNS = ["index", "text", "gold", "A label", "A confidence", "B label", "B confidence", "gap"]
 ARM_COLUMNS = ["arm", "variant", "requests", "share", "feedback", "correct", "accuracy", "95 % CI"]
 REQUEST_COLUMNS = ["request", "time", "user", "arm", "variant", "label", "confidence", "ms", "source", "feedback", "text"]
-SIGNIFICANCE = 0.05
 RECENT = 50
 NEED_TWO = "pick variant A and variant B first"
 WHOLE_SPLIT = 0  # the default number of examples for "Run on a test set": 0 = every example of the split
-
-
-def _pct(x: float | None, digits: int = 1) -> str:
-    return "—" if x is None else f"{x * 100:.{digits}f} %"
 
 
 def _ab_defaults(choices: dict) -> tuple[str | None, str | None]:
@@ -39,11 +36,6 @@ def _ab_defaults(choices: dict) -> tuple[str | None, str | None]:
     others = [v for v in values(choices["variants"]) if v != b and v.isdigit()]  # ids, not registry aliases
     a = choices["parents"].get(b) or (max(others, key=int) if others else None)
     return a, b
-
-
-def experiment_choices(experiments) -> list[tuple[str, str]]:
-    return [(f"#{e.id} {e.name} (A #{e.variant_a_id} / B #{e.variant_b_id}, B gets {e.split_b_percent:g} %)", str(e.id))
-            for e in experiments]
 
 
 # ---- side by side -----------------------------------------------------------------------------------------------
@@ -56,8 +48,7 @@ def compare(a: str | None, b: str | None, text: str | None):
         side = api.ab_compare(a, b, text or "")
     except WorkbenchError as exc:
         return fail(str(exc)), "", "", None
-    verdict = (f"✅ agree: both say **{esc(side.a.label)}**" if side.agree else
-               f"⚠ disagree: A says **{esc(side.a.label)}**, B says **{esc(side.b.label)}**")
+    verdict = agreement_line(side)
     chart = playground_charts.side_by_side(side.a.probabilities, side.b.probabilities, f"A {ref_label(a)}",
                                            f"B {ref_label(b)}")
     return (f"**A** (variant {esc(ref_label(a))})\n\n{prediction_markdown(side.a)}",
@@ -70,27 +61,20 @@ def compare(a: str | None, b: str | None, text: str | None):
 def summary_markdown(r, dataset_name: str) -> str:
     m = r.mcnemar
     test = "exact binomial form" if m.exact else "chi-square with continuity correction"
-    significant = m.p_value < SIGNIFICANCE
-    if significant:
-        better = "A" if r.accuracy_a > r.accuracy_b else "B"
-        sentence = (f"The difference is significant at the 5 % level: {better} is more accurate on these examples, "
-                    "by more than chance would explain.")
-    else:
-        sentence = ("The difference is not significant at the 5 % level: chance alone could explain it on these "
-                    "examples.")
     return "\n".join([
         f"**{r.num_examples:,} examples** of the {esc(r.split)} split of **{esc(dataset_name)}** · "
-        f"agreement {_pct(r.agreement)} · **{len(r.disagreements):,} disagreements**",
+        f"agreement {playground_percent(r.agreement)} · **{len(r.disagreements):,} disagreements**",
         "",
         f"| | A (#{r.variant_a}) | B (#{r.variant_b}) |",
         "|---|---|---|",
-        f"| accuracy | {_pct(r.accuracy_a, 2)} | {_pct(r.accuracy_b, 2)} |",
+        f"| accuracy | {playground_percent(r.accuracy_a, 2)} | {playground_percent(r.accuracy_b, 2)} |",
         f"| ms per example (batched) | {r.ms_per_example_a:.2f} | {r.ms_per_example_b:.2f} |",
         "",
         f"**McNemar's test** ({test}): A right and B wrong on {m.a_only:,}, B right and A wrong on {m.b_only:,}; "
         f"statistic {m.statistic:.3f}, p-value {m.p_value:.4g}.",
         "",
-        f"<span class='{'significant' if significant else 'not-significant'}'>{sentence}</span>",
+        f"<span class='{'significant' if r.verdict.significant else 'not-significant'}'>"
+        f"{significance_sentence(r.verdict)}</span>",
     ])
 
 
@@ -130,8 +114,9 @@ def run_on_split(a: str | None, b: str | None, dataset: str | None, split: str, 
 
 def arms_frame(stats) -> pd.DataFrame:
     return pd.DataFrame(
-        [[s.arm, f"#{s.variant_id}", s.requests, _pct(s.share), s.with_feedback, s.correct, _pct(s.accuracy),
-          "—" if s.ci_low is None else f"{_pct(s.ci_low)} – {_pct(s.ci_high)}"] for s in stats],
+        [[s.arm, f"#{s.variant_id}", s.requests, playground_percent(s.share), s.with_feedback, s.correct,
+          playground_percent(s.accuracy),
+          "—" if s.ci_low is None else f"{playground_percent(s.ci_low)} – {playground_percent(s.ci_high)}"] for s in stats],
         columns=ARM_COLUMNS,
     )
 

@@ -11,6 +11,7 @@ import pandas as pd
 from jobs import api
 from storage.errors import WorkbenchError
 from workbench import compare_charts
+from workbench.formatting import SWEET_SPOT, decision_table
 from workbench.report import CURRENCY, ReportSettings, build_report
 from workbench.ui import Refresh, fail
 
@@ -59,7 +60,7 @@ def summary_line(decision, max_drop) -> str:
     speed = (f", {ratio['speedup']:.2f}x faster than {decision.baseline.label} (95% interval {ratio['low']:.2f}-"
              f"{ratio['high']:.2f}; {ratio['n_baseline']} and {ratio['n_candidate']} calls)"
              if ratio and decision.baseline and sweet.variant_id != decision.baseline.variant_id else "")
-    return (f"### ★ Sweet spot at batch {batch} x {seq}: **{sweet.label}**, p95 {sweet.latency_ms:.2f} ms, accuracy "
+    return (f"### {SWEET_SPOT} Sweet spot at batch {batch} x {seq}: **{sweet.label}**, p95 {sweet.latency_ms:.2f} ms, accuracy "
             f"{sweet.accuracy:.2%}{speed}")
 
 
@@ -95,7 +96,7 @@ def render(dataset: str | None, fingerprint: str | None, run: str | None, cell: 
         gr.update(choices=cell_choices, value=cell),
         gr.update(choices=variant_choices, value=str(decision.baseline.variant_id) if decision.baseline else None),
         summary,
-        pd.DataFrame(api.decision_table(decision, CURRENCY)),
+        pd.DataFrame(decision_table(decision, CURRENCY)),
         compare_charts.latency_vs_batch(focused_rows, seq),
         compare_charts.throughput(comparison.rows, batch, seq),
         compare_charts.accuracy_vs_latency(decision.points, decision.front, sweet),

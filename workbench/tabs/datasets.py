@@ -8,7 +8,8 @@ import pandas as pd
 from jobs import api
 from storage.errors import WorkbenchError
 from workbench import charts, roles
-from workbench.ui import Refresh, attempt, builtin_picker, fail, ref_choices
+from workbench.choices import named_choices
+from workbench.ui import Refresh, attempt, builtin_picker, fail
 
 COLUMNS = ["id", "name", "rows", "labels", "split (train/val/test)", "source"]
 
@@ -29,7 +30,7 @@ def datasets_frame() -> pd.DataFrame:
 
 
 def _choices(selected: str | None = None):
-    choices = ref_choices(api.list_datasets(), lambda d: f"{d.id} · {d.name}")
+    choices = named_choices(api.list_datasets())
     return gr.update(choices=choices, value=selected) if selected else gr.update(choices=choices)
 
 

@@ -7,7 +7,8 @@ import pandas as pd
 
 from jobs import api
 from workbench import roles
-from workbench.ui import Refresh, attempt, builtin_picker, mb, ref_choices
+from workbench.choices import named_choices
+from workbench.ui import Refresh, attempt, builtin_picker, mb
 
 COLUMNS = ["id", "name", "architecture", "parameters", "task", "size", "source"]
 
@@ -49,7 +50,7 @@ def model_details(ref: str | None) -> str:
 
 
 def _choices():
-    return gr.update(choices=ref_choices(api.list_models(), lambda m: f"{m.id} · {m.name}"))
+    return gr.update(choices=named_choices(api.list_models()))
 
 
 def _add(source: str, name: str, allow_pickle: bool) -> str:

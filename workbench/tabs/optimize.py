@@ -12,6 +12,7 @@ import gradio as gr
 from jobs import api
 from storage.errors import WorkbenchError
 from workbench import roles
+from workbench.choices import NONE, named_choices, variant_choices
 from workbench.ui import Refresh, attempt, esc, fail, ok
 
 FIELDS_PER_ROW = 3
@@ -27,16 +28,12 @@ def _kind_info(name: str | None) -> dict[str, Any] | None:
     return next((k for k in api.job_kinds() if k["name"] == name), None)
 
 
-def variant_label(v) -> str:
-    return f"#{v.id} {v.name} ({v.runtime} {v.precision})"
-
-
 def _variant_choices():
-    return [(variant_label(v), str(v.id)) for v in api.list_variants()]
+    return variant_choices(api.list_variants())
 
 
 def _dataset_choices():
-    return [("(none)", "")] + [(f"#{d.id} {d.name}", str(d.id)) for d in api.list_datasets()]
+    return [NONE] + named_choices(api.list_datasets())
 
 
 def _kind_choices(kinds: list[dict[str, Any]], unavailable: dict[str, str]):

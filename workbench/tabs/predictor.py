@@ -13,12 +13,13 @@ import pandas as pd
 from jobs import api
 from storage.errors import WorkbenchError
 from workbench import playground_charts
-from workbench.ui import Refresh, esc, fail, mb, ok, variant_choices
+from workbench.choices import named_choices, variant_choices
+from workbench.ui import Refresh, esc, fail, mb, ok
 
 EXAMPLES = 20  # examples offered per dataset
 EXAMPLE_LABEL_CHARS = 110
 TABLE_ROWS = 500  # rows of a batch shown in the page; the CSV download has every row
-PRIVATE = dict(api_visibility="private")  # UI events are not API endpoints (those are in workbench.playground_api)
+PRIVATE = dict(api_visibility="private")  # UI events are not API endpoints (those are in workbench.http_endpoints)
 NO_VARIANT = "pick a variant first (add a model in Models; its original is the first variant)"
 FILE_TYPES = [".csv", ".tsv", ".jsonl", ".parquet"]
 BATCH_COLUMNS = ["text", "label", "confidence", "tokens", "truncated"]  # the table's header before a batch has run
@@ -32,10 +33,6 @@ def default_variant(tree) -> str | None:
     scored = [s.id for s in tree if s.accuracy is not None]
     ids = scored or [s.id for s in tree]
     return str(max(ids)) if ids else None
-
-
-def dataset_choices(datasets) -> list[tuple[str, str]]:
-    return [(f"#{d.id} {d.name}", str(d.id)) for d in datasets]
 
 
 def keep(value: str | None, values: list[str], default: str | None):
@@ -74,7 +71,7 @@ def known_choices() -> dict:
     return {
         "variants": variant_choices(tree) + alias_choices(),
         "variant_default": default_variant(tree),
-        "datasets": dataset_choices(datasets),
+        "datasets": named_choices(datasets),
         "dataset_default": str(datasets[0].id) if datasets else None,
         "parents": {str(s.id): str(s.parent_id) for s in tree if s.parent_id is not None},
     }

@@ -13,14 +13,12 @@ import gradio as gr
 from jobs import api
 from storage.errors import WorkbenchError
 from workbench import charts, roles
-from workbench.ui import Refresh, esc, fail, mb, ok, variant_choices
+from workbench.choices import variant_choices
+from workbench.formatting import NOT_EVALUATED, percent
+from workbench.ui import Refresh, esc, fail, mb, ok
 
 REFRESH_S = 3.0
 COLUMNS = ("id", "variant", "runtime", "precision", "size", "accuracy", "Δ vs parent", "agreement", "flag")
-
-
-def _pct(x: float | None, digits: int = 2) -> str:
-    return "" if x is None else f"{x:.{digits}%}"
 
 
 def _points(drop: float | None) -> str:
@@ -51,10 +49,10 @@ def _accuracy_cell(s) -> str:
     if s.accuracy is not None:
         title = f"macro-F1 {s.macro_f1:.4f} on {s.num_examples:,} examples" if s.num_examples else ""
         if s.accuracy_low is not None and s.accuracy_high is not None:
-            title += f"; 95% interval {_pct(s.accuracy_low)}-{_pct(s.accuracy_high)}"
+            title += f"; 95% interval {percent(s.accuracy_low)}-{percent(s.accuracy_high)}"
         if s.majority_accuracy is not None:
-            title += f"; majority class {_pct(s.majority_accuracy)}"
-        return f"<span class='accuracy' title='{esc(title)}'>{_pct(s.accuracy)}</span>"
+            title += f"; majority class {percent(s.majority_accuracy)}"
+        return f"<span class='accuracy' title='{esc(title)}'>{percent(s.accuracy)}</span>"
     state = s.evaluation.split(":")[0]
     return f"<span class='eval-state eval-{esc(state.replace(' ', '-'))}'>{esc(s.evaluation)}</span>"
 
@@ -70,8 +68,8 @@ def variants_html(tree=None) -> str:
         flag = f"<span class='flag-badge'>{esc(flag_text(s.drop_points))}</span>" if s.flagged else ""
         if s.degenerate:
             flag += degenerate_badge(s.degenerate_reason)
-        agreement = _pct(s.agreement_with_parent, 1)
-        compared = (f" title='parent {_pct(s.parent_accuracy)} on the same {s.num_examples:,} examples'"
+        agreement = percent(s.agreement_with_parent, 1)
+        compared = (f" title='parent {percent(s.parent_accuracy)} on the same {s.num_examples:,} examples'"
                     if s.parent_accuracy is not None and s.num_examples else "")
         row_class = " class='flagged'" if s.flagged or s.degenerate else ""
         rows.append(
@@ -143,7 +141,7 @@ def _jsonish(v: Any) -> Any:
 
 def evaluations_markdown(evaluations, summary) -> str:
     if not evaluations:
-        state = summary.evaluation if summary is not None else "not evaluated"
+        state = summary.evaluation if summary is not None else NOT_EVALUATED
         return f"**Evaluation:** {esc(state)}"
     lines = ["**Evaluations**", "",
              "| # | split | examples | accuracy (95% interval) | majority class | macro-F1 | recall per class | "
@@ -154,14 +152,14 @@ def evaluations_markdown(evaluations, summary) -> str:
                 if ev.flagged else ("ok" if ev.parent_accuracy is not None else ""))
         if ev.degenerate:
             flag += " " + degenerate_badge(ev.degenerate_reason)
-        interval = (f" ({_pct(ev.accuracy_low)}-{_pct(ev.accuracy_high)})"
+        interval = (f" ({percent(ev.accuracy_low)}-{percent(ev.accuracy_high)})"
                     if ev.accuracy_low is not None and ev.accuracy_high is not None else "")
-        majority = f"{_pct(ev.majority_accuracy)} ({esc(ev.majority_label)})" if ev.majority_accuracy is not None else ""
-        recall = ", ".join(f"{esc(k)} {_pct(v) if v is not None else '-'}" for k, v in (ev.per_class_recall or {}).items())
+        majority = f"{percent(ev.majority_accuracy)} ({esc(ev.majority_label)})" if ev.majority_accuracy is not None else ""
+        recall = ", ".join(f"{esc(k)} {percent(v) if v is not None else '-'}" for k, v in (ev.per_class_recall or {}).items())
         lines.append(
-            f"| {ev.id} | {ev.split} | {ev.num_examples:,} | {_pct(ev.accuracy)}{interval} | {majority} | "
-            f"{ev.macro_f1:.4f} | {recall} | {_pct(ev.parent_accuracy)} | {_points(ev.drop_points)} | "
-            f"{_pct(ev.agreement_with_parent, 1)} | {flag} |"
+            f"| {ev.id} | {ev.split} | {ev.num_examples:,} | {percent(ev.accuracy)}{interval} | {majority} | "
+            f"{ev.macro_f1:.4f} | {recall} | {percent(ev.parent_accuracy)} | {_points(ev.drop_points)} | "
+            f"{percent(ev.agreement_with_parent, 1)} | {flag} |"
         )
     return "\n".join(lines)
 
@@ -249,7 +247,7 @@ def registry_html(state: dict[str, Any]) -> str:
                 f"<tr data-model='{esc(m['name'])}' data-version='{esc(v['version'])}' "
                 f"data-variant-id='{v['variant_id'] or ''}' data-aliases='{esc(','.join(v['aliases']))}'>"
                 f"<td>{esc(m['name'])}</td><td>v{esc(v['version'])}</td><td>{variant}</td><td>{badges}</td>"
-                f"<td>{esc(v['runtime'])} / {esc(v['precision'])}</td><td>{_pct(v['accuracy'])}</td></tr>"
+                f"<td>{esc(v['runtime'])} / {esc(v['precision'])}</td><td>{percent(v['accuracy'])}</td></tr>"
             )
     head = "".join(f"<th>{h}</th>" for h in REGISTRY_COLUMNS)
     undo = [f"{esc(m['name'])} {esc(a)} → v{esc(v)}" for m in state["models"] for a, v in m["rollback_to"].items()]

@@ -21,6 +21,8 @@ import pandas as pd
 from jobs import api
 from storage.errors import WorkbenchError
 from workbench import compare_charts, roles
+from workbench.choices import named_choices
+from workbench.formatting import SWEET_SPOT, decision_table, wizard_summary
 from workbench.ui import Refresh, esc, fail, ok
 
 REFRESH_S = 2.0
@@ -48,11 +50,11 @@ class Followed:
 
 
 def _model_choices() -> list[tuple[str, str]]:
-    return [(f"#{m.id} {m.name}", str(m.id)) for m in api.list_models()]
+    return named_choices(api.list_models())
 
 
 def _dataset_choices() -> list[tuple[str, str]]:
-    return [(f"#{d.id} {d.name}", str(d.id)) for d in api.list_datasets()]
+    return named_choices(api.list_datasets())
 
 
 def _newest(choices: list[tuple[str, str]], current: str | None) -> str | None:
@@ -209,7 +211,8 @@ def outcome_views(progress):
         return fail(f"The run stopped: {esc(progress.message)}. See the **Jobs** tab for the log."), *_hidden()
     if outcome is None:
         return "", *_hidden()
-    summary = f"### ★ {esc(outcome.summary)}" if outcome.recommended_id else f"### {esc(outcome.summary)}"
+    verdict = esc(wizard_summary(outcome))
+    summary = f"### {SWEET_SPOT} {verdict}" if outcome.recommended_id else f"### {verdict}"
     remeasure = gr.update(visible=outcome.undecided is not None)
     if outcome.decision is None:
         return summary, *_hidden()[:2], remeasure
@@ -220,7 +223,7 @@ def outcome_views(progress):
     chart = compare_charts.accuracy_vs_latency(decision.points, decision.front, decision.sweet,
                                                sweet_name="recommended", baseline=decision.baseline)
     return (summary, gr.update(value=chart, visible=True),
-            gr.update(value=pd.DataFrame(api.decision_table(decision)), visible=True), remeasure)
+            gr.update(value=pd.DataFrame(decision_table(decision)), visible=True), remeasure)
 
 
 # ---- handlers ----------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The playground through its Gradio API, called with gradio_client against the served app (a real process)."""
+"""The playground's HTTP endpoints (workbench.http_endpoints), called with gradio_client against the served app (a
+real process)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ def test_gradio_client_calls_the_predictor_and_the_ab_endpoints(served):
     local = api.ab_test_set(a.id, b.id, "toy", "train", 40)
     assert remote["agreement"] == pytest.approx(local.agreement)
     assert remote["mcnemar"]["p_value"] == pytest.approx(local.mcnemar.p_value)
+    assert remote["verdict"]["significant"] == local.verdict.significant and remote["verdict"]["alpha"] == 0.05
+    assert remote["verdict"]["better"] == local.verdict.better
     assert len(remote["disagreements"]) == len(local.disagreements)
 
     # the documented one-round-trip route: a plain POST, answered in its response

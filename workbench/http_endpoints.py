@@ -1,5 +1,5 @@
-"""The playground as a Gradio API (`gradio_client.Client(url).predict(..., api_name="/predict")`, or one HTTP POST
-to `/gradio_api/run/predict` with `{"data": [variant, text]}`).
+"""The playground's HTTP endpoints, declared with `gr.api` (`gradio_client.Client(url).predict(...,
+api_name="/predict")`, or one HTTP POST to `/gradio_api/run/predict` with `{"data": [variant, text]}`).
 
 Plain JSON in and out, so scripts and other services can call the same cached predictors the tabs use. A variant
 is its id or a registry alias `NAME@ALIAS` (`minilm-l6@production`: whatever version the alias points at now). A
@@ -71,7 +71,8 @@ def ab_compare(variant_a: str, variant_b: str, text: str) -> dict:
 
 
 def ab_test_set(variant_a: str, variant_b: str, dataset: str, split: str = "test", limit: int = 500) -> dict:
-    """Both variants on a dataset split: accuracies, agreement, McNemar's test, latency and the disagreements."""
+    """Both variants on a dataset split: accuracies, agreement, McNemar's test and its verdict (`significant`,
+    `better`: "a", "b" or null, `p_value`, `alpha`), latency and the disagreements."""
     try:
         limit = int(limit)
     except (TypeError, ValueError, OverflowError):
