@@ -80,7 +80,7 @@ SETTINGS: dict[str, Setting] = {
         Setting(
             "WORKBENCH_PLUGINS",
             "",
-            "Comma-separated modules imported by workers and job processes to register extra job kinds.",
+            "Comma-separated modules imported by workers and job processes to register extra job kinds, runtimes or tasks.",
         ),
     ]
 }

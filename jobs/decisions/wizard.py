@@ -545,10 +545,9 @@ def check(recipe: Recipe) -> None:
 
 
 def _evaluation_params(evaluation: dict[str, Any]) -> dict[str, Any]:
-    from jobs.kinds.evaluate import EvaluateParams
-    from jobs.runner.params import parse_params, to_jsonable
+    from jobs.runner.submit import check_evaluation_params
 
-    return to_jsonable(parse_params(EvaluateParams, evaluation))
+    return check_evaluation_params(evaluation) or {}
 
 
 # ---- launch and progress ---------------------------------------------------------------------------------------

@@ -13,11 +13,12 @@ from typing import Any, Literal
 from sqlalchemy.orm import Session
 
 from jobs.ml.data import Examples, split_examples
-from jobs.ml.metrics import agreement, classification_metrics, model_validity
+from jobs.ml.metrics import agreement, model_validity
 from jobs.runner.context import JobContext, JobResult
 from jobs.runner.params import parse_params, to_jsonable
 from jobs.runner.registry import follows_new_variant, register
 from jobs.runtimes import get_runtime, load_predictor
+from jobs.tasks import get_task
 from storage import catalog, queue
 from storage.entities import Job, Variant
 from storage.errors import InvalidInput
@@ -123,11 +124,12 @@ def run(params: EvaluateParams, ctx: JobContext) -> JobResult:
     ctx.progress(0.02, f"loading variant {variant.id} ({variant.runtime}, {variant.precision})")
     labels, predicted = _predict(variant, examples, params, device, ctx, (0.05, 0.5), "scoring")
     gold = examples.label_ids(labels)
-    scores = classification_metrics(gold, predicted, labels)
+    task = get_task(catalog.get_model(variant.model_id).task)  # what is scored, and how, is the task's business
+    scores = task.metrics(gold, predicted, labels)
     parent_predicted = _parent_predictions(variant, examples, labels, params, device, ctx)
     parent_accuracy = agree = None
     if parent_predicted is not None:
-        parent_accuracy = classification_metrics(gold, parent_predicted, labels)["accuracy"]
+        parent_accuracy = task.metrics(gold, parent_predicted, labels)[task.quality_metric]
         agree = agreement(predicted, parent_predicted)
     drop = None if parent_accuracy is None else (parent_accuracy - scores["accuracy"]) * 100
     flagged = drop is not None and drop > params.tolerance_points

@@ -23,7 +23,7 @@ class Step:
     params: dict[str, Any]
 
 
-def _check_evaluation(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
+def check_evaluation_params(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
     """The params of the job that follows each variant a job yields (its evaluation), parsed and checked."""
     if evaluation is None:
         return None
@@ -99,7 +99,7 @@ def submit(
         dataset_id=dataset_entity.id if dataset_entity else None,
         depends_on_id=depends_on,
         max_attempts=settings.get("WORKBENCH_MAX_ATTEMPTS"),
-        evaluation=_check_evaluation(evaluation),
+        evaluation=check_evaluation_params(evaluation),
     )
 
 
@@ -175,7 +175,7 @@ def submit_pipeline(
     plan = check_pipeline(steps, model=model, variant=variant, dataset=dataset)
     kinds, checked = plan.kinds, plan.params
     variant_entity, dataset_entity = plan.variant, plan.dataset
-    eval_params = _check_evaluation(evaluation)
+    eval_params = check_evaluation_params(evaluation)
     pipeline = uuid.uuid4().hex[:12]
     jobs: list[Job] = []
     with nullcontext(session) if session is not None else session_scope() as s:

@@ -269,7 +269,7 @@ def describe_job(job) -> dict[str, Any]:
     if produced is not None:
         artifacts["variant.json"] = to_dict(produced)  # recipe, files with sha256, facts; the weights stay put
     artifacts.update(kind_extras.get("artifacts", {}))
-    log = queue.job_log(job.id)
+    log = queue.job_log(job.id, max_chars=MAX_LOG_ARTIFACT_CHARS)  # the end says why a job stopped
     return {
         "experiment": experiment_name(model.name if model else None),
         "run_name": f"job {job.id} {job.kind}",
@@ -281,7 +281,7 @@ def describe_job(job) -> dict[str, Any]:
         # one value per key and step (a repeated metric in one batch is refused by MLflow's SQL store)
         "metrics": [(k, v, step) for (k, step), v in {(_truncate(k, MAX_KEY), step): v for k, v, step in metrics}.items()],
         "artifacts": artifacts,
-        "log": log[-MAX_LOG_ARTIFACT_CHARS:],
+        "log": log,
     }
 
 
