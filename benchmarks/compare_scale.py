@@ -22,13 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def fill(variants: int, rows_per_variant: int) -> None:
     from jobs.bench.fingerprint import fingerprint, fingerprint_hash
     from storage import catalog
+    from tests.support.rows import placeholder_dataset, placeholder_model
 
-    model, root = catalog.create_model(name="scale", source_kind="builtin", source="x", allow_pickle=False, variant=dict(
-        name="scale (original)", artifact_dir="/nonexistent", runtime="pytorch", precision="fp32", recipe={}, files=[],
-        sha256="root", size_bytes=90_000_000))
-    ds = catalog.create_dataset(name="d", source_kind="builtin", source="x", text_column="text", label_column="label",
-                                labels=["a", "b"], class_counts={}, num_rows=0, split_seed=42, split_fractions={},
-                                split_sizes={}, artifact_dir="/nonexistent", sha256="d")
+    model, root = placeholder_model("scale", size_bytes=90_000_000)
+    ds = placeholder_dataset()
     fp = fingerprint("cpu")
     cells = [(b, s) for b in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512) for s in (32, 64, 128, 256, 512)][:rows_per_variant]
     for i in range(variants):

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from tests.support.rows import placeholder_dataset, placeholder_model
+
 
 def _variant(catalog, model_id: int, parent_id: int, name: str, runtime: str = "pytorch", precision: str = "fp32"):
     return catalog.create_variant(model_id=model_id, parent_id=parent_id, name=name, artifact_dir="/nonexistent",
@@ -45,12 +47,8 @@ def two_machines(home):
     """Three variants measured on an AMX Xeon, and one of them again on a GPU box, with accuracies."""
     from storage import catalog
 
-    model, root = catalog.create_model(name="m", source_kind="builtin", source="x", allow_pickle=False, variant=dict(
-        name="m (original)", artifact_dir="/nonexistent", runtime="pytorch", precision="fp32", recipe={}, files=[],
-        sha256="root", size_bytes=90_000_000))
-    ds = catalog.create_dataset(name="d", source_kind="builtin", source="x", text_column="text", label_column="label",
-                                labels=["a", "b"], class_counts={}, num_rows=0, split_seed=42, split_fractions={},
-                                split_sizes={}, artifact_dir="/nonexistent", sha256="d")
+    model, root = placeholder_model(size_bytes=90_000_000)
+    ds = placeholder_dataset()
     fp32, int8, bf16 = (_variant(catalog, model.id, root.id, f"m > {n}") for n in ("finetune-full", "ort-dynamic-int8", "bf16"))
     for v, acc in ((fp32, 0.80), (int8, 0.795), (bf16, 0.801)):
         catalog.add_evaluation(variant_id=v.id, dataset_id=ds.id, split="test", num_examples=100, accuracy=acc,
@@ -120,9 +118,7 @@ def test_advice_cites_what_this_machine_measured(home):
     from jobs.bench.fingerprint import fingerprint
     from storage import catalog
 
-    model, root = catalog.create_model(name="m", source_kind="builtin", source="x", allow_pickle=False, variant=dict(
-        name="m (original)", artifact_dir="/nonexistent", runtime="pytorch", precision="fp32", recipe={}, files=[],
-        sha256="root", size_bytes=1))
+    model, root = placeholder_model()
     assert not any("measured on this machine" in n for n in api.hardware_advice("quantize", {"method": "bf16"}))
     int8 = _variant(catalog, model.id, root.id, "m > ort-dynamic-int8", runtime="onnxruntime", precision="int8")
     here = fingerprint("cpu")
@@ -255,9 +251,7 @@ def test_the_report_csv_neutralises_spreadsheet_formulas(home, tmp_path):
     from workbench.report import build_report
 
     names = ["=cmd|' /C calc'!A0", '+HYPERLINK("http://evil.example","click")', "@SUM(1)"]
-    model, root = catalog.create_model(name="m", source_kind="builtin", source="x", allow_pickle=False, variant=dict(
-        name="m (original)", artifact_dir="/nonexistent", runtime="pytorch", precision="fp32", recipe={}, files=[],
-        sha256="root", size_bytes=1))
+    model, root = placeholder_model()
     job, here = benchmark_job(), fingerprint("cpu")
     for i, name in enumerate(names):
         _measure(catalog, _variant(catalog, model.id, root.id, name).id, here, 10.0 + i, job_id=job)

@@ -22,6 +22,7 @@ from storage.db import session_scope
 from storage.errors import InvalidInput
 from storage.orm import JobStatus, SqlJob, utcnow
 from tests.conftest import REPO
+from tests.support.rows import placeholder_dataset, placeholder_model
 
 FIRST, SECOND = "first-worker", "second-worker"
 
@@ -68,7 +69,7 @@ def wrap_kind(monkeypatch, name: str, after_run) -> list:
         after_run(outcome)
         return outcome
 
-    monkeypatch.setitem(registry._KINDS, name, dataclasses.replace(kind, run=run))
+    monkeypatch.setitem(registry._KINDS._items, name, dataclasses.replace(kind, run=run))
     return outcomes
 
 
@@ -124,12 +125,8 @@ def test_an_evaluation_rerun_that_wins_the_race_is_the_only_one_recorded(tiny_mo
 @pytest.fixture
 def stored_rows(home):
     """A model (its root variant) and a dataset as bare rows, for a job's outputs to point at."""
-    _, root = catalog.create_model(name="m", source_kind="builtin", source="x", allow_pickle=False, variant=dict(
-        name="m (original)", artifact_dir="/nonexistent", runtime="pytorch", precision="fp32", recipe={}, files=[],
-        sha256="root", size_bytes=1))
-    dataset = catalog.create_dataset(name="d", source_kind="builtin", source="x", text_column="text",
-                                     label_column="label", labels=["a", "b"], class_counts={}, num_rows=0, split_seed=42,
-                                     split_fractions={}, split_sizes={}, artifact_dir="/nonexistent", sha256="d")
+    _, root = placeholder_model()
+    dataset = placeholder_dataset()
     return root, dataset
 
 
@@ -159,7 +156,7 @@ def test_a_run_whose_finish_loses_writes_no_variant_evaluation_measurement_or_fo
             sweep_as_stale(job.id)  # the finish that follows loses
         return every_output(job.id, root, dataset)
 
-    monkeypatch.setitem(registry._KINDS, "test-sleep", dataclasses.replace(registry.get_kind("test-sleep"), run=run))
+    monkeypatch.setitem(registry._KINDS._items, "test-sleep", dataclasses.replace(registry.get_kind("test-sleep"), run=run))
     claim(job.id, FIRST)
     assert child.main([str(job.id)]) == 0
     assert queue.get_job(job.id).status is JobStatus.QUEUED

@@ -22,8 +22,7 @@ PLUGIN = "tests.support.runtimes"
 def fresh_registry(monkeypatch):
     """The registry as loaded now, restored after the test (a runtime registered here does not leak out)."""
     registry.load_runtimes()
-    monkeypatch.setattr(registry, "_RUNTIMES", dict(registry._RUNTIMES))
-    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setattr(registry, "_RUNTIMES", registry._RUNTIMES.copy())
     monkeypatch.delitem(sys.modules, PLUGIN, raising=False)  # imported again, so it registers into the copy
     return registry
 

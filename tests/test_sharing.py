@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port, run_cli, stored_files, wait_for
+from tests.support.browser import wait_until_serving
 
 ACCOUNTS = {"WORKBENCH_AUTH": "ed:pw1", "WORKBENCH_VIEWERS": "vi:pw2"}
 # the served app: two more viewers whose sign-ins the throttling test locks, and a short first lock
@@ -691,16 +691,8 @@ def test_export_space_writes_a_demo_that_runs_offline_on_its_own(home, tmp_path,
     log = open(tmp_path / "app.log", "w")
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=out, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
-
-    def up():
-        assert proc.poll() is None, (tmp_path / "app.log").read_text()
-        try:
-            return urllib.request.urlopen(url, timeout=2).status == 200
-        except OSError:
-            return False
-
     try:
-        wait_for(up, timeout=120, what="the exported app to serve")
+        wait_until_serving(proc, url, tmp_path / "app.log", "the exported app to serve")
         got = Client(url, verbose=False).predict(TEXT, api_name="/predict")
     finally:
         proc.terminate()

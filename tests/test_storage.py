@@ -185,6 +185,16 @@ def test_listing_jobs_reads_no_logs(home):
 # ---- migrations: run once, verified elsewhere ------------------------------------------------------------------
 
 
+@pytest.fixture
+def bare_home(tmp_path, monkeypatch):
+    """A data directory with no database yet (not migrated, unlike `home`), and no engine cached before or after."""
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("WORKBENCH_DB_URL", raising=False)
+    db.dispose_all()
+    yield tmp_path / "home"
+    db.dispose_all()
+
+
 def _migrate_to(revision: str) -> None:
     """A database left at an older revision, as an older workbench would have left it."""
     from alembic import command
@@ -192,74 +202,56 @@ def _migrate_to(revision: str) -> None:
     command.upgrade(alembic_config(settings.db_url()), revision)
 
 
-def test_migration_0007_moves_an_old_log_into_chunks_and_back(tmp_path, monkeypatch):
+def test_migration_0007_moves_an_old_log_into_chunks_and_back(tmp_path, bare_home):
     from alembic import command
 
     from storage import queue
 
-    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("WORKBENCH_DB_URL", raising=False)
+    _migrate_to("0006")
+    old_log = "loading\n" + "y" * 3000 + "\ndone\n"
+    raw = create_engine(settings.db_url())
+    with raw.begin() as conn:
+        for job_id, log, depends_on in ((1, old_log, None), (2, "", 1)):
+            conn.execute(
+                text("INSERT INTO jobs (id, kind, params, status, device, progress, message, log, result, priority, "
+                     "attempts, max_attempts, cancel_requested, created_at, depends_on_id) VALUES (:id, 'inspect', "
+                     "'{}', 'succeeded', 'cpu', 1.0, 'done', :log, '{}', 0, 1, 2, 0, '2024-01-01 00:00:00', :dep)"),
+                {"id": job_id, "log": log, "dep": depends_on},
+            )
+    assert db.upgrade() == ("0006", db.head_revision())
+    assert queue.job_log(1) == old_log and queue.job_log(2) == ""
+    # rebuilding the jobs table deleted nothing that points at it (SQLite cascades a dropped table's rows)
+    assert queue.get_job(2).depends_on_id == 1
+    assert len(queue.log_chunks(1)) == 1 and queue.log_chunks(2) == []
+    queue.append_log(1, "appended after the upgrade\n")
+
     db.dispose_all()
-    try:
-        _migrate_to("0006")
-        old_log = "loading\n" + "y" * 3000 + "\ndone\n"
-        raw = create_engine(settings.db_url())
-        with raw.begin() as conn:
-            for job_id, log, depends_on in ((1, old_log, None), (2, "", 1)):
-                conn.execute(
-                    text("INSERT INTO jobs (id, kind, params, status, device, progress, message, log, result, priority, "
-                         "attempts, max_attempts, cancel_requested, created_at, depends_on_id) VALUES (:id, 'inspect', "
-                         "'{}', 'succeeded', 'cpu', 1.0, 'done', :log, '{}', 0, 1, 2, 0, '2024-01-01 00:00:00', :dep)"),
-                    {"id": job_id, "log": log, "dep": depends_on},
-                )
-        assert db.upgrade() == ("0006", db.head_revision())
-        assert queue.job_log(1) == old_log and queue.job_log(2) == ""
-        # rebuilding the jobs table deleted nothing that points at it (SQLite cascades a dropped table's rows)
-        assert queue.get_job(2).depends_on_id == 1
-        assert len(queue.log_chunks(1)) == 1 and queue.log_chunks(2) == []
-        queue.append_log(1, "appended after the upgrade\n")
-
-        db.dispose_all()
-        command.downgrade(alembic_config(settings.db_url()), "0006")
-        with raw.connect() as conn:
-            assert conn.execute(text("SELECT log FROM jobs WHERE id = 1")).scalar() == old_log + "appended after the upgrade\n"
-        raw.dispose()
-    finally:
-        db.dispose_all()
+    command.downgrade(alembic_config(settings.db_url()), "0006")
+    with raw.connect() as conn:
+        assert conn.execute(text("SELECT log FROM jobs WHERE id = 1")).scalar() == old_log + "appended after the upgrade\n"
+    raw.dispose()
 
 
-def test_a_stale_schema_is_refused_with_the_command_that_fixes_it(tmp_path, monkeypatch):
-    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("WORKBENCH_DB_URL", raising=False)
+def test_a_stale_schema_is_refused_with_the_command_that_fixes_it(tmp_path, bare_home):
+    _migrate_to("0006")
+    message = f"is at revision 0006, this workbench needs {db.head_revision()}: run `workbench db upgrade`"
+    with pytest.raises(db.SchemaOutOfDate, match=re.escape(message)) as refused:
+        catalog.list_models()
+    assert isinstance(refused.value, WorkbenchError) and str(tmp_path / "home" / "workbench.db") in str(refused.value)
+    with pytest.raises(db.SchemaOutOfDate):  # refused again, not half-opened
+        db.engine()
+    db.upgrade()
+    assert catalog.list_models() == []
+
+
+def test_a_schema_newer_than_the_code_is_refused_even_by_upgrade(tmp_path, bare_home):
+    db.upgrade()
+    with db.engine().begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
     db.dispose_all()
-    try:
-        _migrate_to("0006")
-        message = f"is at revision 0006, this workbench needs {db.head_revision()}: run `workbench db upgrade`"
-        with pytest.raises(db.SchemaOutOfDate, match=re.escape(message)) as refused:
-            catalog.list_models()
-        assert isinstance(refused.value, WorkbenchError) and str(tmp_path / "home" / "workbench.db") in str(refused.value)
-        with pytest.raises(db.SchemaOutOfDate):  # refused again, not half-opened
-            db.engine()
-        db.upgrade()
-        assert catalog.list_models() == []
-    finally:
-        db.dispose_all()
-
-
-def test_a_schema_newer_than_the_code_is_refused_even_by_upgrade(tmp_path, monkeypatch):
-    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("WORKBENCH_DB_URL", raising=False)
-    db.dispose_all()
-    try:
-        db.upgrade()
-        with db.engine().begin() as conn:
-            conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
-        db.dispose_all()
-        for use in (db.engine, db.upgrade):
-            with pytest.raises(db.SchemaOutOfDate, match="at revision 9999, .* migrated by a newer workbench"):
-                use()
-    finally:
-        db.dispose_all()
+    for use in (db.engine, db.upgrade):
+        with pytest.raises(db.SchemaOutOfDate, match="at revision 9999, .* migrated by a newer workbench"):
+            use()
 
 
 def test_engine_and_session_factory_are_made_once_per_database(home):

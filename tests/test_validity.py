@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.rows import placeholder_model
 from tests.test_compare import benchmark_job, samples_around
 
 # ---- model validity on confusion matrices --------------------------------------------------------------------
@@ -118,9 +119,7 @@ def test_compare_shows_one_run_by_default_and_never_mixes_them_silently(home):
     from storage import catalog
     from tests.test_compare import _measure, _variant
 
-    model, root = catalog.create_model(name="m", source_kind="builtin", source="x", allow_pickle=False, variant=dict(
-        name="m (original)", artifact_dir="/nonexistent", runtime="pytorch", precision="fp32", recipe={}, files=[],
-        sha256="root", size_bytes=1))
+    model, root = placeholder_model()
     onnx = _variant(catalog, model.id, root.id, "m > export-onnx", runtime="onnxruntime")
     here = fingerprint("cpu")
     quiet, busy = benchmark_job(), benchmark_job()

@@ -162,8 +162,8 @@ def test_gpu_with_tensorrt_builds_an_fp16_engine_and_benchmarks_on_cuda(lab, mon
     from jobs.runner import registry
 
     registry.load_kinds()
-    trt = registry._KINDS["build-tensorrt"]
-    monkeypatch.setitem(registry._KINDS, "build-tensorrt", dataclasses.replace(trt, available=lambda: (True, "")))
+    trt = registry.get_kind("build-tensorrt")
+    monkeypatch.setitem(registry._KINDS._items, "build-tensorrt", dataclasses.replace(trt, available=lambda: (True, "")))
     on(monkeypatch, GPU)
     recipe = recommend("head", "toy", goal("nvidia-gpu", batch_size=8, seq_len=64))
     assert kinds(recipe) == ["export-onnx", "build-tensorrt", "benchmark"]
@@ -179,8 +179,8 @@ def test_gpu_without_tensorrt_falls_back_to_pytorch_fp16_and_says_why(lab, monke
     from jobs.runner import registry
 
     registry.load_kinds()
-    trt = registry._KINDS["build-tensorrt"]
-    monkeypatch.setitem(registry._KINDS, "build-tensorrt",
+    trt = registry.get_kind("build-tensorrt")
+    monkeypatch.setitem(registry._KINDS._items, "build-tensorrt",
                         dataclasses.replace(trt, available=lambda: (False, "unavailable: no TensorRT here")))
     on(monkeypatch, GPU)
     recipe = recommend("bare", "toy", goal("nvidia-gpu"))

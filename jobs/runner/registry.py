@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from storage import settings
+from jobs.plugins import Registry
 from storage.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class JobKind:
         return self.available() if self.available else (True, "")
 
 
-_KINDS: dict[str, JobKind] = {}
+_KINDS: Registry[JobKind] = Registry("job kind", "kinds", lambda: importlib.import_module("jobs.kinds"))
 
 
 def takes(kind: str, accepts: tuple[str, ...], produces: str | None = None) -> Callable[[Any, str], str]:
@@ -92,13 +92,11 @@ def register(
         raise ValueError(f"device must be cpu, cuda or any, not {device!r}")
 
     def decorate(fn: Callable) -> Callable:
-        if name in _KINDS:
-            raise ValueError(f"job kind {name!r} is registered twice ({_KINDS[name].run.__module__} and {fn.__module__})")
-        _KINDS[name] = JobKind(
+        _KINDS.add(name, JobKind(
             name, params_cls, fn, summary, needs_variant, needs_dataset, device, explain, available, output_runtime,
             automatic, tracking=tracking, advice=advice, cites_measured_speedups=cites_measured_speedups,
             quick_params=MappingProxyType(dict(quick_params or {})), progress_weight=progress_weight,
-        )
+        ), fn.__module__)
         return fn
 
     return decorate
@@ -140,31 +138,14 @@ def new_variant_follow_up() -> FollowUp | None:
     return _follow_up
 
 
-_loaded = False
-
-
 def load_kinds() -> None:
     """Import the built-in kinds and any WORKBENCH_PLUGINS modules (each registers its kinds on import)."""
-    global _loaded
-    if _loaded:
-        return
-    importlib.import_module("jobs.kinds")
-    for module in filter(None, (m.strip() for m in settings.get("WORKBENCH_PLUGINS").split(","))):
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise InvalidInput(f"WORKBENCH_PLUGINS: cannot import {module!r}: {exc}") from None
-    _loaded = True
+    _KINDS.load()
 
 
 def get_kind(name: str) -> JobKind:
-    load_kinds()
-    kind = _KINDS.get(name)
-    if kind is None:
-        raise InvalidInput(f"unknown job kind {name!r}; known kinds: {', '.join(sorted(_KINDS))}")
-    return kind
+    return _KINDS.get(name)
 
 
 def all_kinds() -> list[JobKind]:
-    load_kinds()
-    return [_KINDS[k] for k in sorted(_KINDS)]
+    return _KINDS.all()

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from storage import settings
-from storage.errors import InvalidInput
+from jobs.plugins import Registry
 
 if TYPE_CHECKING:
     from jobs.runtimes.base import Predictor
@@ -69,7 +68,15 @@ class Runtime:
         return any(next(directory.glob(pattern), None) is not None for pattern in self.files)
 
 
-_RUNTIMES: dict[str, Runtime] = {}
+def _import_runtime_modules() -> None:
+    import jobs.runtimes as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name.endswith(MODULE_SUFFIX):
+            importlib.import_module(f"{package.__name__}.{module.name}")
+
+
+_RUNTIMES: Registry[Runtime] = Registry("runtime", "runtimes", _import_runtime_modules)
 
 
 def register_runtime(
@@ -93,50 +100,27 @@ def register_runtime(
     )
 
     def decorate(load: Loader) -> Loader:
-        if name in _RUNTIMES:
-            raise ValueError(f"runtime {name!r} is registered twice ({_RUNTIMES[name].load.__module__} and {load.__module__})")
-        _RUNTIMES[name] = Runtime(name, display_name, tuple(files), tuple(devices), load, requires, not_exportable)
+        _RUNTIMES.add(name, Runtime(name, display_name, tuple(files), tuple(devices), load, requires, not_exportable),
+                      load.__module__)
         return load
 
     return decorate
 
 
-_loaded = False
-
-
 def load_runtimes() -> None:
     """Import the built-in runtime modules and any WORKBENCH_PLUGINS modules (each registers on import)."""
-    global _loaded
-    if _loaded:
-        return
-    import jobs.runtimes as package
-
-    for module in pkgutil.iter_modules(package.__path__):
-        if module.name.endswith(MODULE_SUFFIX):
-            importlib.import_module(f"{package.__name__}.{module.name}")
-    for module in filter(None, (m.strip() for m in settings.get("WORKBENCH_PLUGINS").split(","))):
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise InvalidInput(f"WORKBENCH_PLUGINS: cannot import {module!r}: {exc}") from None
-    _loaded = True
+    _RUNTIMES.load()
 
 
 def get_runtime(name: str) -> Runtime:
-    load_runtimes()
-    runtime = _RUNTIMES.get(name)
-    if runtime is None:
-        raise InvalidInput(f"unknown runtime {name!r}; known runtimes: {', '.join(sorted(_RUNTIMES))}")
-    return runtime
+    return _RUNTIMES.get(name)
 
 
 def all_runtimes() -> list[Runtime]:
-    load_runtimes()
-    return [_RUNTIMES[name] for name in sorted(_RUNTIMES)]
+    return _RUNTIMES.all()
 
 
 def display_name(name: str) -> str:
     """A runtime's name for people ("ONNX Runtime"); the stored name itself for one not registered here."""
-    load_runtimes()
-    runtime = _RUNTIMES.get(name)
+    runtime = _RUNTIMES.find(name)
     return runtime.display_name if runtime else name

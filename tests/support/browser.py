@@ -36,21 +36,26 @@ def start_serve(home: Path, env: dict[str, str] | None = None, timeout: float = 
         proc = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port)], cwd=REPO, env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
-
-    def up():
-        assert proc.poll() is None, (home / "serve.log").read_text()
-        try:
-            return urllib.request.urlopen(url, timeout=2).status == 200
-        except OSError:
-            return False
-
     try:
-        wait_for(up, timeout=timeout, what="the app to serve")
+        wait_until_serving(proc, url, home / "serve.log", "the app to serve", timeout)
     except BaseException:
         proc.kill()
         proc.wait(30)
         raise
     return proc, url
+
+
+def wait_until_serving(proc: subprocess.Popen, url: str, log: Path, what: str, timeout: float = 120) -> None:
+    """Wait until `url` answers 200; fails at once with the process's log if it exits first."""
+
+    def up():
+        assert proc.poll() is None, log.read_text()
+        try:
+            return urllib.request.urlopen(url, timeout=2).status == 200
+        except OSError:
+            return False
+
+    wait_for(up, timeout=timeout, what=what)
 
 
 @contextmanager

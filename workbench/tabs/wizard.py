@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import gradio as gr
 import pandas as pd
@@ -83,13 +83,20 @@ def run_id(text: str | None) -> str:
     return found.group(1) if found else text
 
 
-def model_text(ref: str | None) -> str:
+def _picked(ref: str | None, get: Callable[[str], Any], tab: str) -> tuple[Any, str | None]:
+    """What a dropdown picks, or the line to show instead: where to add one when nothing is picked, or the error."""
     if not ref:
-        return "*Add a model in the **Models** tab, then pick it here.*"
+        return None, f"*Add a {tab.lower()[:-1]} in the **{tab}** tab, then pick it here.*"
     try:
-        model = api.get_model(ref)
+        return get(ref), None
     except WorkbenchError as exc:
-        return fail(str(exc))
+        return None, fail(str(exc))
+
+
+def model_text(ref: str | None) -> str:
+    model, instead = _picked(ref, api.get_model, "Models")
+    if instead is not None:
+        return instead
     info = model.info or {}
     facts = [f"**{esc(model.name)}**"]
     if info.get("architecture"):
@@ -104,12 +111,9 @@ def model_text(ref: str | None) -> str:
 
 
 def dataset_text(ref: str | None) -> str:
-    if not ref:
-        return "*Add a dataset in the **Datasets** tab, then pick it here.*"
-    try:
-        ds = api.get_dataset(ref)
-    except WorkbenchError as exc:
-        return fail(str(exc))
+    ds, instead = _picked(ref, api.get_dataset, "Datasets")
+    if instead is not None:
+        return instead
     sizes = ", ".join(f"{k} {v:,}" for k, v in ds.split_sizes.items())
     return f"**{esc(ds.name)}** · {len(ds.labels)} labels: {esc(', '.join(ds.labels))} · {sizes}"
 
