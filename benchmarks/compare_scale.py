@@ -58,7 +58,7 @@ def main() -> None:
     times = []
     for _ in range(args.repeat):
         t0 = time.perf_counter()
-        out = render(None, None, None, None, 0, 1.0, 0.5)
+        out = render(dataset=None, fingerprint=None, run=None, cell=None, baseline=None, slo=0, max_drop=1.0, price=0.5)
         times.append(time.perf_counter() - t0)
     rows = len(out[-1])
     print(f"Compare tab render ({rows} rows shown): median {statistics.median(times):.3f} s, "
