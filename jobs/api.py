@@ -442,3 +442,43 @@ def recent_wizard_runs(limit: int = 10):
     from jobs.decisions import wizard
 
     return wizard.recent_runs(limit)
+
+
+# ---- deployments: model servers ----------------------------------------------------------------------------
+
+
+def deploy(variant: int | str, port: int | None = None, max_batch: int = 16, max_wait_ms: float = 5, replicas: int = 1,
+           api_key: str | None = None, **options: Any):
+    """Start a model server for a variant (id, name or `NAME@ALIAS`) in its own process and record it as a
+    deployment (`starting`; with `wait_s`, after waiting for it to be ready). Options: host, max_queue, timeout_s,
+    cache_size, device, threads, name, wait_s; see jobs.serving.deployments.deploy."""
+    from jobs.serving import deployments
+
+    return deployments.deploy(variant, port, max_batch, max_wait_ms, replicas, api_key, **options)
+
+
+def list_deployments(refresh: bool = True) -> list:
+    """Every deployment, newest first; running ones checked now (a server that died shows as crashed, with why)."""
+    from jobs.serving import deployments
+
+    return deployments.list_deployments(refresh_status=refresh)
+
+
+def get_deployment(ref: int | str, refresh: bool = True):
+    from jobs.serving import deployments
+
+    return deployments.get_deployment(ref, refresh_status=refresh)
+
+
+def stop_deployment(ref: int | str):
+    """Stop a deployment's server (SIGTERM, then SIGKILL after a grace period); it becomes `stopped`."""
+    from jobs.serving import deployments
+
+    return deployments.stop(ref)
+
+
+def deployment_logs(ref: int | str, tail_chars: int = 20_000) -> LogTail:
+    """The end of a deployment's server log."""
+    from jobs.serving import deployments
+
+    return deployments.logs(ref, tail_chars)

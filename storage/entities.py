@@ -241,3 +241,35 @@ class AliasEvent:
     previous_version: str | None
     undone: bool
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A model server started for a variant; `status`: starting | ready | crashed | stopped."""
+
+    id: int
+    name: str
+    variant_id: int
+    variant_sha256: str
+    alias: str | None
+    host: str
+    port: int
+    config: dict[str, Any]
+    pid: int | None
+    status: str
+    reason: str | None
+    log_path: str
+    created_at: datetime
+    started_at: datetime | None
+    ready_at: datetime | None
+    stopped_at: datetime | None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """Whether it has (or should have) a live server process."""
+        return self.status in ("starting", "ready")

@@ -278,3 +278,35 @@ class SqlAliasEvent(Base):
     previous_version: Mapped[str | None] = mapped_column(String(40))  # where it pointed before (None: nowhere)
     undone: Mapped[bool] = mapped_column(Boolean, default=False)  # a promote that a rollback reverted
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SqlDeployment(Base):
+    """A model server started for a variant (`jobs.serving.deployments`): where it listens, how it was configured,
+    its process and what became of it.
+
+    `variant_id` is deliberately not a foreign key: a deployment is the history of a process that served a variant,
+    and deleting the variant must neither delete that history (CASCADE) nor blank which variant it served
+    (SET NULL); a server still running keeps serving the files it loaded. `variant_sha256` pins the files it
+    served, so the record stays unambiguous even if a variant id were ever reused.
+    """
+
+    __tablename__ = "deployments"
+    __table_args__ = (Index("ix_deployments_status", "status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))  # what the user asked for: the alias or the variant's name
+    variant_id: Mapped[int] = mapped_column(Integer, index=True)
+    variant_sha256: Mapped[str] = mapped_column(String(64))
+    alias: Mapped[str | None] = mapped_column(String(520))  # the `model@alias` it was asked for; None: a variant
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    # max_batch, max_wait_ms, max_queue, timeout_s, cache_size, device, threads, api_key_set (never the key)
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), default="starting")  # starting | ready | crashed | stopped
+    reason: Mapped[str | None] = mapped_column(Text)  # why it is not ready yet, why it crashed
+    log_path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    ready_at: Mapped[datetime | None]
+    stopped_at: Mapped[datetime | None]

@@ -69,6 +69,9 @@ SETTINGS: dict[str, Setting] = {
         Setting("WORKBENCH_MAX_PREDICT_UPLOAD_MB", "20", "Largest CSV accepted for batch prediction, in MiB.", int),
         Setting("WORKBENCH_AUTH", "", "Editor accounts, comma-separated user:password; set one to serve with --share."),
         Setting("WORKBENCH_VIEWERS", "", "Read-only accounts (Compare, reports, playground), comma-separated user:password."),
+        Setting("WORKBENCH_SERVING_API_KEYS", "",
+                "Bearer keys a model server (a deployment) accepts, comma-separated; set by `workbench deploy "
+                "--api-key-env`, read from the server's environment only."),
         Setting("WORKBENCH_LOGIN_MAX_FAILURES", "5",
                 "Wrong passwords for one account, or from one client address, before it is locked.", int),
         Setting("WORKBENCH_LOGIN_LOCKOUT_S", "60",

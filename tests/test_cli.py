@@ -75,7 +75,8 @@ def test_bad_input_exits_non_zero_with_one_line_and_writes_nothing(cli_home, arg
 def test_every_command_has_help(cli_home):
     for args in (["serve"], ["worker"], ["models", "add"], ["models", "list"], ["models", "show"], ["datasets", "add"],
                  ["datasets", "list"], ["datasets", "show"], ["jobs", "submit"], ["jobs", "list"], ["jobs", "show"],
-                 ["jobs", "cancel"], ["jobs", "logs"], ["variants", "list"], ["variants", "show"], ["db", "upgrade"]):
+                 ["jobs", "cancel"], ["jobs", "logs"], ["variants", "list"], ["variants", "show"], ["db", "upgrade"],
+                 ["deploy"], ["deployments", "list"], ["deployments", "stop"], ["deployments", "logs"]):
         proc = run_cli(*args, "--help")
         assert "usage: workbench" in proc.stdout
         if args[0] not in ("serve", "worker"):

@@ -587,6 +587,115 @@ def _registry_commands(sub, leaf) -> None:
     leaf(registry, "list", cmd_registry_list, "Registered models, versions, variants and aliases, and the MLflow UI command")
 
 
+# ---- deployments --------------------------------------------------------------------------------------------
+
+
+def _deployment_data(d) -> dict[str, Any]:
+    from storage.entities import to_dict
+
+    return {**to_dict(d), "url": d.url}
+
+
+def _deployment_line(d) -> str:
+    line = f"deployment {d.id} {d.name!r} (variant {d.variant_id}) at {d.url}: {d.status}"
+    return line + (f" - {d.reason}" if d.reason and d.status in ("starting", "crashed") else "")
+
+
+def cmd_deploy(args):
+    from jobs import api
+
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env, "")
+        if not api_key.strip():
+            raise InvalidInput(f"--api-key-env {args.api_key_env}: that environment variable is not set or empty")
+    if args.wait < 0:
+        raise InvalidInput(f"--wait is a number of seconds of at least 0, not {args.wait:g}")
+    try:
+        deployment = api.deploy(args.variant, args.port, args.max_batch, args.max_wait_ms, args.replicas, api_key,
+                                host=args.host, max_queue=args.max_queue, timeout_s=args.timeout_s,
+                                cache_size=args.cache_size, device=args.device, threads=args.threads, name=args.name,
+                                wait_s=args.wait)
+    except WorkbenchError as exc:
+        if exc.inputs == ("api_key",):  # the key came from the environment variable this flag names
+            raise type(exc)(str(exc), inputs=["api_key_env"], what=exc.what) from None
+        raise
+
+    def human() -> str:
+        lines = [_deployment_line(deployment)]
+        if deployment.status == "starting" and args.wait:
+            lines.append(f"  not ready after {args.wait:g} s; see `workbench deployments list`")
+        lines.append(f"  logs: workbench deployments logs {deployment.id}; stop: workbench deployments stop "
+                     f"{deployment.id}")
+        return "\n".join(lines)
+
+    _emit(args, _deployment_data(deployment), human)
+    if args.wait and deployment.status != "ready":
+        return 1
+
+
+def cmd_deployments_list(args):
+    from jobs import api
+
+    deployments = api.list_deployments()
+    rows = [{"id": d.id, "name": d.name, "variant": d.variant_id, "status": d.status, "url": d.url, "pid": d.pid,
+             "started": d.started_at.isoformat(timespec="seconds") if d.started_at else "",
+             "reason": (d.reason or "")[:80] if d.status != "ready" else ""} for d in deployments]
+    _emit(args, [_deployment_data(d) for d in deployments],
+          lambda: _table(rows, ["id", "name", "variant", "status", "url", "pid", "started", "reason"]))
+
+
+def cmd_deployments_stop(args):
+    from jobs import api
+
+    deployment = api.stop_deployment(args.id)
+    _emit(args, _deployment_data(deployment), lambda: _deployment_line(deployment))
+
+
+def cmd_deployments_logs(args):
+    from jobs import api
+
+    tail = api.deployment_logs(args.id, args.tail)
+    if args.json:
+        print(json.dumps({"id": int(args.id), "log": tail.text, "omitted": tail.omitted}))
+        return
+    if tail.omitted:
+        print(f"(earlier output left out: the last {args.tail} characters follow)", file=sys.stderr)
+    sys.stdout.write(tail.text)
+    sys.stdout.flush()
+
+
+def _deployment_commands(sub, leaf) -> None:
+    p = leaf(sub, "deploy", cmd_deploy, "Start a model server for a variant in its own process (a deployment)")
+    p.add_argument("variant", help="variant id or name, or a registry alias NAME@ALIAS (e.g. minilm-l6@production)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (default: a free one)")
+    p.add_argument("--max-batch", type=int, default=16, help="most requests run together in one batch (default 16)")
+    p.add_argument("--max-wait-ms", type=float, default=5,
+                   help="how long a batch waits for more requests, in milliseconds (default 5)")
+    p.add_argument("--max-queue", type=int, default=256, help="requests waiting beyond this get 429 (default 256)")
+    p.add_argument("--timeout-s", type=float, default=10,
+                   help="a request not answered within this many seconds gets 503 (default 10)")
+    p.add_argument("--cache-size", type=int, default=0, help="predictions kept in memory by text (default 0: none)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu; a GPU-only runtime uses its own)")
+    p.add_argument("--threads", type=int, help="CPU threads the model may use (default: the runtime's)")
+    p.add_argument("--replicas", type=int, default=1, help="server processes (only 1 for now)")
+    p.add_argument("--api-key-env", metavar="NAME",
+                   help="name of an environment variable holding the API key (several: comma-separated) that "
+                        "requests must bear; the key itself never goes on the command line")
+    p.add_argument("--name", help="a name for the deployment (default: the alias or the variant's name)")
+    p.add_argument("--wait", type=float, default=120, metavar="S",
+                   help="wait up to S seconds until it is ready; exit 1 unless it is (default 120; 0: do not wait)")
+    deployments = sub.add_parser("deployments", help="List, stop and read the logs of deployments").add_subparsers(
+        dest="action", required=True)
+    leaf(deployments, "list", cmd_deployments_list, "Deployments, newest first, with their status checked now")
+    p = leaf(deployments, "stop", cmd_deployments_stop, "Stop a deployment's server (SIGTERM, then SIGKILL)")
+    p.add_argument("id", help="deployment id")
+    p = leaf(deployments, "logs", cmd_deployments_logs, "Print the end of a deployment's server log")
+    p.add_argument("id", help="deployment id")
+    p.add_argument("--tail", type=int, default=20_000, metavar="N", help="the last N characters (default 20000)")
+
+
 # ---- processes ----------------------------------------------------------------------------------------------
 
 
@@ -745,6 +854,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="wait until every step finishes")
     _evaluation_flags(p)
     _registry_commands(sub, leaf)
+    _deployment_commands(sub, leaf)
     return parser
 
 
@@ -755,7 +865,8 @@ def _evaluation_flags(p: argparse.ArgumentParser) -> None:
 
 # Where to look when something is not found, by the kind of thing (the core's errors name it, not a command).
 LISTINGS = {"model": "workbench models list", "dataset": "workbench datasets list", "variant": "workbench variants list",
-            "job": "workbench jobs list", "registered model": "workbench registry list"}
+            "job": "workbench jobs list", "registered model": "workbench registry list",
+            "deployment": "workbench deployments list"}
 
 
 def error_line(exc: WorkbenchError) -> str:
