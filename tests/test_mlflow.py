@@ -4,8 +4,15 @@ are promoted and rolled back. Everything is checked through `MlflowClient`, as a
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -144,7 +151,9 @@ def test_register_promote_and_roll_back_through_aliases(lab):
     assert mv.tags["workbench.variant_id"] == str(tuned.id) and mv.tags["sha256"] == tuned.sha256
     assert mv.tags["runtime"] == "pytorch" and mv.tags["precision"] == "fp32"
     assert float(mv.tags["accuracy"]) == pytest.approx(api.variant_detail(tuned.id)["evaluations"][-1].accuracy, abs=1e-6)
-    assert mv.source == Path(tuned.artifact_dir).as_uri()
+    assert mv.tags["workbench.variant_artifact_dir"] == Path(tuned.artifact_dir).as_uri()
+    # the version is a real MLflow model: its files were logged into the tracking store's artifacts
+    assert mv.source.startswith((lab["root"] / "home" / "mlartifacts").as_uri())
     assert mv.run_id == run_of(lab["uri"], lab["finetune"].id, "workbench/tiny").info.run_id  # linked to its job's run
     v2 = api.register_variant(lab["root_variant"].id)
     assert v2["version"] == "2" and c.get_model_version("tiny", "2").tags["workbench.variant_id"] == str(lab["root_variant"].id)
@@ -203,6 +212,145 @@ def test_registry_cli(lab):
         refused = run_cli("registry", *args, "--json", check=False)
         assert refused.returncode == 2 and refused.stderr.startswith(message), refused.stderr
         assert refused.stderr.count("\n") == 1 and not refused.stdout  # one line, nothing written
+
+
+# ---- a registered version is a real MLflow model ------------------------------------------------------------------
+
+PYFUNC_TEXTS = ["what a wonderful day", "this was awful and boring", "it arrived on time", "meh"]
+
+# run in a fresh process that knows nothing of the workbench but the tracking URI: what another MLflow user would do
+LOAD_WITH_MLFLOW = """
+import json, sys
+from pathlib import Path
+import mlflow.pyfunc, pandas as pd
+from mlflow.artifacts import download_artifacts
+
+name, aliases, texts = sys.argv[1], sys.argv[2].split(","), json.loads(sys.argv[3])
+answers = {}
+for alias in aliases:
+    uri = f"models:/{name}@{alias}"
+    model = mlflow.pyfunc.load_model(uri)
+    local = Path(download_artifacts(uri))
+    answers[alias] = {
+        "frame": model.predict(pd.DataFrame({"text": texts})).to_dict(orient="records"),
+        "mapping": model.predict({"text": texts}).to_dict(orient="records"),
+        "signature": model.metadata.signature.to_dict() if model.metadata.signature else None,
+        "input_example": model.metadata.saved_input_example_info,
+        # a local store's model is loaded in place, so Python may have cached the entry file's bytecode there
+        "files": sorted(p.relative_to(local).as_posix() for p in local.rglob("*")
+                        if p.is_file() and "__pycache__" not in p.parts),
+    }
+print(json.dumps(answers))
+"""
+
+
+def mlflow_user_env(uri: str) -> dict[str, str]:
+    """Only the tracking URI (no WORKBENCH_HOME, no database); PATH to find the tools, telemetry off (no network)."""
+    return {"PATH": os.environ["PATH"], "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
+def assert_answers_like_the_workbench(api, variant_id: int, rows: list[dict], texts: list[str]) -> None:
+    assert len(rows) == len(texts)
+    for row, text in zip(rows, texts, strict=True):
+        expected = api.predict(variant_id, text)
+        assert row["label"] == expected.label, text
+        assert row["confidence"] == pytest.approx(expected.confidence, abs=1e-5)
+        assert {k: v for k, v in row.items() if k.startswith("p_")} == pytest.approx(
+            {f"p_{label}": p for label, p in expected.probabilities.items()}, abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def pyfunc_versions(lab):
+    """The fine-tuned variant (PyTorch) and its ONNX export as versions of `tiny-pyfunc`: PyTorch promoted to
+    production, ONNX to staging."""
+    api = lab["api"]
+    tuned = lab["finetune"].produced_variant_id
+    export = api.submit("export-onnx", {}, variant=tuned, dataset="toy")
+    run_cli("worker", "--burst")
+    onnx = api.get_job(export.id).produced_variant_id
+    assert onnx and api.get_variant(onnx).runtime == "onnxruntime", api.job_log(export.id)[-2000:]
+    name = "tiny-pyfunc"
+    for variant in (tuned, onnx):
+        api.register_variant(variant, name)
+    api.promote(name, 1, "production")
+    api.promote(name, 2, "staging")
+    return {"name": name, "variants": {"production": tuned, "staging": onnx}}
+
+
+def test_mlflow_loads_a_promoted_alias_and_answers_like_the_workbench(lab, pyfunc_versions, tmp_path):
+    api, name, variants = lab["api"], pyfunc_versions["name"], pyfunc_versions["variants"]
+    loaded = subprocess.run(
+        [sys.executable, "-c", LOAD_WITH_MLFLOW, name, ",".join(variants), json.dumps(PYFUNC_TEXTS)],
+        capture_output=True, text=True, env=mlflow_user_env(lab["uri"]), cwd=tmp_path, timeout=300,
+    )
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    answers = json.loads(loaded.stdout.strip().splitlines()[-1])
+    labels = list(api.predict(variants["production"], PYFUNC_TEXTS[0]).probabilities)
+    for alias, variant_id in variants.items():
+        answer = answers[alias]
+        assert_answers_like_the_workbench(api, variant_id, answer["frame"], PYFUNC_TEXTS)
+        assert_answers_like_the_workbench(api, variant_id, answer["mapping"], PYFUNC_TEXTS)  # {"text": [...]} too
+        signature = answer["signature"]
+        assert json.loads(signature["inputs"]) == [{"type": "string", "name": "text", "required": True}]
+        assert [c["name"] for c in json.loads(signature["outputs"])] == ["label", "confidence"] + [
+            f"p_{label}" for label in labels]
+        assert answer["input_example"]["type"] == "dataframe" and "input_example.json" in answer["files"]
+        files = answer["files"]
+        assert "MLmodel" in files and "requirements.txt" in files
+        weights = "model.safetensors" if alias == "production" else "model.onnx"
+        assert any(f.startswith("artifacts/") and f.endswith(f"/{weights}") for f in files), files
+        # nothing pickled: no pickle files, and the wrapper is MLflow "models from code", not a cloudpickle
+        assert not [f for f in files if f.endswith((".pkl", ".pickle", ".bin", ".pt", ".pth", ".pyc"))], files
+    assert not list(tmp_path.iterdir())  # it wrote nothing where it ran (no ./mlruns)
+
+    mv = client(lab["uri"]).get_model_version(name, "2")
+    assert mv.tags["runtime"] == "onnxruntime" and mv.tags["workbench.variant_id"] == str(variants["staging"])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mlflow_models_serve_runs_a_promoted_alias(lab, pyfunc_versions, tmp_path):
+    if importlib.util.find_spec("uvicorn") is None:
+        pytest.skip("`mlflow models serve` runs MLflow's scoring server under uvicorn, which is not installed here")
+    api, name = lab["api"], pyfunc_versions["name"]
+    port = free_port()
+    env = mlflow_user_env(lab["uri"])
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # mlflow starts `uvicorn` from PATH
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@production", "--env-manager",
+         "local", "-h", "127.0.0.1", "-p", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True,
+    )
+
+    def ping():
+        assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(ping, timeout=120, interval=0.5, what="mlflow models serve")
+        body = {"dataframe_split": {"columns": ["text"], "data": [[t] for t in PYFUNC_TEXTS]}}
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            rows = json.loads(response.read())["predictions"]
+        assert_answers_like_the_workbench(api, pyfunc_versions["variants"]["production"], rows, PYFUNC_TEXTS)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server's own session: mlflow and the uvicorn it started
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(30)
+        log.close()
 
 
 def test_mlflow_tracking_uri_overrides_and_tracking_can_be_off(lab, monkeypatch):

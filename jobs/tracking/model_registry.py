@@ -119,8 +119,10 @@ def _versions(client, name: str) -> list:
 def register_variant(variant_ref: int | str, name: str | None = None) -> dict[str, Any]:
     """Register a variant as a new version of a registered model (by default named after its model).
 
-    The version's source is the variant's artifact directory (nothing is copied); its tags say which variant,
-    runtime, precision, accuracy and sha256; it links to the MLflow run of the job that made the variant.
+    The version is a real MLflow model (a pyfunc wrapper around the workbench's Predictor with the variant's files,
+    a signature and an input example; see `jobs.tracking.pyfunc_model`), so `mlflow.pyfunc.load_model` and
+    `mlflow models serve` take `models:/NAME@ALIAS`. Its tags say which variant, runtime, precision, accuracy and
+    sha256, and where the variant's own directory is; it links to the MLflow run of the job that made the variant.
     """
     variant = catalog.get_variant(variant_ref)
     model = catalog.get_model(variant.model_id)
@@ -160,9 +162,51 @@ def register_variant(variant_ref: int | str, name: str | None = None) -> dict[st
             run_id = tracking.run_of_job(producer, model.name)
         except Exception:  # noqa: BLE001 - the link to the run is a nicety; the version is registered without it
             run_id = None
-    mv = client.create_model_version(name, Path(variant.artifact_dir).as_uri(), run_id=run_id, tags=tags,
-                                     description=variant.name)
+    tags[f"{TAG}variant_artifact_dir"] = Path(variant.artifact_dir).as_uri()
+    logged = _log_pyfunc_model(client, variant, model.name, run_id, tags)
+    # The logged model's own location, not `models:/<id>`, and its id only with a run: MLflow's registry store looks
+    # a `models:/` source (and a model id without a run) up through the process-wide tracking URI, not this client's
+    try:
+        mv = client.create_model_version(name, logged.artifact_location, run_id=run_id, tags=tags,
+                                         description=variant.name, model_id=logged.model_id if run_id else None)
+    except BaseException:
+        client.delete_logged_model(logged.model_id)  # no copy of the variant left behind without its version
+        raise
     return _version_dict(mv)
+
+
+def _log_pyfunc_model(client, variant, model_name: str, run_id: str | None, tags: dict[str, str]):
+    """Log the variant as an MLflow pyfunc model (see `jobs.tracking.pyfunc_model`) in its model's experiment,
+    linked to the run that made it; returns the (ready) logged model, whose artifacts are the new version's source.
+
+    Its files are copied into MLflow's artifact store: a registered version must be loadable by MLflow's own client
+    (`mlflow.pyfunc.load_model("models:/NAME@ALIAS")`, `mlflow models serve`) without the workbench's database."""
+    from mlflow.entities import LoggedModelStatus
+    from mlflow.models import Model
+
+    from jobs.tracking import pyfunc_model
+    from storage import files
+
+    try:
+        labels = pyfunc_model.variant_labels(Path(variant.artifact_dir))
+    except ValueError as exc:
+        raise InvalidInput(f"variant {variant.id} cannot be registered as an MLflow model: {exc}") from None
+    uri = tracking.tracking_uri()
+    experiment = (client.get_run(run_id).info.experiment_id if run_id else
+                  tracking.experiment_id(client, tracking.experiment_name(model_name), uri))
+    logged = client.create_logged_model(experiment, name=f"variant-{variant.id}", source_run_id=run_id, tags=tags,
+                                        model_type="workbench-variant")
+    try:
+        with files.staging("mlflow-model") as scratch:
+            local = scratch / "model"
+            pyfunc_model.save(local, Path(variant.artifact_dir), variant.runtime, labels, mlflow_model=Model(
+                artifact_path=logged.artifact_location, model_uuid=logged.model_id, run_id=run_id,
+                model_id=logged.model_id))
+            client.log_model_artifacts(logged.model_id, str(local))
+    except BaseException:
+        client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+        raise
+    return client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
 
 
 @_mlflow_errors

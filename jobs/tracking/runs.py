@@ -86,8 +86,10 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 def _quiet() -> None:
-    """No usage telemetry from here, and no INFO lines (table creation) on a CLI's stderr."""
+    """No usage telemetry from here, and no INFO lines (table creation) or progress bars (registering copies a
+    variant's files) on a CLI's stderr."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
