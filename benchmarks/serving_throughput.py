@@ -36,6 +36,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -342,6 +343,23 @@ def report(what: str, load: Load) -> None:
           f"p95 {load.percentile(95):6.1f} ms  ({load.texts} answered, {load.failed} failed)", flush=True)
 
 
+def measure_server(name: str, path: str, args: argparse.Namespace, texts: list[str], predictor,
+                   start: Callable[[int], subprocess.Popen], group: bool = False) -> tuple[Load, tuple]:
+    """One server on a free port: closed-loop throughput at the set concurrency, and (with `predictor`) the p50 the
+    HTTP path adds over a direct call; the server is stopped whatever happens."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}{path}"
+    server = start(port)
+    try:
+        warm(url, texts, args.concurrency)
+        load = closed_loop(url, texts, args.concurrency, args.requests, args.seconds)
+        added = p50_added(predictor, port, path, texts, args.calls) if predictor is not None else ()
+    finally:
+        stop(server, group=group)
+    report(name, load)
+    return load, added
+
+
 def bench_variant(variant_id: int, args: argparse.Namespace, logs: Path) -> dict:
     from jobs.runtimes import load_predictor
     from storage import catalog
@@ -359,45 +377,25 @@ def bench_variant(variant_id: int, args: argparse.Namespace, logs: Path) -> dict
           f"{ceiling / one_by_one:.2f}x here)", flush=True)
     figures = {"variant": variant.id, "ceiling": ceiling, "offline_batch_1": one_by_one}
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/v1/predict"
-    server = start_workbench_server(variant.id, port, args.max_batch, args.max_wait_ms, args.threads,
-                                    logs / f"server-{variant.id}.log")
-    try:
-        warm(url, texts, args.concurrency)
-        batched = closed_loop(url, texts, args.concurrency, args.requests, args.seconds)
-        direct_p50, http_p50, inside_p50 = p50_added(predictor, port, "/v1/predict", texts, args.calls)
-    finally:
-        stop(server)
+    batched, (direct_p50, http_p50, inside_p50) = measure_server(
+        f"model server, max batch {args.max_batch}", "/v1/predict", args, texts, predictor,
+        lambda port: start_workbench_server(variant.id, port, args.max_batch, args.max_wait_ms, args.threads,
+                                            logs / f"server-{variant.id}.log"))
     figures.update(batched=batched.throughput, direct_p50=direct_p50, http_p50=http_p50,
                    server_side_p50=inside_p50)
-    report(f"model server, max batch {args.max_batch}", batched)
-
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/v1/predict"
-    server = start_workbench_server(variant.id, port, 1, args.max_wait_ms, args.threads,
-                                    logs / f"server-{variant.id}-unbatched.log")
-    try:
-        warm(url, texts, args.concurrency)
-        unbatched = closed_loop(url, texts, args.concurrency, args.requests, args.seconds)
-    finally:
-        stop(server)
+    unbatched, _ = measure_server(
+        "model server, max batch 1", "/v1/predict", args, texts, None,
+        lambda port: start_workbench_server(variant.id, port, 1, args.max_wait_ms, args.threads,
+                                            logs / f"server-{variant.id}-unbatched.log"))
     figures["unbatched"] = unbatched.throughput
-    report("model server, max batch 1", unbatched)
-
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/predict"
-    peer = start_litserve(variant.id, port, args.max_batch, args.max_wait_ms, args.threads,
-                          logs / f"litserve-{variant.id}.log")
     try:
-        warm(url, texts, args.concurrency)
-        lit = closed_loop(url, texts, args.concurrency, args.requests, args.seconds)
-        lit_direct_p50, lit_http_p50, _ = p50_added(predictor, port, "/predict", texts, args.calls)
+        lit, (lit_direct_p50, lit_http_p50, _) = measure_server(
+            f"LitServe, max batch {args.max_batch}", "/predict", args, texts, predictor,
+            lambda port: start_litserve(variant.id, port, args.max_batch, args.max_wait_ms, args.threads,
+                                        logs / f"litserve-{variant.id}.log"), group=True)
     finally:
-        stop(peer, group=True)
         predictor.close()
     figures.update(litserve=lit.throughput, litserve_added_p50=lit_http_p50 - lit_direct_p50)
-    report(f"LitServe, max batch {args.max_batch}", lit)
 
     print(f"  batching: {batched.throughput / unbatched.throughput:5.2f}x max batch 1 (target >= 3x)")
     print(f"  share of the offline ceiling: {batched.throughput / ceiling:6.1%} (target >= 70 %)")
