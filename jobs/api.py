@@ -482,3 +482,15 @@ def deployment_logs(ref: int | str, tail_chars: int = 20_000) -> LogTail:
     from jobs.serving import deployments
 
     return deployments.logs(ref, tail_chars)
+
+
+def deployment_metrics(ref: int | str, timeout_s: float = 2.0):
+    """One scrape of a deployment's `/metrics` (`jobs.serving.metrics_reader.ServerMetrics`: requests, errors,
+    latency and batch-size histograms with their quantiles); MetricsUnavailable, a WorkbenchError with the reason,
+    when it is not running or its server does not answer within `timeout_s`."""
+    from jobs.serving import deployments, metrics_reader
+
+    deployment = deployments.get_deployment(ref, refresh_status=False)
+    if not deployment.running:
+        raise metrics_reader.MetricsUnavailable(f"deployment {deployment.id} is {deployment.status}: no server to ask")
+    return metrics_reader.read(deployments.metrics_url(deployment), timeout_s)

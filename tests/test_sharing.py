@@ -60,6 +60,8 @@ HANDLERS = {
     **{f"workbench.tabs.ab:{n}": V for n in ("refresh", "compare", "run_on_split", "disagreement_frame", "fix_values",
                                                "show_experiment")},
     **{f"workbench.tabs.ab:{n}": E for n in ("start", "send", "mark_correct", "mark_wrong", "simulate")},
+    **{f"workbench.tabs.deploy:{n}": V for n in ("refresh", "tick")},
+    **{f"workbench.tabs.deploy:{n}": E for n in ("deploy_variant", "stop_deployment", "deployment_log", "fix_values")},
     # the tabs viewers do not get: model details (source paths), job details (logs), the wizard, the forms
     **{f"workbench.tabs.models:{n}": E for n in ("<lambda>", "add_builtin_model", "add_model_from_path",
                                                    "add_uploaded_model", "model_details", "models_frame")},

@@ -7,11 +7,12 @@ from pathlib import Path
 import gradio as gr
 
 from workbench import http_endpoints, roles
-from workbench.tabs import ab, compare, datasets, jobs, models, optimize, predictor, variants, wizard
+from workbench.tabs import ab, compare, datasets, deploy, jobs, models, optimize, predictor, variants, wizard
 
 TABS = [
     ("Models", models), ("Datasets", datasets), ("Wizard", wizard), ("Optimize", optimize), ("Variants", variants),
-    ("Compare", compare), ("Predictor", predictor), ("A/B", ab), ("Jobs", jobs),
+    ("Compare", compare), ("Predictor", predictor), ("A/B", ab), ("Deploy", deploy),
+    ("Jobs", jobs),
 ]
 
 # With accounts configured these start hidden and the page load shows them to editors only (cosmetic: every

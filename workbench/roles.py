@@ -132,6 +132,8 @@ VIEWER_READABLE: dict[str, frozenset[str]] = {
     # side by side and on a split; of the traffic split only the results (starting, sending, feedback: editors)
     "workbench.tabs.ab": frozenset({"refresh", "compare", "run_on_split", "disagreement_frame", "fix_values",
                                     "show_experiment"}),
+    # the deployments and their live metrics; deploying, stopping and the servers' logs (paths): editors
+    "workbench.tabs.deploy": frozenset({"refresh", "tick"}),
 }
 TAB_TITLES = {"ab": "A/B"}  # module name -> tab title, where .title() is wrong
 
@@ -249,7 +251,8 @@ def banner_text(username: str | None) -> str:
     who = username or "anonymous"
     if role == VIEWER:
         return (f"Signed in as **{who}** (viewer: read-only). You can use Variants, Compare, its reports and the "
-                "playground (Predictor, A/B); adding, launching, cancelling and traffic experiments are for editors.")
+                "playground (Predictor, A/B), and watch deployments; adding, launching, cancelling, deploying and "
+                "traffic experiments are for editors.")
     return f"Signed in as **{who}** (editor)."
 
 

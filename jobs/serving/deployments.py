@@ -233,6 +233,11 @@ def _probe_url(deployment: Deployment, path: str) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{deployment.port}{path}"
 
 
+def metrics_url(deployment: Deployment) -> str:
+    """Where its server's Prometheus metrics are read (loopback for a server listening on every address)."""
+    return _probe_url(deployment, "/metrics")
+
+
 def _exit_of(deployment: Deployment) -> tuple[bool, str | None]:
     """(alive, how it ended when known). A zombie is dead; a pid now running something else is not our server."""
     child = _CHILDREN.get(deployment.id)
