@@ -5,14 +5,13 @@ shows, and Stop turns it stopped."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 import urllib.request
 
 import pytest
 
-from tests.support.browser import choose, open_page, require_chromium, serve_app
+from tests.support.browser import choose, module_home, open_page, require_chromium, serve_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -26,30 +25,20 @@ def served(tmp_path_factory, minilm_dir):
     """The app on a fresh home holding one tiny classifier; any deployment still running afterwards is stopped."""
     require_chromium()
     from jobs import api
-    from storage import db
     from tests.support.tiny import tiny_classifier
 
     root = tmp_path_factory.mktemp("deploy")
     home = root / "home"
-    saved = {key: os.environ.get(key) for key in ("WORKBENCH_HOME", "WORKBENCH_DB_URL")}
-    os.environ["WORKBENCH_HOME"] = str(home)
-    os.environ.pop("WORKBENCH_DB_URL", None)
-    db.dispose_all()
-    db.engine()
-    try:
-        variant = api.add_model(api.ModelRequest(str(tiny_classifier(root / "tiny", minilm_dir)), name="tiny")).variant
-        with serve_app(home) as url:
-            yield {"url": url, "variant": variant}
-    finally:
-        for deployment in api.list_deployments():  # a failed test leaves no server behind
-            if deployment.running:
-                api.stop_deployment(deployment.id)
-        db.dispose_all()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with module_home(home):
+        try:
+            tiny = tiny_classifier(root / "tiny", minilm_dir)
+            variant = api.add_model(api.ModelRequest(str(tiny), name="tiny")).variant
+            with serve_app(home) as url:
+                yield {"url": url, "variant": variant}
+        finally:
+            for deployment in api.list_deployments():  # a failed test leaves no server behind
+                if deployment.running:
+                    api.stop_deployment(deployment.id)
 
 
 def row(page, deployment_id: int, status: str):

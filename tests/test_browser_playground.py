@@ -3,7 +3,6 @@ prediction, a batch, a bad upload, two variants side by side and on a split, and
 
 from __future__ import annotations
 
-import os
 import re
 import time
 
@@ -11,7 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.conftest import wait_for
-from tests.support.browser import choose, open_page, require_chromium, serve_app, upload_file
+from tests.support.browser import choose, module_home, open_page, require_chromium, serve_app, upload_file
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -28,31 +27,20 @@ def served(tmp_path_factory, minilm_dir):
     """
     require_chromium()
     from jobs import api
-    from storage import db
     from tests.support.tiny import add_two_tiny_variants
 
     root = tmp_path_factory.mktemp("playground")
     home = root / "home"
-    saved = {key: os.environ.get(key) for key in ("WORKBENCH_HOME", "WORKBENCH_DB_URL")}
-    os.environ["WORKBENCH_HOME"] = str(home)
-    os.environ.pop("WORKBENCH_DB_URL", None)
-    db.dispose_all()
-    db.engine()
-    try:
-        variants = list(add_two_tiny_variants(root, minilm_dir))
-        dataset = api.get_dataset("toy")
-        with serve_app(home) as url:
-            yield {"url": url, "variants": variants, "dataset": dataset}
-    finally:
-        from jobs.playground.predictor_cache import CACHE
+    with module_home(home):
+        try:
+            variants = list(add_two_tiny_variants(root, minilm_dir))
+            dataset = api.get_dataset("toy")
+            with serve_app(home) as url:
+                yield {"url": url, "variants": variants, "dataset": dataset}
+        finally:
+            from jobs.playground.predictor_cache import CACHE
 
-        CACHE.clear()
-        db.dispose_all()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+            CACHE.clear()
 
 
 @pytest.fixture

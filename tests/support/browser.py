@@ -106,3 +106,25 @@ def upload_file(page, elem_id: str, path: Path, attempts: int = 2) -> None:
             clear = page.locator(f"#{elem_id} button[aria-label='Clear']")
             if clear.count():
                 clear.first.click()
+
+
+@contextmanager
+def module_home(home: Path) -> Iterator[Path]:
+    """`home` as this process's data directory (on the embedded SQLite, migrated) for a module-scoped fixture, which
+    cannot use monkeypatch; the environment and the cached engine are restored after the block."""
+    from storage import db
+
+    saved = {key: os.environ.get(key) for key in ("WORKBENCH_HOME", "WORKBENCH_DB_URL")}
+    os.environ["WORKBENCH_HOME"] = str(home)
+    os.environ.pop("WORKBENCH_DB_URL", None)
+    db.dispose_all()
+    db.engine()
+    try:
+        yield home
+    finally:
+        db.dispose_all()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
