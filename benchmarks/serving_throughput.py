@@ -199,7 +199,9 @@ def start_workbench_server(variant_id: int, port: int, max_batch: int, max_wait_
     args = [sys.executable, "-m", "jobs.serving.server", "--variant-id", str(variant_id), "--port", str(port),
             "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms), "--max-queue", "4096"]
     args += ["--threads", str(threads)] if threads else []
-    env = {k: v for k, v in os.environ.items() if k != "WORKBENCH_SERVING_API_KEYS"}
+    from jobs.serving import API_KEYS_ENV
+
+    env = {k: v for k, v in os.environ.items() if k != API_KEYS_ENV}
     with open(log, "w") as out:
         proc = subprocess.Popen(args, cwd=REPO, env={**env, "PYTHONPATH": str(REPO)}, stdout=out,
                                 stderr=subprocess.STDOUT)

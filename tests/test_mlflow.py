@@ -8,7 +8,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli, wait_for
+from tests.conftest import free_port, run_cli, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -305,12 +304,6 @@ def test_mlflow_loads_a_promoted_alias_and_answers_like_the_workbench(lab, pyfun
 
     mv = client(lab["uri"]).get_model_version(name, "2")
     assert mv.tags["runtime"] == "onnxruntime" and mv.tags["workbench.variant_id"] == str(variants["staging"])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_mlflow_models_serve_runs_a_promoted_alias(lab, pyfunc_versions, tmp_path):
