@@ -120,6 +120,13 @@ def live_workers() -> list[Worker]:
     return queue.live_workers(settings.get("WORKBENCH_STALE_AFTER_S"))
 
 
+def cluster_status(address: str | None = None):
+    """The Ray cluster a ray executor runs jobs on (RAY_ADDRESS): its nodes, their resources, what runs where."""
+    from jobs.runner.cluster import cluster_status as read_cluster
+
+    return read_cluster(address)
+
+
 def job_kinds() -> list[dict[str, Any]]:
     """Each registered kind with its parameters, for forms and `workbench jobs kinds`."""
     return [
@@ -185,6 +192,24 @@ def zip_variant(variant: int | str, out: str | None = None):
     from jobs.export.variant_zip import zip_variant as make_zip
 
     return make_zip(variant, out)
+
+
+def export_deployment(variant: int | str, directory: str, *, force: bool = False, name: str | None = None,
+                      replicas: int = 1, max_replicas: int = 4):
+    """A deployment bundle of one variant (id, name or NAME@ALIAS) in `directory`: the model files with
+    SHA256SUMS, the workbench's model server copied in (`python -m bundle_server`, offline), pinned requirements,
+    a Dockerfile, Kubernetes manifests and a README. Refuses a non-empty directory unless `force`; see
+    jobs.export.deployment."""
+    from jobs.export.deployment import export_deployment as export
+
+    return export(variant, directory, force=force, name=name, replicas=replicas, max_replicas=max_replicas)
+
+
+def zip_deployment(variant: int | str, name: str | None = None):
+    """The deployment bundle of one variant as a zip in a fresh temporary directory (the Deploy tab's download)."""
+    from jobs.export.deployment import zip_deployment as make_zip
+
+    return make_zip(variant, name=name)
 
 
 def explain_defaults(kind: str, params: dict[str, Any] | None, dataset: int | str | None) -> dict[str, str]:
@@ -494,3 +519,108 @@ def deployment_metrics(ref: int | str, timeout_s: float = 2.0):
     if not deployment.running:
         raise metrics_reader.MetricsUnavailable(f"deployment {deployment.id} is {deployment.status}: no server to ask")
     return metrics_reader.read(deployments.metrics_url(deployment), timeout_s)
+
+
+def deployment_drift(ref: int | str, dataset: int | str | None = None, window: int | None = 1000,
+                     min_samples: int | None = None, arm: str | None = None, since=None, **thresholds: float):
+    """Drift of a deployment's sampled traffic against a dataset's test split run through its variant
+    (`jobs.serving.drift.DriftReport`: PSI of lengths and confidences, chi-square of the label mix, the verdict).
+    `dataset`: the reference (default: chosen at deploy, else the one the variant was fine-tuned or evaluated on);
+    the live window: the newest `window` samples (None: all), from `since` (a naive UTC datetime) on.
+    `thresholds`: psi_watch (0.1), psi_alarm (0.2), chi2_p_alarm (0.01); a None value keeps the default."""
+    from jobs.serving import drift
+
+    given = {name: value for name, value in {**thresholds, "min_samples": min_samples}.items() if value is not None}
+    unknown = sorted(set(given) - {"psi_watch", "psi_alarm", "chi2_p_alarm", "min_samples"})
+    if unknown:
+        from storage.errors import InvalidInput
+
+        raise InvalidInput(f"unknown drift thresholds: {', '.join(unknown)}")
+    return drift.report(ref, dataset, window, since, thresholds=drift.Thresholds(**given), arm=arm)
+
+
+# ---- load tests: a deployment at a sweep of concurrencies ---------------------------------------------------
+
+
+def submit_load_test(deployment: int | str, params: dict[str, Any] | None = None,
+                     dataset: int | str | None = None) -> Job:
+    """Queue a `loadtest` job against a deployment (on loopback, running), its variant recorded on the job; the
+    texts come from `dataset` (default: the deployment's reference, else its variant's dataset)."""
+    from storage import deployments as store
+    from storage.errors import NotFound
+
+    record = store.get_deployment(deployment)
+    try:
+        variant = catalog.get_variant(record.variant_id).id
+    except NotFound:  # deleted while its server kept running: the job still names the deployment
+        variant = None
+    if dataset is None:  # the deployment's reference first: the variant's own would otherwise be taken
+        from jobs.serving.loadtest import reference_dataset_id
+
+        dataset = reference_dataset_id(record)
+    return submit("loadtest", {**(params or {}), "deployment": record.id}, variant=variant, dataset=dataset)
+
+
+def load_tests(deployment: int | str | None = None, variants: list[int] | None = None,
+               fingerprint: str | None = None, job: int | None = None) -> list[dict[str, Any]]:
+    """Stored load-test levels, oldest first, each with `busy` (the machine was busy while it ran)."""
+    from jobs.serving.loadtest import load_test_rows
+    from storage import deployments as store
+
+    deployment_id = store.get_deployment(deployment).id if deployment is not None else None
+    return load_test_rows(deployment_id=deployment_id, variant_ids=variants, fingerprint_hash=fingerprint, job_id=job)
+
+
+# ---- canary rollouts of deployments ------------------------------------------------------------------------
+
+
+def set_canary_percent(ref: int | str, percent: float):
+    """Change a running deployment's canary share live (users only move stable→canary when it rises)."""
+    from jobs.serving import rollout
+
+    return rollout.set_percent(ref, percent)
+
+
+def promote_canary(ref: int | str, force: bool = False):
+    """The canary becomes stable in the running server; a deployment made from NAME@ALIAS moves the alias to it."""
+    from jobs.serving import rollout
+
+    return rollout.promote(ref, force)
+
+
+def rollback_canary(ref: int | str):
+    """Remove the canary from the running server: the stable variant serves every user again."""
+    from jobs.serving import rollout
+
+    return rollout.rollback(ref)
+
+
+def canary_report(ref: int | str, scrape=None):
+    """Per arm: share, requests, errors, p50/p95 (from `scrape`, a deployment_metrics result) and feedback accuracy
+    with a Wilson interval (`jobs.serving.rollout.ArmReport`)."""
+    from jobs.serving import rollout
+
+    return rollout.arm_report(ref, scrape)
+
+
+def deployment_events(ref: int | str, limit: int = 50):
+    """A deployment's rollout events, newest first (canary deployed, share changed, promoted, rolled back)."""
+    from jobs.serving import rollout
+
+    return rollout.events(ref, limit)
+
+
+def rollout_lines(deployments) -> dict[int, str]:
+    """deployment id -> one line on its rollout (its canary now, or the last promote/rollback), for lists."""
+    from jobs.serving import rollout
+    from storage import rollouts
+
+    last = rollouts.latest_events([d.id for d in deployments])
+    return {d.id: line for d in deployments if (line := rollout.rollout_line(d, last.get(d.id)))}
+
+
+def latest_load_test(deployment: int | str) -> list[dict[str, Any]]:
+    """The levels of a deployment's newest load test, by concurrency (empty: none yet)."""
+    from jobs.serving.loadtest import latest_run
+
+    return latest_run(load_tests(deployment))

@@ -13,7 +13,9 @@ from storage.entities import Dataset, Evaluation, Measurement, Model, Variant, f
 from storage.errors import Conflict, InvalidInput, NotFound
 from storage.orm import SqlDataset, SqlEvaluation, SqlMeasurement, SqlModel, SqlVariant
 
-MAX_ID = 2**63 - 1  # the largest id SQLite (and a BIGINT) holds: a larger one names no row
+# The largest id an INTEGER primary key holds on every database: PostgreSQL's is 32-bit (SQLite's 64-bit, but its
+# ids count up from 1 just the same). A larger one names no row, and a server would refuse to compare with it.
+MAX_ID = 2**31 - 1
 
 
 def shown_ref(ref: Any, limit: int = 80) -> str:

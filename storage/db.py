@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage import settings
 from storage.errors import WorkbenchError
+from storage.portable import check_string_lengths, server_json
 
 _engines: dict[str, Engine] = {}
 _session_factories: dict[str, sessionmaker[Session]] = {}
@@ -30,6 +31,8 @@ _lock = threading.RLock()  # re-entrant: upgrade() creates the engine while hold
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 ALEMBIC_VERSION_TABLE = "alembic_version"
+# The key of the PostgreSQL advisory lock that migrations hold: any fixed 64-bit number no other tool uses.
+PG_MIGRATION_LOCK_KEY = 0x776F726B62656E63  # "workbenc"
 
 
 class SchemaOutOfDate(WorkbenchError):
@@ -57,6 +60,7 @@ def _create_engine(url: str) -> Engine:
         max_overflow=settings.get("WORKBENCH_DB_MAX_OVERFLOW"),
         pool_recycle=settings.get("WORKBENCH_DB_POOL_RECYCLE_S"),
         pool_pre_ping=True,  # a database server restarted under a long-running worker costs one retry, not a failed job
+        json_serializer=server_json,  # NaN and Infinity are not JSON to a server's json type (storage/portable.py)
     )
 
 
@@ -164,7 +168,9 @@ def upgrade(url: str | None = None) -> tuple[str | None, str]:
 
 
 def _migrate(eng: Engine) -> None:
-    """Apply Alembic migrations up to head. A file lock keeps two processes from migrating one SQLite file."""
+    """Apply Alembic migrations up to head. A file lock keeps two processes from migrating one SQLite file; on
+    PostgreSQL an advisory lock held by the migrating transaction also serialises processes on other machines (the
+    file lock is per data directory), and the one that waited then finds the schema at head and does nothing."""
     from alembic import command
 
     from storage.migrations import alembic_config
@@ -181,6 +187,8 @@ def _migrate(eng: Engine) -> None:
                 conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
                 conn.commit()
             with conn.begin():
+                if eng.dialect.name == "postgresql":
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_MIGRATION_LOCK_KEY})")
                 cfg = alembic_config(eng.url.render_as_string(hide_password=False))
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
@@ -201,7 +209,10 @@ def _session_factory(url: str | None) -> sessionmaker[Session]:
         with _lock:
             factory = _session_factories.get(url)
             if factory is None:
-                factory = _session_factories[url] = sessionmaker(bind=engine(url), expire_on_commit=False)
+                factory = sessionmaker(bind=engine(url), expire_on_commit=False)
+                # an over-long string is refused alike on SQLite and on a server (storage/portable.py)
+                event.listen(factory, "before_flush", check_string_lengths)
+                _session_factories[url] = factory
     return factory
 
 

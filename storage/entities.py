@@ -263,6 +263,11 @@ class Deployment:
     started_at: datetime | None
     ready_at: datetime | None
     stopped_at: datetime | None
+    canary_variant_id: int | None = None  # the canary beside the stable variant (None: no canary now)
+    canary_variant_sha256: str | None = None
+    canary_ref: str | None = None  # what the canary was asked as (an id, a name, NAME@ALIAS)
+    canary_percent: float = 0.0  # of users routed to the canary
+    rollout: dict[str, Any] = field(default_factory=dict)  # the automatic-rollback thresholds
 
     @property
     def url(self) -> str:
@@ -273,3 +278,61 @@ class Deployment:
     def running(self) -> bool:
         """Whether it has (or should have) a live server process."""
         return self.status in ("starting", "ready")
+
+
+@dataclass(frozen=True)
+class DriftSample:
+    """One sampled request text: its token count, unknown-token rate (None: the runtime cannot tell), answer."""
+
+    id: int
+    deployment_id: int
+    variant_id: int
+    arm: str | None
+    sampled_at: datetime
+    tokens: int
+    unknown_token_rate: float | None
+    label: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class DeploymentEvent:
+    """A step of a deployment's rollout; `kind`: canary | percent | promote | rollback | auto_rollback."""
+
+    id: int
+    deployment_id: int
+    kind: str
+    message: str
+    details: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class LoadTest:
+    """One concurrency level of a load test against a deployment (see storage.orm.SqlLoadTest)."""
+
+    id: int
+    job_id: int | None
+    deployment_id: int
+    variant_id: int
+    variant_ids: list[int]
+    dataset_id: int | None
+    split: str | None
+    device: str
+    concurrency: int
+    texts_per_request: int
+    sent: int
+    ok: int
+    errors: dict[str, int]
+    seconds: float
+    stopped_by: str
+    requests_per_s: float
+    texts_per_s: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    mean_ms: float | None
+    load: dict[str, Any]
+    fingerprint: dict[str, Any]
+    fingerprint_hash: str
+    created_at: datetime

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -310,3 +311,120 @@ class SqlDeployment(Base):
     started_at: Mapped[datetime | None]
     ready_at: Mapped[datetime | None]
     stopped_at: Mapped[datetime | None]
+    # a canary beside the stable variant (`jobs.serving.canary`): None when the deployment has none (any more)
+    canary_variant_id: Mapped[int | None] = mapped_column(Integer)
+    canary_variant_sha256: Mapped[str | None] = mapped_column(String(64))
+    canary_ref: Mapped[str | None] = mapped_column(String(520))  # what the user asked for: an id, a name, NAME@ALIAS
+    canary_percent: Mapped[float] = mapped_column(Float, default=0.0)
+    # the automatic-rollback thresholds: error_rate_increase, p95_ratio, min_requests, window_s
+    rollout: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class SqlDeploymentEvent(Base):
+    """What happened to a deployment's rollout: a canary deployed, its share changed, promoted, rolled back (by
+    a user or automatically by its server, with the figures that decided it)."""
+
+    __tablename__ = "deployment_events"
+    __table_args__ = (Index("ix_deployment_events_deployment_id_id", "deployment_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(40))  # canary | percent | promote | rollback | auto_rollback
+    message: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SqlServedFeedback(Base):
+    """A user's verdict (correct / wrong) on one answer of a model server, keyed by the request id it answered
+    with; the arm and variant are the server's own record of who answered."""
+
+    __tablename__ = "served_feedback"
+    __table_args__ = (UniqueConstraint("deployment_id", "request_id", name="uq_served_feedback_request"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
+    request_id: Mapped[str] = mapped_column(String(64))
+    arm: Mapped[str] = mapped_column(String(20))
+    variant_id: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str | None] = mapped_column(String(200))
+    correct: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SqlDriftSample(Base):
+    """One request text a model server sampled for drift monitoring (`jobs.serving.drift`): what it saw and said.
+
+    `unknown_token_rate` is None when the runtime cannot tell which tokens were unknown (never a fake 0);
+    `arm` names the canary arm that answered (None: a deployment without arms).
+    """
+
+    __tablename__ = "drift_samples"
+    __table_args__ = (
+        Index("ix_drift_samples_deployment_id_id", "deployment_id", "id"),
+        Index("ix_drift_samples_deployment_sampled_at", "deployment_id", "sampled_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
+    variant_id: Mapped[int] = mapped_column(Integer)  # not a foreign key, like SqlDeployment.variant_id
+    arm: Mapped[str | None] = mapped_column(String(20))
+    sampled_at: Mapped[datetime] = mapped_column(default=utcnow)
+    tokens: Mapped[int] = mapped_column(Integer)
+    unknown_token_rate: Mapped[float | None] = mapped_column(Float)
+    label: Mapped[str] = mapped_column(String(200))
+    confidence: Mapped[float] = mapped_column(Float)
+
+
+class SqlDriftReference(Base):
+    """A dataset split run once through a variant (keyed by the variant's files' sha256): the distribution a live
+    window of drift samples is compared with, cached so a refresh of the Drift view does not re-run the model.
+    `samples`: {"tokens": [...], "unknown_token_rate": [... or None], "label": [...], "confidence": [...]}."""
+
+    __tablename__ = "drift_references"
+    __table_args__ = (
+        UniqueConstraint("variant_sha256", "dataset_id", "split", name="uq_drift_references_variant_dataset_split"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    variant_sha256: Mapped[str] = mapped_column(String(64))
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    dataset_sha256: Mapped[str] = mapped_column(String(64))  # a dataset re-imported under the same id is stale
+    split: Mapped[str] = mapped_column(String(20))
+    num_examples: Mapped[int] = mapped_column(Integer)
+    samples: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SqlLoadTest(Base):
+    """One concurrency level of a `loadtest` job against a deployment: what was sent, what came back, how fast,
+    and the machine's load and fingerprint while it ran. Kept apart from `measurements`: these figures include the
+    HTTP path, the batcher and a load generator on the same machine, so advice and speedups never read them."""
+
+    __tablename__ = "load_tests"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"), index=True)
+    variant_id: Mapped[int] = mapped_column(Integer, index=True)  # the stable variant; not a foreign key, as deployments
+    variant_ids: Mapped[list[Any]] = mapped_column(default=list)  # every variant it served (stable, canary)
+    dataset_id: Mapped[int | None] = mapped_column(Integer)  # where the texts came from
+    split: Mapped[str | None] = mapped_column(String(20))
+    device: Mapped[str] = mapped_column(String(40))
+    concurrency: Mapped[int] = mapped_column(Integer)  # senders, each waiting for its answer before the next request
+    texts_per_request: Mapped[int] = mapped_column(Integer)
+    sent: Mapped[int] = mapped_column(Integer)
+    ok: Mapped[int] = mapped_column(Integer)  # answered 200
+    errors: Mapped[dict[str, Any]] = mapped_column(default=dict)  # "429" | "503" | "timeout" | "connection" -> count
+    seconds: Mapped[float] = mapped_column(Float)
+    stopped_by: Mapped[str] = mapped_column(String(20))  # "requests" | "time cap"
+    requests_per_s: Mapped[float] = mapped_column(Float)  # answered OK, per second
+    texts_per_s: Mapped[float] = mapped_column(Float)
+    p50_ms: Mapped[float | None] = mapped_column(Float)  # client-side latency of OK answers; None: none came back OK
+    p95_ms: Mapped[float | None] = mapped_column(Float)
+    p99_ms: Mapped[float | None] = mapped_column(Float)
+    mean_ms: Mapped[float | None] = mapped_column(Float)
+    load: Mapped[dict[str, Any]] = mapped_column(default=dict)  # jobs.bench.load, without the server's and our CPU
+    fingerprint: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    fingerprint_hash: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

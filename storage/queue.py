@@ -1,7 +1,9 @@
 """The durable job queue: enqueue, atomic claim, progress, log, heartbeat, finish, cancel, stale sweep.
 
 Claiming is a compare-and-set (`UPDATE ... WHERE id = :id AND status = 'queued'`): exactly one worker sees a
-row count of 1, on SQLite and on any other database, without a table lock.
+row count of 1, on SQLite and on any other database, without a table lock. On PostgreSQL a worker instead locks the
+first runnable row nobody else holds (`SELECT ... FOR UPDATE SKIP LOCKED`) and takes it in the same transaction, so
+many workers claiming at once each get a different job without queueing behind one another's row locks.
 
 A job's log is a series of chunks, one row per append, so appending costs one insert however long the log is;
 readers take all of it, the chunks after one they have seen (to follow a running job), or its tail.
@@ -15,6 +17,7 @@ from typing import Any, Iterable
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
+from storage.catalog import MAX_ID
 from storage.db import session_scope
 from storage.entities import Job, LogTail, Worker, from_row
 from storage.errors import Conflict, NotFound
@@ -76,7 +79,8 @@ def enqueue(
 
 def get_job(job_id: int | str) -> Job:
     with session_scope() as s:
-        row = s.get(SqlJob, int(job_id)) if str(job_id).isdigit() else None
+        ref = str(job_id).strip()
+        row = s.get(SqlJob, int(ref)) if ref.isascii() and ref.isdigit() and int(ref) <= MAX_ID else None
         if row is None:
             raise NotFound(f"no job {job_id!r}", what="job")
         return from_row(Job, row)
@@ -93,7 +97,7 @@ def list_jobs(status: JobStatus | None = None, limit: int = 200, kind: str | Non
 
 
 def _require_job(s: Session, job_id: int) -> None:
-    if s.scalar(select(SqlJob.id).where(SqlJob.id == int(job_id))) is None:
+    if not 0 <= int(job_id) <= MAX_ID or s.scalar(select(SqlJob.id).where(SqlJob.id == int(job_id))) is None:
         raise NotFound(f"no job {job_id!r}", what="job")
 
 
@@ -151,41 +155,62 @@ def log_tail(job_id: int, max_chars: int) -> LogTail:
     return LogTail(text=text, omitted=omitted)
 
 
-def claim_next(worker_id: str, devices: Iterable[str]) -> Job | None:
-    """Atomically move the next runnable queued job (highest priority, then oldest) to running, or return None."""
-    devices = list(devices) + ["any"]
+def _runnable(devices: list[str], hardware_classes: bool = False):
+    """Ids of the queued jobs a worker with `devices` may run now (no parent, or a parent that succeeded), in the
+    order they are claimed: highest priority, then oldest. Jobs that name a hardware class (params
+    `hardware_class`) are left to workers that can place them (`hardware_classes`: a Ray executor's)."""
     parent = aliased(SqlJob)
+    query = (
+        select(SqlJob.id)
+        .outerjoin(parent, SqlJob.depends_on_id == parent.id)
+        .where(
+            SqlJob.status == JobStatus.QUEUED,
+            SqlJob.device.in_(devices),
+            or_(SqlJob.depends_on_id.is_(None), parent.status == JobStatus.SUCCEEDED),
+        )
+        .order_by(SqlJob.priority.desc(), SqlJob.id)
+    )
+    return query if hardware_classes else query.where(SqlJob.params["hardware_class"].as_string().is_(None))
+
+
+def _claimed(worker_id: str) -> dict[str, Any]:
+    now = utcnow()
+    return dict(status=JobStatus.RUNNING, worker_id=worker_id, started_at=now, heartbeat_at=now,
+                attempts=SqlJob.attempts + 1, message="starting", progress=0.0)
+
+
+def claim_next(worker_id: str, devices: Iterable[str], hardware_classes: bool = False) -> Job | None:
+    """Atomically move the next runnable queued job (highest priority, then oldest) to running, or return None.
+    With `hardware_classes`, jobs that name a hardware class are claimed too (the worker can place them)."""
+    devices = list(devices) + ["any"]
     with session_scope() as s:
-        candidates = s.scalars(
-            select(SqlJob.id)
-            .outerjoin(parent, SqlJob.depends_on_id == parent.id)
-            .where(
-                SqlJob.status == JobStatus.QUEUED,
-                SqlJob.device.in_(devices),
-                or_(SqlJob.depends_on_id.is_(None), parent.status == JobStatus.SUCCEEDED),
-            )
-            .order_by(SqlJob.priority.desc(), SqlJob.id)
-            .limit(CLAIM_CANDIDATES)
-        ).all()
+        if s.get_bind().dialect.name == "postgresql":
+            return _claim_skip_locked(s, worker_id, devices, hardware_classes)
+        candidates = s.scalars(_runnable(devices, hardware_classes).limit(CLAIM_CANDIDATES)).all()
     for job_id in candidates:
-        now = utcnow()
         with session_scope() as s:
             won = s.execute(
-                update(SqlJob)
-                .where(SqlJob.id == job_id, SqlJob.status == JobStatus.QUEUED)
-                .values(
-                    status=JobStatus.RUNNING,
-                    worker_id=worker_id,
-                    started_at=now,
-                    heartbeat_at=now,
-                    attempts=SqlJob.attempts + 1,
-                    message="starting",
-                    progress=0.0,
-                )
+                update(SqlJob).where(SqlJob.id == job_id, SqlJob.status == JobStatus.QUEUED).values(**_claimed(worker_id))
             ).rowcount
         if won == 1:
             return get_job(job_id)
     return None
+
+
+def _claim_skip_locked(s: Session, worker_id: str, devices: list[str], hardware_classes: bool = False) -> Job | None:
+    """PostgreSQL: lock the first runnable row no other worker holds (`FOR UPDATE SKIP LOCKED`) and take it in the
+    same transaction. Racing workers each lock a different row instead of all updating the same candidate and
+    waiting on each other's row lock; a row another worker took meanwhile fails the re-check under the lock."""
+    job_id = s.scalar(_runnable(devices, hardware_classes).limit(1).with_for_update(skip_locked=True, of=SqlJob))
+    if job_id is None:
+        return None
+    row = s.scalars(
+        update(SqlJob)
+        .where(SqlJob.id == job_id, SqlJob.status == JobStatus.QUEUED)
+        .values(**_claimed(worker_id))
+        .returning(SqlJob)
+    ).one()
+    return from_row(Job, row)
 
 
 def set_input_variant(job_id: int, variant_id: int) -> None:
@@ -197,6 +222,17 @@ def set_input_variant(job_id: int, variant_id: int) -> None:
 def set_pid(job_id: int, pid: int) -> None:
     with session_scope() as s:
         s.execute(update(SqlJob).where(SqlJob.id == job_id).values(pid=pid))
+
+
+def record_ran_on(job_id: int, worker_id: str, where: dict[str, Any]) -> bool:
+    """Note in the job's params (key `ran_on`, which no kind reads) where this run of it runs: a cluster node, say.
+    Only while `worker_id` holds it running; False otherwise (it ended, or another worker took it over)."""
+    with session_scope() as s:
+        row = s.get(SqlJob, job_id)
+        if row is None or row.status is not JobStatus.RUNNING or row.worker_id != worker_id:
+            return False
+        row.params = {**row.params, "ran_on": where}
+        return True
 
 
 def set_progress(job_id: int, fraction: float, message: str) -> None:

@@ -23,7 +23,9 @@ SETTINGS: dict[str, Setting] = {
     s.env: s
     for s in [
         Setting("WORKBENCH_HOME", ".workbench", "Data directory: SQLite database, artifacts, job work dirs."),
-        Setting("WORKBENCH_DB_URL", "", "Any SQLAlchemy URL; empty means SQLite at $WORKBENCH_HOME/workbench.db."),
+        Setting("WORKBENCH_DB_URL", "",
+                "Any SQLAlchemy URL (PostgreSQL: postgresql+psycopg://USER:PASSWORD@HOST/DB); empty means SQLite at "
+                "$WORKBENCH_HOME/workbench.db."),
         Setting("WORKBENCH_DB_POOL_SIZE", "5",
                 "Connections each process keeps open to a database server (not SQLite).", int),
         Setting("WORKBENCH_DB_MAX_OVERFLOW", "10",
@@ -56,7 +58,18 @@ SETTINGS: dict[str, Setting] = {
         ),
         Setting("WORKBENCH_MAX_ATTEMPTS", "2", "How many times a job is tried before a lost worker fails it.", int),
         Setting("WORKBENCH_EXECUTOR", "local",
-                "How a worker runs each job it claims; local: a child process on the worker's machine."),
+                "How a worker runs each job it claims; local: a child process on the worker's machine; ray: a Ray "
+                "task on the cluster at RAY_ADDRESS, on a node with the resources the job needs (`make install` "
+                "installs ray)."),
+        Setting("RAY_ADDRESS", "",
+                "The Ray cluster a ray executor runs jobs on (host:port of its head, as `ray start --head` prints); "
+                "empty means a cluster started on this machine."),
+        Setting("WORKBENCH_RAY_CPUS", "1",
+                "CPUs each job reserves on its Ray node (ray executor); Ray also sets the job's OMP_NUM_THREADS to "
+                "it (at least 1), so a benchmark on a node measures that many threads.", float),
+        Setting("WORKBENCH_RAY_MAX_RETRIES", "2",
+                "How many times Ray reruns a job whose worker process or node was lost before the job fails with "
+                "Ray's reason (ray executor).", int),
         Setting("WORKBENCH_MIN_SAMPLES", "20",
                 "Fewest timed calls a benchmark cell needs before a speedup or a recommendation is made from it.", int),
         Setting("WORKBENCH_BUSY_CPU_FRACTION", "0.25",
@@ -72,6 +85,9 @@ SETTINGS: dict[str, Setting] = {
         Setting("WORKBENCH_SERVING_API_KEYS", "",
                 "Bearer keys a model server (a deployment) accepts, comma-separated; set by `workbench deploy "
                 "--api-key-env`, read from the server's environment only."),
+        Setting("WORKBENCH_SERVING_ADMIN_TOKEN", "",
+                "The token a deployment's server accepts on /v1/admin/* (the workbench changing its canary "
+                "rollout); made by `workbench deploy --canary`, passed in the server's environment only."),
         Setting("WORKBENCH_LOGIN_MAX_FAILURES", "5",
                 "Wrong passwords for one account, or from one client address, before it is locked.", int),
         Setting("WORKBENCH_LOGIN_LOCKOUT_S", "60",

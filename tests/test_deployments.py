@@ -100,7 +100,7 @@ def test_the_deployments_table_round_trips_and_its_migration_goes_both_ways(home
     [
         (["deploy", "999"], "no variant '999'; list them with `workbench variants list`"),
         (["deploy", "nope@production"], "no registered model 'nope'"),
-        (["deploy", "999", "--replicas", "2"], "more than one replica is not supported yet"),
+        (["deploy", "999", "--replicas", "2"], "a local deployment runs one server process"),
         (["deploy", "999", "--max-batch", "0"], "max_batch must be a whole number from 1 to 1024, not 0 (--max-batch)"),
         (["deploy", "999", "--port", "70000"], "a port is a whole number from 1 to 65535, not 70000 (--port)"),
         (["deploy", "999", "--api-key-env", "WORKBENCH_TEST_UNSET_KEY"],

@@ -14,7 +14,7 @@ from jobs.runtimes import all_runtimes, display_name, get_runtime, load_predicto
 from storage.errors import InvalidInput
 
 REPO = Path(__file__).resolve().parent.parent
-BUILT_IN = ["onnxruntime", "pytorch", "tensorrt"]
+BUILT_IN = ["onnxruntime", "openvino", "pytorch", "tensorrt"]
 PLUGIN = "tests.support.runtimes"
 
 
@@ -30,13 +30,14 @@ def fresh_registry(monkeypatch):
 def test_registry_lists_the_built_in_runtimes_with_their_names_for_people():
     runtimes = {r.name: r for r in all_runtimes()}
     assert set(BUILT_IN) <= set(runtimes)
-    assert [display_name(n) for n in BUILT_IN] == ["ONNX Runtime", "PyTorch", "TensorRT"]
+    assert [display_name(n) for n in BUILT_IN] == ["ONNX Runtime", "OpenVINO", "PyTorch", "TensorRT"]
     assert display_name("not-registered") == "not-registered"
     assert runtimes["onnxruntime"].files == ("model.onnx",) and runtimes["tensorrt"].files == ("model.engine",)
+    assert runtimes["openvino"].files == ("openvino_model.xml",)  # Optimum Intel's layout
 
 
 def test_an_unknown_runtime_is_refused_with_the_known_names(tmp_path):
-    with pytest.raises(InvalidInput, match=r"unknown runtime 'jax'; known runtimes: onnxruntime, pytorch, tensorrt"):
+    with pytest.raises(InvalidInput, match=r"unknown runtime 'jax'; known runtimes: onnxruntime, openvino, pytorch, tensorrt"):
         load_predictor(SimpleNamespace(runtime="jax", artifact_dir=str(tmp_path)))
 
 
@@ -45,6 +46,9 @@ def test_device_rules():
     assert (torch_rt.default_device, ort.default_device, trt.default_device) == ("cpu", "cpu", "cuda")
     assert torch_rt.device_for("cpu") == "cpu" and torch_rt.device_for("cuda:1") == "cuda:1"
     assert trt.device_for("cpu") == "cuda" and trt.device_for("cuda:1") == "cuda:1"  # cpu is only the default
+    assert get_runtime("openvino").device_for("gpu") == "gpu"  # an Intel GPU, if OpenVINO sees one; never CUDA
+    with pytest.raises(ValueError, match="OpenVINO runs on cpu or gpu, not 'cuda'"):
+        get_runtime("openvino").device_for("cuda")
     assert ort.device_for("tensorrt-ep") == "tensorrt-ep"
     with pytest.raises(ValueError, match="TensorRT runs on cuda, not 'tensorrt-ep'"):
         trt.device_for("tensorrt-ep")
@@ -71,7 +75,8 @@ def test_the_files_in_a_variant_directory_say_which_runtime_loads_it(tmp_path):
 def test_space_requirements_and_refusal_come_from_the_registry(tmp_path):
     from jobs.export import space
 
-    for runtime, wanted in (("pytorch", {"torch", "safetensors"}), ("onnxruntime", {"onnxruntime"})):
+    for runtime, wanted in (("pytorch", {"torch", "safetensors"}), ("onnxruntime", {"onnxruntime"}),
+                            ("openvino", {"openvino"})):
         reqs = space.requirements(SimpleNamespace(runtime=runtime, artifact_dir=str(tmp_path)))
         names = {r.split("==")[0] for r in reqs}
         assert {"gradio", "transformers", "tokenizers", "numpy"} | wanted == names, (runtime, reqs)
@@ -108,7 +113,7 @@ def test_registering_checks_what_a_runtime_declares(fresh_registry):
 def test_listing_runtimes_imports_no_runtime_library():
     code = ("import sys; from jobs.runtimes import all_runtimes, display_name, get_runtime; "
             "all_runtimes(); display_name('pytorch'); get_runtime('tensorrt').device_for('cpu'); "
-            "print(sorted(m for m in ('torch', 'onnxruntime', 'tensorrt', 'transformers') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'onnxruntime', 'openvino', 'tensorrt', 'transformers') if m in sys.modules))")
     env = {**os.environ, "WORKBENCH_PLUGINS": ""}
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stderr

@@ -61,7 +61,15 @@ HANDLERS = {
                                                "show_experiment")},
     **{f"workbench.tabs.ab:{n}": E for n in ("start", "send", "mark_correct", "mark_wrong", "simulate")},
     **{f"workbench.tabs.deploy:{n}": V for n in ("refresh", "tick")},
+    **{f"workbench.tabs.deploy_drift:{n}": V for n in ("show_drift", "dataset_choices")},
     **{f"workbench.tabs.deploy:{n}": E for n in ("deploy_variant", "stop_deployment", "deployment_log", "fix_values")},
+    "workbench.tabs.deploy_export:export_deployment_zip": E,  # a bundle holds the model files, like their download
+    "workbench.tabs.deploy_loadtest:load_test_view": V,  # figures and a chart
+    **{f"workbench.tabs.deploy_canary:{n}": V for n in ("canary_view", "canary_choices")},  # arms, events
+    **{f"workbench.tabs.deploy_canary:{n}": E for n in ("deploy_with_canary", "change_percent", "promote_canary",
+                                                          "rollback_canary")},
+    **{f"workbench.tabs.deploy_loadtest:{n}": E for n in ("start_load_test", "load_test_progress", "dataset_choices")},
+    "workbench.tabs.compare_loadtest:load_tests_view": V,
     # the tabs viewers do not get: model details (source paths), job details (logs), the wizard, the forms
     **{f"workbench.tabs.models:{n}": E for n in ("<lambda>", "add_builtin_model", "add_model_from_path",
                                                    "add_uploaded_model", "model_details", "models_frame")},

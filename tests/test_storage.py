@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import os
 import re
+import subprocess
+import sys
+from datetime import datetime
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import MetaData, create_engine, inspect, text
 
 from storage import catalog, db, files, settings
 from storage.entities import LogTail, Model, Variant
-from storage.errors import Conflict, NotFound, WorkbenchError
+from storage.errors import Conflict, InvalidInput, NotFound, WorkbenchError
 from storage.migrations import alembic_config
 from storage.orm import Base
 
@@ -30,6 +36,7 @@ def test_migrated_schema_matches_the_orm(home):
     assert diff == []
 
 
+@pytest.mark.sqlite
 def test_sqlite_runs_with_wal_busy_timeout_and_foreign_keys(home):
     assert (home / "workbench.db").exists()
     with db.engine().connect() as conn:
@@ -186,10 +193,12 @@ def test_listing_jobs_reads_no_logs(home):
 
 
 @pytest.fixture
-def bare_home(tmp_path, monkeypatch):
+def bare_home(tmp_path, monkeypatch, db_url):
     """A data directory with no database yet (not migrated, unlike `home`), and no engine cached before or after."""
+    from tests.conftest import use_database
+
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("WORKBENCH_DB_URL", raising=False)
+    use_database(monkeypatch, db_url)
     db.dispose_all()
     yield tmp_path / "home"
     db.dispose_all()
@@ -215,8 +224,8 @@ def test_migration_0007_moves_an_old_log_into_chunks_and_back(tmp_path, bare_hom
             conn.execute(
                 text("INSERT INTO jobs (id, kind, params, status, device, progress, message, log, result, priority, "
                      "attempts, max_attempts, cancel_requested, created_at, depends_on_id) VALUES (:id, 'inspect', "
-                     "'{}', 'succeeded', 'cpu', 1.0, 'done', :log, '{}', 0, 1, 2, 0, '2024-01-01 00:00:00', :dep)"),
-                {"id": job_id, "log": log, "dep": depends_on},
+                     "'{}', 'succeeded', 'cpu', 1.0, 'done', :log, '{}', 0, 1, 2, :no, '2024-01-01 00:00:00', :dep)"),
+                {"id": job_id, "log": log, "dep": depends_on, "no": False},  # a bound bool: 0 to SQLite, false to PG
             )
     assert db.upgrade() == ("0006", db.head_revision())
     assert queue.job_log(1) == old_log and queue.job_log(2) == ""
@@ -232,12 +241,56 @@ def test_migration_0007_moves_an_old_log_into_chunks_and_back(tmp_path, bare_hom
     raw.dispose()
 
 
+def test_migration_0006_backfills_the_validity_of_existing_evaluations(bare_home):
+    """Rows written by an older workbench, through the reflected tables so each column gets its own type (a JSON
+    or boolean column takes what the database's driver makes of a dict or a bool, on SQLite and on PostgreSQL)."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    _migrate_to("0005")
+    raw = create_engine(settings.db_url())
+    tables = MetaData()
+    tables.reflect(bind=raw)
+    t = tables.tables
+    when = datetime(2024, 1, 1)
+
+    def insert(conn, table, **values):
+        return conn.execute(t[table].insert().values(created_at=when, **values)).inserted_primary_key[0]
+
+    with raw.begin() as conn:
+        model_id = insert(conn, "models", name="m", source_kind="local", source="/x", allow_pickle=False, info={})
+        dataset_id = insert(conn, "datasets", name="d", source_kind="upload", source="d.csv", text_column="text",
+                            label_column="label", labels=["neg", "pos"], class_counts={}, num_rows=20, split_seed=0,
+                            split_fractions={}, split_sizes={}, artifact_dir="/d", sha256="0" * 64)
+        variant_id = insert(conn, "variants", model_id=model_id, name="v", artifact_dir="/v", runtime="pytorch",
+                            precision="fp32", recipe={}, files=[], sha256="0" * 64, size_bytes=2**40)
+        for confusion in ([[5, 0], [1, 4]], [[5, 0], [5, 0]]):
+            insert(conn, "evaluations", variant_id=variant_id, dataset_id=dataset_id, split="test", num_examples=10,
+                   accuracy=0.9, macro_f1=0.9, confusion={"labels": ["neg", "pos"], "matrix": confusion})
+    raw.dispose()
+
+    assert db.upgrade() == ("0005", db.head_revision())
+    sound, one_class = catalog.list_evaluations(variant_id)
+    low, high = proportion_confint(9, 10, alpha=0.05, method="wilson")
+    assert (sound.majority_label, sound.majority_accuracy) == ("neg", 0.5)
+    assert (sound.accuracy_low, sound.accuracy_high) == (pytest.approx(low), pytest.approx(high))
+    assert sound.per_class_recall == {"neg": 1.0, "pos": 0.8} and sound.degenerate is False
+    assert sound.tolerance_points == 1.0 and sound.flagged is False and sound.predictions == []  # server defaults
+    assert one_class.degenerate is True and one_class.degenerate_reason == "predicts 'neg' for 100% of the 10 examples"
+    assert catalog.get_variant(variant_id).size_bytes == 2**40  # a BIGINT, not an INTEGER
+    # ids written before the upgrade leave the next one free (a sequence, on PostgreSQL, moved on with them)
+    model, _ = catalog.create_model(name="n", source_kind="local", source="/y", allow_pickle=False,
+                                    variant=_variant_fields())
+    assert model.id == model_id + 1
+
+
 def test_a_stale_schema_is_refused_with_the_command_that_fixes_it(tmp_path, bare_home):
     _migrate_to("0006")
     message = f"is at revision 0006, this workbench needs {db.head_revision()}: run `workbench db upgrade`"
     with pytest.raises(db.SchemaOutOfDate, match=re.escape(message)) as refused:
         catalog.list_models()
-    assert isinstance(refused.value, WorkbenchError) and str(tmp_path / "home" / "workbench.db") in str(refused.value)
+    assert isinstance(refused.value, WorkbenchError) and db.display_url(settings.db_url()) in str(refused.value)
+    if settings.get("WORKBENCH_DB_URL") == "":
+        assert str(tmp_path / "home" / "workbench.db") in str(refused.value)
     with pytest.raises(db.SchemaOutOfDate):  # refused again, not half-opened
         db.engine()
     db.upgrade()
@@ -274,3 +327,90 @@ def test_pool_settings_come_from_the_environment_for_database_servers(monkeypatc
     assert (server["pool_size"], server["max_overflow"], server["pool_recycle"]) == (3, 7, 600)
     assert "pool_size" not in made["sqlite:///x.db"]  # SQLite keeps its own pool; it only gets its busy timeout
     assert db.display_url("postgresql://wb:secret@db.example/workbench") == "postgresql://wb:***@db.example/workbench"
+
+
+# ---- the same on every database (tests/conftest.py: --db postgresql runs these on PostgreSQL too) ------------------
+
+
+def test_over_long_text_is_refused_alike_on_every_database(home):
+    """SQLite would keep 201 characters in a VARCHAR(200); PostgreSQL would fail mid-transaction. Both refuse."""
+    with pytest.raises(InvalidInput, match=r"^a model's name is 201 characters long; at most 200 are kept$"):
+        catalog.create_model(name="x" * 201, source_kind="local", source="/x", allow_pickle=False,
+                             variant=_variant_fields())
+    assert catalog.list_models() == [] and catalog.list_variants() == []  # nothing half-written
+    model, _ = catalog.create_model(name="é" * 200, source_kind="local", source="/x", allow_pickle=False,
+                                    variant=_variant_fields())  # characters, not bytes
+    with pytest.raises(InvalidInput, match="a model's task is 61 characters long; at most 60 are kept"):
+        catalog.update_model_info(model.id, {"seen": True}, task="t" * 61)
+    assert catalog.get_model(model.id).task == "text-classification" and catalog.get_model(model.id).info == {}
+
+
+@pytest.mark.sqlite
+def test_a_row_sqlite_kept_over_length_before_the_check_can_still_be_updated(home):
+    from storage.orm import SqlModel
+
+    model, _ = catalog.create_model(name="m", source_kind="local", source="/x", allow_pickle=False,
+                                    variant=_variant_fields())
+    with db.engine().begin() as conn:  # as an older workbench on SQLite may have stored it
+        conn.execute(SqlModel.__table__.update().where(SqlModel.id == model.id).values(name="x" * 250))
+    assert catalog.update_model_info(model.id, {"seen": True}).info == {"seen": True}
+
+
+def test_non_finite_floats_in_json_commit_on_every_database(home):
+    from storage import queue
+
+    job = queue.enqueue("test-sleep", {"history": [1.5, math.nan, math.inf], "loss": -math.inf})
+    stored = queue.get_job(job.id).params
+    if db.engine().dialect.name == "sqlite":  # SQLite keeps Python's own NaN / Infinity text
+        assert stored["history"][0] == 1.5 and math.isnan(stored["history"][1]) and stored["loss"] == -math.inf
+    else:  # a server's json type has no such numbers: they are null
+        assert stored == {"history": [1.5, None, None], "loss": None}
+
+
+@pytest.mark.postgresql
+def test_a_database_server_gets_the_pool_settings(home, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_DB_POOL_SIZE", "3")
+    monkeypatch.setenv("WORKBENCH_DB_MAX_OVERFLOW", "2")
+    monkeypatch.setenv("WORKBENCH_DB_POOL_RECYCLE_S", "600")
+    db.dispose_all()
+    engine = db.engine()
+    assert (engine.dialect.name, engine.dialect.driver) == ("postgresql", "psycopg")
+    assert (engine.pool.size(), engine.pool._max_overflow, engine.pool._recycle) == (3, 2, 600)
+    assert catalog.list_models() == []
+
+
+@pytest.mark.postgresql
+def test_processes_migrating_one_postgresql_database_at_once_take_turns(bare_home, tmp_path):
+    """Each has its own data directory (so its own migration file lock): only the advisory lock keeps them apart."""
+    from tests.conftest import REPO
+
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "workbench", "db", "upgrade", "--json"], cwd=REPO, text=True,
+                         env={**os.environ, "WORKBENCH_HOME": str(tmp_path / f"home{i}")},
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for i in range(3)
+    ]
+    outcomes = [(proc.wait(timeout=300), *proc.communicate()) for proc in procs]
+    assert [code for code, _, _ in outcomes] == [0, 0, 0], outcomes
+    upgrades = [json.loads(out) for _, out, _ in outcomes]
+    assert all(u["to"] == db.head_revision() for u in upgrades)
+    assert sum(u["from"] is None for u in upgrades) >= 1  # whoever went first made the schema from nothing
+    with db.engine().connect() as conn:
+        assert db.current_revision(conn) == db.head_revision()
+
+
+@pytest.mark.parametrize("ref", [2**31, 2**63 - 1, 2**63, "²"])
+def test_an_id_beyond_any_row_is_not_found_on_every_database(home, ref):
+    """PostgreSQL's INTEGER ids are 32-bit and it refuses to compare one with a larger number; SQLite overflows at
+    64 bits. Either way such an id names no row."""
+    from storage import deployments, queue, traffic
+
+    for get in (catalog.get_model, catalog.get_variant, catalog.get_dataset, queue.get_job, traffic.get_experiment):
+        with pytest.raises(NotFound):
+            get(str(ref))
+    with pytest.raises(NotFound):
+        queue.job_log(2**31)
+    with pytest.raises((NotFound, InvalidInput)):
+        deployments.get_deployment(ref)
+    with pytest.raises((NotFound, InvalidInput)):
+        traffic.set_feedback(ref, "correct")

@@ -167,6 +167,49 @@ def test_claim_is_atomic_under_racing_threads(home):
     assert queue.get_job(job.id).worker_id == winners[0]
 
 
+def test_many_workers_claiming_at_once_take_every_job_exactly_once(home):
+    jobs = [queue.enqueue("test-sleep", {}) for _ in range(40)]
+    workers = 8
+    barrier = threading.Barrier(workers)
+    claimed: dict[str, list[int]] = {f"w{i}": [] for i in range(workers)}
+    errors = []
+
+    def drain(worker_id):
+        try:
+            barrier.wait()
+            while (job := queue.claim_next(worker_id, ["cpu"])) is not None:
+                claimed[worker_id].append(job.id)
+        except Exception as exc:  # surfaced below: a thread's exception would otherwise only be printed
+            errors.append(exc)
+
+    threads = [threading.Thread(target=drain, args=(worker_id,)) for worker_id in claimed]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    taken = [job_id for ids in claimed.values() for job_id in ids]
+    assert sorted(taken) == [j.id for j in jobs]  # every job claimed, none twice
+    assert sum(1 for ids in claimed.values() if ids) > 1, claimed  # the workers really did claim side by side
+    for worker_id, ids in claimed.items():
+        for job_id in ids:
+            job = queue.get_job(job_id)
+            assert (job.status, job.worker_id, job.attempts) == (JobStatus.RUNNING, worker_id, 1)
+
+
+@pytest.mark.postgresql
+def test_a_claim_on_postgresql_skips_a_job_another_transaction_holds_instead_of_waiting(home):
+    from sqlalchemy import select
+
+    first, second = sleep_job(), sleep_job()
+    with session_scope() as holder:  # another worker, mid-claim, holding the first job's row lock
+        holder.execute(select(SqlJob.id).where(SqlJob.id == first.id).with_for_update())
+        taken = queue.claim_next("w1", ["cpu"])
+        assert taken is not None and taken.id == second.id
+        assert queue.claim_next("w2", ["cpu"]) is None  # the only job left is locked: skipped, not waited for
+    assert queue.claim_next("w2", ["cpu"]).id == first.id  # free again once the lock is released
+
+
 def test_two_worker_processes_never_run_the_same_job(home, tmp_path):
     marker = tmp_path / "runs"
     marker.mkdir()

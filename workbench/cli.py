@@ -505,6 +505,21 @@ def cmd_export_space(args):
     _emit(args, data, human)
 
 
+def cmd_export_deployment(args):
+    from jobs import api
+
+    result = api.export_deployment(args.variant, args.directory, force=args.force, name=args.name,
+                                   replicas=args.replicas, max_replicas=args.max_replicas)
+    data = {"directory": str(result.directory), "variant": result.variant_id, "runtime": result.runtime,
+            "name": result.name, "files": result.files, "model_bytes": result.model_bytes,
+            "requirements": result.requirements}
+    _emit(args, data, lambda: "\n".join([
+        f"wrote {result.directory}: model/ ({_mb(result.model_bytes)}), bundle_server/, requirements.txt, Dockerfile "
+        f"(not built here), k8s/, README.md, SHA256SUMS",
+        f"  run it: cd {result.directory} && pip install -r requirements.txt && python -m bundle_server --port 8080",
+        f"  or: docker build -t {result.name} {result.directory}; kubectl apply -f {result.directory}/k8s/"]))
+
+
 # ---- MLflow model registry ----------------------------------------------------------------------------------
 
 
@@ -615,7 +630,8 @@ def cmd_deploy(args):
         deployment = api.deploy(args.variant, args.port, args.max_batch, args.max_wait_ms, args.replicas, api_key,
                                 host=args.host, max_queue=args.max_queue, timeout_s=args.timeout_s,
                                 cache_size=args.cache_size, device=args.device, threads=args.threads, name=args.name,
-                                wait_s=args.wait)
+                                wait_s=args.wait, api_key_env=args.api_key_env, sample_rate=args.sample_rate,
+                                reference_dataset=args.reference_dataset, **_canary_options(args))
     except WorkbenchError as exc:
         if exc.inputs == ("api_key",):  # the key came from the environment variable this flag names
             raise type(exc)(str(exc), inputs=["api_key_env"], what=exc.what) from None
@@ -623,6 +639,10 @@ def cmd_deploy(args):
 
     def human() -> str:
         lines = [_deployment_line(deployment)]
+        if deployment.canary_variant_id is not None:
+            lines.append(f"  canary: variant {deployment.canary_variant_id} for {deployment.canary_percent:g} % of "
+                         f"users (by X-User-Id); promote or roll back: workbench deployments promote|rollback "
+                         f"{deployment.id}")
         if deployment.status == "starting" and args.wait:
             lines.append(f"  not ready after {args.wait:g} s; see `workbench deployments list`")
         lines.append(f"  logs: workbench deployments logs {deployment.id}; stop: workbench deployments stop "
@@ -638,11 +658,13 @@ def cmd_deployments_list(args):
     from jobs import api
 
     deployments = api.list_deployments()
+    rollout = api.rollout_lines(deployments)  # its canary now, or what became of it (with the figures)
     rows = [{"id": d.id, "name": d.name, "variant": d.variant_id, "status": d.status, "url": d.url, "pid": d.pid,
              "started": d.started_at.isoformat(timespec="seconds") if d.started_at else "",
-             "reason": (d.reason or "")[:80] if d.status != "ready" else ""} for d in deployments]
-    _emit(args, [_deployment_data(d) for d in deployments],
-          lambda: _table(rows, ["id", "name", "variant", "status", "url", "pid", "started", "reason"]))
+             "reason": (d.reason or "")[:80] if d.status != "ready" else "", "rollout": rollout.get(d.id, "")}
+            for d in deployments]
+    _emit(args, [{**_deployment_data(d), "rollout": rollout.get(d.id, "")} for d in deployments],
+          lambda: _table(rows, ["id", "name", "variant", "status", "url", "pid", "started", "reason", "rollout"]))
 
 
 def cmd_deployments_stop(args):
@@ -650,6 +672,59 @@ def cmd_deployments_stop(args):
 
     deployment = api.stop_deployment(args.id)
     _emit(args, _deployment_data(deployment), lambda: _deployment_line(deployment))
+
+
+def _canary_options(args) -> dict[str, Any]:
+    """deploy's canary keywords from the flags given (none without --canary; the core refuses thresholds alone)."""
+    names = ("canary_percent", "rollback_error_rate_increase", "rollback_p95_ratio", "rollback_min_requests",
+             "rollback_window_s")
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    return {"canary": args.canary, **given} if args.canary is not None or given else {}
+
+
+def cmd_deployments_canary(args):
+    from jobs import api
+
+    deployment = api.set_canary_percent(args.id, args.percent)
+    _emit(args, _deployment_data(deployment), lambda: f"deployment {deployment.id}: canary variant "
+          f"{deployment.canary_variant_id} now takes {deployment.canary_percent:g} % of users")
+
+
+def cmd_deployments_promote(args):
+    from jobs import api
+
+    deployment = api.promote_canary(args.id, force=args.force)
+    event = api.deployment_events(deployment.id, 1)[0]
+    _emit(args, _deployment_data(deployment), lambda: f"deployment {deployment.id}: {event.message}")
+
+
+def cmd_deployments_rollback(args):
+    from jobs import api
+
+    deployment = api.rollback_canary(args.id)
+    event = api.deployment_events(deployment.id, 1)[0]
+    _emit(args, _deployment_data(deployment), lambda: f"deployment {deployment.id}: {event.message}")
+
+
+def cmd_deployments_drift(args):
+    """Exit 0 without drift, 1 on an alarm (so a cron job can page), 0 with the reason when there is no verdict."""
+    from jobs import api
+    from workbench.drift_format import report_data, report_lines
+
+    since = None
+    if args.since:
+        from datetime import datetime, timezone
+
+        try:
+            since = datetime.fromisoformat(args.since.strip().removesuffix("Z"))
+        except ValueError:
+            raise InvalidInput(f"--since is a UTC time like 2026-05-01T12:00, not {args.since!r}") from None
+        if since.tzinfo is not None:
+            since = since.astimezone(timezone.utc).replace(tzinfo=None)
+    report = api.deployment_drift(args.id, args.dataset, args.window, args.min_samples, args.arm, since,
+                                  psi_watch=args.psi_watch, psi_alarm=args.psi_alarm, chi2_p_alarm=args.chi2_p_alarm)
+    _emit(args, report_data(report), lambda: "\n".join(report_lines(report)))
+    return 1 if report.alarm else 0
 
 
 def cmd_deployments_logs(args):
@@ -663,6 +738,20 @@ def cmd_deployments_logs(args):
         print(f"(earlier output left out: the last {args.tail} characters follow)", file=sys.stderr)
     sys.stdout.write(tail.text)
     sys.stdout.flush()
+
+
+def cmd_deployments_loadtest(args):
+    from jobs import api
+    from storage.entities import to_dict
+
+    job = api.submit_load_test(args.id, {"concurrency": args.concurrency, "requests": args.requests,
+                                         "max_seconds": args.seconds, "slo_p95_ms": args.slo_ms}, dataset=args.dataset)
+    if args.wait:
+        job = _wait([job.id])[0]
+    _emit(args, to_dict(job), lambda: f"job {job.id} (loadtest) {job.status.value}"
+          + (f": {job.message}" if args.wait else f"; follow it with `workbench jobs show {job.id}`"))
+    if args.wait and job.status.value != "succeeded":
+        return 1
 
 
 def _deployment_commands(sub, leaf) -> None:
@@ -679,11 +768,28 @@ def _deployment_commands(sub, leaf) -> None:
     p.add_argument("--cache-size", type=int, default=0, help="predictions kept in memory by text (default 0: none)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu; a GPU-only runtime uses its own)")
     p.add_argument("--threads", type=int, help="CPU threads the model may use (default: the runtime's)")
-    p.add_argument("--replicas", type=int, default=1, help="server processes (only 1 for now)")
+    p.add_argument("--replicas", type=int, default=1, help="server processes: 1 here; for more, export-deployment --replicas N runs them in Kubernetes")
     p.add_argument("--api-key-env", metavar="NAME",
                    help="name of an environment variable holding the API key (several: comma-separated) that "
                         "requests must bear; the key itself never goes on the command line")
     p.add_argument("--name", help="a name for the deployment (default: the alias or the variant's name)")
+    p.add_argument("--canary", metavar="VARIANT_OR_NAME@ALIAS",
+                   help="a second variant served beside the first to a share of users (by X-User-Id)")
+    p.add_argument("--canary-percent", type=float, metavar="P", help="the canary's share of users (default 10)")
+    p.add_argument("--rollback-error-rate-increase", type=float, metavar="X",
+                   help="roll the canary back by itself when its error rate exceeds the stable's by more than X "
+                        "(0.05: five points)")
+    p.add_argument("--rollback-p95-ratio", type=float, metavar="R",
+                   help="roll the canary back by itself when its p95 latency exceeds the stable's times R (1.5)")
+    p.add_argument("--rollback-min-requests", type=int, metavar="N",
+                   help="requests each arm needs in the window before a rollback check (default 50)")
+    p.add_argument("--rollback-window-s", type=float, metavar="S",
+                   help="the recent window the arms are compared over, in seconds (default 300)")
+    p.add_argument("--sample-rate", type=float, default=0.1, metavar="F",
+                   help="fraction of texts sampled for drift monitoring (default 0.1; 0: none)")
+    p.add_argument("--reference-dataset", metavar="DATASET",
+                   help="dataset whose test split drift is measured against (default: the one the variant was "
+                        "fine-tuned or evaluated on)")
     p.add_argument("--wait", type=float, default=120, metavar="S",
                    help="wait up to S seconds until it is ready; exit 1 unless it is (default 120; 0: do not wait)")
     deployments = sub.add_parser("deployments", help="List, stop and read the logs of deployments").add_subparsers(
@@ -694,6 +800,37 @@ def _deployment_commands(sub, leaf) -> None:
     p = leaf(deployments, "logs", cmd_deployments_logs, "Print the end of a deployment's server log")
     p.add_argument("id", help="deployment id")
     p.add_argument("--tail", type=int, default=20_000, metavar="N", help="the last N characters (default 20000)")
+    p = leaf(deployments, "loadtest", cmd_deployments_loadtest,
+             "Queue a load test: throughput and p50/p95/p99 at a sweep of concurrencies (a `loadtest` job)")
+    p.add_argument("id", help="deployment id")
+    p.add_argument("--concurrency", default="1,4,16,32", metavar="C1,C2,...", help="senders per level (default 1,4,16,32)")
+    p.add_argument("--requests", type=int, default=200, metavar="N", help="requests per level at most (default 200)")
+    p.add_argument("--seconds", type=float, default=20, metavar="S", help="time cap per level (default 20)")
+    p.add_argument("--slo-ms", type=float, default=0, metavar="MS", help="a p95 objective the result is checked against")
+    p.add_argument("--dataset", help="texts from this dataset's test split (default: the deployment's reference)")
+    p.add_argument("--wait", action="store_true", help="wait until the job finishes; exit 1 unless it succeeded")
+    p = leaf(deployments, "canary", cmd_deployments_canary, "Change a running deployment's canary share live")
+    p.add_argument("id", help="deployment id")
+    p.add_argument("--percent", type=float, required=True, metavar="P", help="the canary's new share of users")
+    p = leaf(deployments, "promote", cmd_deployments_promote,
+             "Make the canary the stable variant (no restart); a NAME@ALIAS deployment moves the alias to it")
+    p.add_argument("id", help="deployment id")
+    p.add_argument("--force", action="store_true", help="promote even if the canary's variant is degenerate")
+    p = leaf(deployments, "rollback", cmd_deployments_rollback,
+             "Remove the canary: the stable variant serves every user again")
+    p.add_argument("id", help="deployment id")
+    p = leaf(deployments, "drift", cmd_deployments_drift,
+             "Compare a deployment's sampled traffic with a dataset's test split (PSI, chi-square, alarm)")
+    p.add_argument("id", help="deployment id")
+    p.add_argument("--dataset", help="reference dataset (default: chosen at deploy, else the variant's own)")
+    p.add_argument("--window", type=int, default=1000, metavar="N", help="the newest N samples (default 1000)")
+    p.add_argument("--min-samples", type=int, metavar="N", help="fewer samples give no figures (default 50)")
+    p.add_argument("--arm", choices=("stable", "canary"), help="only one arm's samples (a canary deployment)")
+    p.add_argument("--since", metavar="TIME", help="only samples from this UTC time on (ISO, e.g. 2026-05-01T12:00)")
+    p.add_argument("--psi-watch", type=float, metavar="X", help="PSI from which a figure is watched (default 0.1)")
+    p.add_argument("--psi-alarm", type=float, metavar="X", help="PSI from which a figure alarms (default 0.2)")
+    p.add_argument("--chi2-p-alarm", type=float, metavar="P",
+                   help="label-mix chi-square p-value below which it alarms (default 0.01)")
 
 
 # ---- processes ----------------------------------------------------------------------------------------------
@@ -704,7 +841,17 @@ def cmd_worker(args):
     from storage import db
 
     db.upgrade()  # an entry point: a worker started on a new release brings the schema up to it
+    if args.executor:
+        os.environ["WORKBENCH_EXECUTOR"] = args.executor  # the setting, for this worker only
     run_worker(concurrency=args.concurrency, burst=args.burst)
+
+
+def cmd_cluster_status(args):
+    from jobs import api
+    from workbench.cluster_view import cluster_data, cluster_text
+
+    status = api.cluster_status(args.address)
+    _emit(args, cluster_data(status), lambda: cluster_text(status))
 
 
 def cmd_serve(args):
@@ -753,6 +900,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = leaf(sub, "worker", cmd_worker, "Run queued jobs, each in its own child process", json_flag=False)
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     p.add_argument("--concurrency", type=int, default=1, help="jobs run at once")
+    p.add_argument("--executor", help="where jobs run: local (child processes) or ray (Ray tasks on the cluster "
+                                       "at RAY_ADDRESS); default: WORKBENCH_EXECUTOR")
+
+    cluster = sub.add_parser("cluster", help="The Ray cluster jobs run on").add_subparsers(dest="action", required=True)
+    p = leaf(cluster, "status", cmd_cluster_status,
+             "The Ray cluster's nodes, their resources (CPU, GPU, hardware classes) and the jobs running on each")
+    p.add_argument("--address", help="host:port of the cluster's head (default: RAY_ADDRESS)")
 
     database = sub.add_parser("db", help="Manage the database schema").add_subparsers(dest="action", required=True)
     leaf(database, "upgrade", cmd_db_upgrade,
@@ -838,6 +992,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", help="the Space's title (default: model name, variant id, runtime)")
     p.add_argument("--license", default="other", help="license id for the Space metadata (default: other)")
     p.add_argument("--no-check", action="store_true", help="skip loading the exported app once to check it predicts")
+
+    p = leaf(sub, "export-deployment", cmd_export_deployment,
+             "Write a deployment bundle of one variant that runs without the workbench: model files with SHA256SUMS, "
+             "the model server (python -m bundle_server), pinned requirements, Dockerfile, Kubernetes manifests, README")
+    p.add_argument("variant", help="variant id, name, or a registry alias NAME@ALIAS (e.g. minilm-l6@production)")
+    p.add_argument("directory", help="where to write it (new or empty, unless --force)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty directory")
+    p.add_argument("--name", help="name of the Kubernetes objects and the image (default: model name and variant id)")
+    p.add_argument("--replicas", type=int, default=1, help="replicas the Kubernetes Deployment starts with (default 1)")
+    p.add_argument("--max-replicas", type=int, default=4,
+                   help="most replicas the HorizontalPodAutoscaler adds under CPU load (default 4)")
 
     pipelines = sub.add_parser("pipelines", help="Queue a recipe of steps, or re-run a variant's recipe").add_subparsers(
         dest="action", required=True)

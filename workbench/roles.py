@@ -134,6 +134,12 @@ VIEWER_READABLE: dict[str, frozenset[str]] = {
                                     "show_experiment"}),
     # the deployments and their live metrics; deploying, stopping and the servers' logs (paths): editors
     "workbench.tabs.deploy": frozenset({"refresh", "tick"}),
+    "workbench.tabs.deploy_drift": frozenset({"show_drift", "dataset_choices"}),  # figures only, no paths
+    # a deployment's load tests as figures and charts; running one and following its job: editors
+    "workbench.tabs.deploy_loadtest": frozenset({"load_test_view"}),
+    # a canary's arms (figures) and rollout events; deploying, the share, promote and rollback: editors
+    "workbench.tabs.deploy_canary": frozenset({"canary_view", "canary_choices"}),
+    "workbench.tabs.compare_loadtest": frozenset({"load_tests_view"}),
 }
 TAB_TITLES = {"ab": "A/B"}  # module name -> tab title, where .title() is wrong
 

@@ -7,7 +7,7 @@ import json
 from importlib import metadata
 from typing import Any
 
-LIBRARIES = ("torch", "onnxruntime", "onnxruntime-gpu", "transformers", "tensorrt")
+LIBRARIES = ("torch", "onnxruntime", "onnxruntime-gpu", "transformers", "tensorrt", "openvino")
 
 
 def _version(package: str) -> str | None:
@@ -38,4 +38,5 @@ def describe(fp: dict[str, Any]) -> str:
     libs = fp.get("libraries", {})
     where = fp.get("gpu") or f"{fp.get('cpu', '?')} ({fp.get('cpu_count', '?')} cores)"
     flags = " ".join(f for f in fp.get("cpu_flags", []) if f.startswith(("amx", "avx512")))
-    return f"{fp.get('device', '?')}: {where}{' ' + flags if flags else ''}; torch {libs.get('torch', '-')}, ort {libs.get('onnxruntime') or libs.get('onnxruntime-gpu', '-')}"
+    openvino = f", openvino {libs['openvino']}" if libs.get("openvino") else ""
+    return f"{fp.get('device', '?')}: {where}{' ' + flags if flags else ''}; torch {libs.get('torch', '-')}, ort {libs.get('onnxruntime') or libs.get('onnxruntime-gpu', '-')}{openvino}"

@@ -25,21 +25,37 @@ def _own(process: psutil.Process) -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
+def _cpu_of(pids: tuple[int, ...]) -> float:
+    """CPU seconds of these processes (and their reaped children); one that is gone or hidden counts nothing."""
+    total = 0.0
+    for pid in pids:
+        try:
+            total += _own(psutil.Process(pid))
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
+
+
 @dataclass
 class LoadProbe:
-    """Start before the timed calls, `finish()` after: returns the load the cell ran under."""
+    """Start before the timed calls, `finish()` after: returns the load the cell ran under.
+
+    `also`: pids whose CPU is part of what is measured, not "other" load (a load test's model server)."""
+
+    also: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         self._process = psutil.Process()
         self._wall = time.monotonic()
         self._system = psutil.cpu_times()
-        self._self = _own(self._process)
+        self._self = _own(self._process) + _cpu_of(self.also)
 
     def finish(self) -> dict[str, Any]:
         wall = max(time.monotonic() - self._wall, 1e-9)
         system = psutil.cpu_times()
         cpus = psutil.cpu_count() or 1
-        others = max(0.0, (_busy(system) - _busy(self._system)) - (_own(self._process) - self._self))
+        measured = _own(self._process) + _cpu_of(self.also) - self._self
+        others = max(0.0, (_busy(system) - _busy(self._system)) - measured)
         steal = max(0.0, getattr(system, "steal", 0.0) - getattr(self._system, "steal", 0.0))
         return {
             "loadavg_1m": round(os.getloadavg()[0], 2),

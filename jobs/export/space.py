@@ -8,8 +8,9 @@ at the end, and the staged app is loaded and asked for one prediction first, so 
 half-written behind.
 
 Which runtimes can be exported, and what their app installs, is declared in the runtime registry
-(`jobs/runtimes/`): PyTorch and ONNX Runtime variants are exported; the app redoes what the workbench's loader
-does with `workbench.json` (max length, dtype, dynamic int8 at load, pruned heads). TensorRT engines are refused:
+(`jobs/runtimes/`): PyTorch, ONNX Runtime and OpenVINO variants are exported; the app redoes what the workbench's
+loader does with `workbench.json` (max length, dtype, dynamic int8 at load, pruned heads, OpenVINO's inference
+precision). TensorRT engines are refused:
 they are built for one GPU and TensorRT version.
 """
 
@@ -80,6 +81,9 @@ def plan(variant: Variant) -> list[str]:
         raise InvalidInput(f"variant {variant.id} ({runtime.display_name}) has no {' or '.join(runtime.files)}")
     meta = read_variant_meta(source)
     notes = []
+    if variant.runtime == "openvino" and meta.get("inference_precision") == "bf16":
+        notes.append("bf16: app.py runs the fp32 IR with OpenVINO's bf16 inference hint, which needs a CPU with AMX or "
+                     "AVX-512 BF16; on any other CPU it refuses to start (export the fp32 variant for those).")
     if variant.runtime != "pytorch":
         return notes  # what follows is what the app's own PyTorch loader can redo; an ONNX graph holds its steps
     if not (source / "model.safetensors").exists() and not any(source.glob("*.safetensors")):
@@ -287,6 +291,23 @@ def _check_target(target: Path, variant: Variant, force: bool) -> None:
             raise InvalidInput(f"refusing to write over {target}: it holds {p}")
 
 
+def move_into_place(staging: Path, target: Path) -> None:
+    """Rename a finished staging directory (a sibling of `target`) to `target`. An existing `target` (checked by
+    `_check_target`) is renamed aside first and removed only once the new one is in place; if that fails, it is
+    put back. Only `target` itself is ever removed, never anything beside it."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        target.rename(old)
+        try:
+            staging.rename(target)
+        except OSError:
+            old.rename(target)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(target)
+
+
 def export_space(variant_ref: int | str, directory: str | Path, *, force: bool = False, title: str | None = None,
                  license_: str = DEFAULT_LICENSE, check: bool = True) -> SpaceExport:
     variant = catalog.get_variant(variant_ref)
@@ -314,17 +335,7 @@ def export_space(variant_ref: int | str, directory: str | Path, *, force: bool =
         answer = _check_app(staging / "app.py") if check else None
         staging.chmod(0o755)  # mkdtemp made it private; the export is an ordinary directory
         written = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-            target.rename(old)
-            try:
-                staging.rename(target)
-            except OSError:
-                old.rename(target)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(target)
+        move_into_place(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -6,13 +6,14 @@ config are in ./model, nothing is downloaded and no remote code runs. On Hugging
 
 This file is the workbench's template; `export-space` copies it and fills in the constants below. It does what
 the workbench's own loader does with the variant's `workbench.json`: the maximum length, the weights' dtype,
-dynamic int8 quantization at load time, and pruned attention heads.
+dynamic int8 quantization at load time, pruned attention heads, and an OpenVINO variant's inference precision.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ DESCRIPTION = "A text classifier exported by the Transformer Deployment Workbenc
 MODEL_DIR = Path(__file__).resolve().parent / "model"
 META_FILE = "workbench.json"
 ONNX_FILE = "model.onnx"
+OPENVINO_FILE = "openvino_model.xml"
 DEFAULT_MAX_LENGTH = 128
 ENCODER_PATHS = ("bert", "roberta", "electra", "xlm_roberta", "camembert")
 PADDING_OFFSET_MODEL_TYPES = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "mpnet",
@@ -104,6 +106,20 @@ def load_torch_model(model_dir: Path, config: Any, meta: dict[str, Any]) -> Any:
     return model
 
 
+def load_openvino(path: Path, precision: str) -> Any:
+    """An infer request of the OpenVINO IR on the CPU, computing in `precision` (f32 or bf16) as the workbench did;
+    bf16 only where the CPU runs it natively (OpenVINO's own default there is bf16, so f32 is always asked for)."""
+    sys.modules.setdefault("openvino_telemetry", None)  # offline: OpenVINO's usage telemetry stays off
+    import openvino as ov
+
+    core = ov.Core()
+    if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        raise RuntimeError("this variant runs in bf16, which this CPU has no native support for (AMX or AVX-512 "
+                           "BF16); export the workbench's fp32 OpenVINO variant for this machine")
+    compiled = core.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": precision})
+    return compiled.create_infer_request()
+
+
 # ---- the classifier ----------------------------------------------------------------------------------------
 
 
@@ -138,6 +154,10 @@ class Classifier:
             self.input_names = [i.name for i in self._session.get_inputs()]
             self._output = self._session.get_outputs()[0].name
             self.runtime = "onnxruntime"
+        elif (model_dir / OPENVINO_FILE).exists():
+            self._request = load_openvino(model_dir / OPENVINO_FILE, meta.get("inference_precision", "f32"))
+            self.input_names = [port.get_any_name() for port in self._request.model_inputs]
+            self.runtime = "openvino"
         else:
             import torch
 
@@ -149,6 +169,9 @@ class Classifier:
     def _forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         if self.runtime == "onnxruntime":
             return self._session.run([self._output], batch)[0]
+        if self.runtime == "openvino":
+            self._request.infer(batch)
+            return self._request.get_output_tensor(0).data.copy()
         torch = self._torch
         with torch.inference_mode():
             logits = self._model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits

@@ -6,8 +6,10 @@ from jobs.kinds import (  # noqa: F401
     distill,
     evaluate,
     export_onnx,
+    export_openvino,
     finetune,
     inspect,
+    loadtest,
     prune,
     quantize,
 )

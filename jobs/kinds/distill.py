@@ -106,7 +106,7 @@ def build_student(params: DistillParams, teacher: Variant, labels: list[str], ct
 
 
 @register("distill", DistillParams, summary="Distil any variant into a smaller student", needs_dataset=True,
-          output_runtime=takes("distill", ("pytorch", "onnxruntime", "tensorrt"), "pytorch"),
+          output_runtime=takes("distill", ("pytorch", "onnxruntime", "openvino", "tensorrt"), "pytorch"),
           quick_params={"epochs": 2, "max_train_examples": 1024, "max_val_examples": 128},  # as finetune's
           progress_weight=4.0)  # training dominates a pipeline's time
 def run(params: DistillParams, ctx: JobContext) -> JobResult:

@@ -1,4 +1,5 @@
-"""`quantize`: PyTorch dynamic int8, bf16 / fp16 weights, ONNX Runtime dynamic and static (calibrated) int8."""
+"""`quantize`: PyTorch dynamic int8, bf16 / fp16 weights, ONNX Runtime dynamic and static (calibrated) int8, and
+OpenVINO int8 through NNCF post-training quantization (optionally in its accuracy-control mode)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from jobs.runtimes.ort_runtime import ONNX_FILE
 from storage.entities import Variant
 from storage.errors import InvalidInput
 
-Method = Literal["torch-dynamic-int8", "bf16", "fp16", "ort-dynamic-int8", "ort-static-int8"]
+Method = Literal["torch-dynamic-int8", "bf16", "fp16", "ort-dynamic-int8", "ort-static-int8", "nncf-int8"]
 ONNX_METHODS = ("ort-dynamic-int8", "ort-static-int8")
+OPENVINO_METHODS = ("nncf-int8",)
+EXPORT_HINTS = {"onnxruntime": "export it with export-onnx first", "openvino": "export it with export-openvino first"}
 # Nodes whose int8 activations wreck BERT accuracy under static quantization: normalisation statistics, GELU's
 # erf, softmax. Op types for fused graphs; name fragments for the decomposed ops of an unfused export.
 SENSITIVE_OP_TYPES = frozenset({
@@ -34,7 +37,8 @@ VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 @dataclass(frozen=True)
 class QuantizeParams:
     method: Method = field(default="ort-dynamic-int8", metadata={
-        "help": "torch-dynamic-int8 / bf16 / fp16 take a PyTorch variant; ort-* take an ONNX variant"})
+        "help": "torch-dynamic-int8 / bf16 / fp16 take a PyTorch variant; ort-* take an ONNX variant; nncf-int8 "
+                "takes an fp32 OpenVINO variant"})
     per_channel: bool = field(default=False, metadata={"help": "ONNX Runtime: one scale per output channel of each weight"})
     op_types: tuple[str, ...] = field(default=(), metadata={
         "help": "ONNX Runtime: only quantize these op types (comma-separated, e.g. MatMul); empty = the tool's default"})
@@ -42,7 +46,8 @@ class QuantizeParams:
     exclude_nodes: tuple[str, ...] = field(default=(), metadata={"help": "ONNX Runtime: leave these node names in fp32"})
     exclusion_preset: bool = field(default=True, metadata={
         "help": "static int8: keep LayerNorm / GELU / Softmax-type nodes in fp32 (without it accuracy often collapses)"})
-    calibration_examples: int = field(default=128, metadata={"help": "static int8: training examples used to calibrate"})
+    calibration_examples: int = field(default=128, metadata={
+        "help": "static int8 and nncf-int8: training examples used to calibrate"})
     calibration_method: Literal["minmax", "entropy", "percentile"] = field(default="minmax", metadata={
         "help": "static int8: how activation ranges are chosen from the calibration data"})
     activations: Literal["uint8", "int8-symmetric"] = field(default="uint8", metadata={
@@ -50,6 +55,13 @@ class QuantizeParams:
     reduce_range: Literal["auto", "on", "off"] = field(default="auto", metadata={
         "help": "ONNX Runtime: 7-bit weights, which avoid saturating the u8s8 int8 path of x86 CPUs without VNNI "
                 "(AVX2 only); auto = on where this CPU has no AVX-512 VNNI, AVX-VNNI or AMX int8"})
+    accuracy_control: bool = field(default=False, metadata={
+        "help": "nncf-int8: NNCF's accuracy-control mode, which keeps the layers whose int8 costs the most in fp32 "
+                "until the drop on validation examples is at most max_drop_points"})
+    max_drop_points: float = field(default=1.0, metadata={
+        "help": "nncf-int8 accuracy control: the largest drop in quality (points) on the validation examples"})
+    validation_examples: int = field(default=300, metadata={
+        "help": "nncf-int8 accuracy control: validation-split examples the drop is measured on"})
 
     def __post_init__(self) -> None:
         if self.calibration_examples < 1:
@@ -61,6 +73,14 @@ class QuantizeParams:
             onnx_only.append("reduce_range")
         if self.method not in ONNX_METHODS and onnx_only:
             raise ValueError(f"{', '.join(onnx_only)} do not apply to method {self.method}")
+        nncf_only = [n for n in ("accuracy_control", "max_drop_points", "validation_examples")
+                     if getattr(self, n) != type(self).__dataclass_fields__[n].default]
+        if self.method not in OPENVINO_METHODS and nncf_only:
+            raise ValueError(f"{', '.join(nncf_only)} do not apply to method {self.method}")
+        if not 0 < self.max_drop_points <= 100:
+            raise ValueError(f"max_drop_points must be above 0 and at most 100, got {self.max_drop_points}")
+        if self.validation_examples < 1:
+            raise ValueError(f"validation_examples must be at least 1, got {self.validation_examples}")
 
 
 def resolve_reduce_range(setting: str, flags: Iterable[str], activations: str = "uint8") -> tuple[bool, str]:
@@ -119,7 +139,7 @@ def _require(variant: Variant, runtime: str, method: str) -> None:
     meta = read_variant_meta(Path(variant.artifact_dir))
     ok = variant.runtime == runtime and variant.precision == "fp32" and not meta.get("quantization")
     if not ok:
-        hint = "export it with export-onnx first" if runtime == "onnxruntime" else "quantize an fp32 PyTorch variant"
+        hint = EXPORT_HINTS.get(runtime, "quantize an fp32 PyTorch variant")
         raise InvalidInput(f"{method} needs an fp32 {runtime} variant; variant {variant.id} is {variant.runtime} "
                            f"{variant.precision}: {hint}")
 
@@ -206,10 +226,43 @@ def onnx_variant(params: QuantizeParams, variant: Variant, source: Path, out: Pa
     return facts
 
 
+def openvino_variant(params: QuantizeParams, source: Path, out: Path, ctx: JobContext) -> dict[str, Any]:
+    """NNCF int8 of an fp32 OpenVINO variant, calibrated on training texts; with accuracy control, the drop is
+    measured with the model's task metric on validation examples (never the test split evaluations score)."""
+    from jobs.ml import openvino_ir
+    from jobs.runtimes.openvino_runtime import PRECISION_META, OpenVinoPredictor
+    from jobs.tasks import get_task
+    from storage import catalog
+
+    copy_support_files(source, out)
+    dataset = ctx.require_dataset()
+    texts = split_examples(dataset, "train", params.calibration_examples).texts
+    predictor = OpenVinoPredictor(source)
+    control = None
+    if params.accuracy_control:
+        examples = split_examples(dataset, "validation", params.validation_examples)
+        task = get_task(catalog.get_model(ctx.require_variant().model_id).task)  # the quality metric is the task's
+        labels = predictor.labels
+        control = openvino_ir.AccuracyControl(
+            examples.texts, examples.label_ids(labels), params.max_drop_points / 100,
+            lambda gold, predicted: task.metrics(gold, predicted, labels)[task.quality_metric])
+        ctx.progress(0.2, f"NNCF int8 with accuracy control: at most {params.max_drop_points} points on "
+                          f"{len(examples)} validation examples")
+    else:
+        ctx.progress(0.2, f"NNCF int8, calibrating on {len(texts)} training examples")
+    quantized, facts = openvino_ir.nncf_int8(predictor, texts, control)
+    predictor.close()
+    openvino_ir.save_ir(quantized, out)
+    # the parts NNCF leaves in floating point run in f32 (not OpenVINO's bf16 default on AMX CPUs)
+    write_variant_meta(out, inherited_meta(source, quantization=params.method, **{PRECISION_META: "f32"}))
+    ctx.log(f"NNCF: {facts['fake_quantize_ops']} int8 quantization points")
+    return facts
+
+
 def output_runtime(params: QuantizeParams, runtime: str) -> str:
-    wanted = "onnxruntime" if params.method in ONNX_METHODS else "pytorch"
+    wanted = "onnxruntime" if params.method in ONNX_METHODS else "openvino" if params.method in OPENVINO_METHODS else "pytorch"
     if runtime != wanted:
-        hint = "; export it with export-onnx first" if wanted == "onnxruntime" else ""
+        hint = f"; {EXPORT_HINTS[wanted]}" if wanted in EXPORT_HINTS else ""
         raise InvalidInput(f"quantize method {params.method} takes a {wanted} variant, not {runtime}{hint}")
     return runtime
 
@@ -244,7 +297,7 @@ def advice(params: dict[str, Any], hardware: dict[str, Any]) -> list[str]:
     return notes
 
 
-@register("quantize", QuantizeParams, summary="int8 / bf16 / fp16 quantization with PyTorch or ONNX Runtime",
+@register("quantize", QuantizeParams, summary="int8 / bf16 / fp16 quantization with PyTorch, ONNX Runtime or OpenVINO (NNCF)",
           output_runtime=output_runtime, advice=advice, cites_measured_speedups=True)
 def run(params: QuantizeParams, ctx: JobContext) -> JobResult:
     variant = ctx.require_variant()
@@ -259,6 +312,14 @@ def run(params: QuantizeParams, ctx: JobContext) -> JobResult:
         import onnxruntime as ort
 
         ort.InferenceSession(str(out / ONNX_FILE), providers=["CPUExecutionProvider"])
+    elif params.method in OPENVINO_METHODS:
+        _require(variant, "openvino", params.method)
+        facts = openvino_variant(params, source, out, ctx)
+        precision, runtime = "int8", "openvino"
+        ctx.progress(0.9, "loading the quantized IR once")
+        from jobs.runtimes.openvino_runtime import OpenVinoPredictor
+
+        OpenVinoPredictor(out).close()
     else:
         _require(variant, "pytorch", params.method)
         precision, facts = torch_variant(params, source, out, ctx)
@@ -267,5 +328,6 @@ def run(params: QuantizeParams, ctx: JobContext) -> JobResult:
     after = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     facts.update(method=params.method, size_before=before, size_after=after)
     ctx.log(f"{params.method}: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB on disk")
-    return ctx.output_variant(out, runtime=runtime, precision=precision, step=params.method, info={"quantization": facts},
+    step = params.method + ("-accuracy-control" if params.accuracy_control else "")
+    return ctx.output_variant(out, runtime=runtime, precision=precision, step=step, info={"quantization": facts},
                               result=facts)

@@ -8,7 +8,8 @@ from typing import Any
 
 from jobs.runtimes.base import VARIANT_META, read_variant_meta, write_variant_meta
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".data", ".engine", ".pt", ".pth")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".data", ".engine", ".pt", ".pth",
+                   ".xml")  # .xml: an OpenVINO IR's graph (its weights are the .bin beside it)
 
 
 def fresh_dir(path: Path) -> Path:

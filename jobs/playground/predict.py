@@ -8,7 +8,6 @@ Text longer than the model's `max_length` in tokens is truncated and the result 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -17,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from jobs.playground import csv_export
+from jobs.playground.inputs import check_batch, check_text
 from jobs.playground.predictor_cache import CACHE, PredictorCache
-from jobs.runtimes.base import Predictor, softmax
-from storage import settings
+from jobs.runtimes.base import timed_probabilities
 from storage.errors import InvalidInput
 
 TEXT_COLUMNS = ("text", "sentence", "content", "review", "tweet")  # tried in this order for an uploaded CSV
@@ -68,34 +67,7 @@ class BatchPrediction:
         return csv_export.write_frame(self.frame(), path)  # formula-looking cells neutralised (CSV injection)
 
 
-# ---- input checks -------------------------------------------------------------------------------------------
-
-
-def check_text(text: str | None) -> str:
-    if text is not None and not isinstance(text, str):
-        raise InvalidInput(f"a text must be a string, not {type(text).__name__}")
-    text = (text or "").strip()
-    if not text:
-        raise InvalidInput("the text is empty: type a sentence or pick an example")
-    limit = settings.get("WORKBENCH_MAX_TEXT_CHARS")
-    if len(text) > limit:
-        raise InvalidInput(f"the text is {len(text):,} characters; the limit is {limit:,} (WORKBENCH_MAX_TEXT_CHARS)")
-    return text
-
-
-def check_batch(texts: Sequence[str]) -> list[str]:
-    limit = settings.get("WORKBENCH_MAX_BATCH_LINES")
-    if len(texts) > limit:
-        raise InvalidInput(f"{len(texts):,} texts; the limit is {limit:,} per batch (WORKBENCH_MAX_BATCH_LINES)")
-    if not texts:
-        raise InvalidInput("no texts: paste one per line or upload a CSV with a text column")
-    checked = []
-    for i, text in enumerate(texts, 1):
-        try:
-            checked.append(check_text(text))
-        except InvalidInput as exc:
-            raise InvalidInput(f"text {i}: {exc}") from None
-    return checked
+# ---- input checks (check_text, check_batch: in `inputs`, shared with the model server) --------------
 
 
 def split_lines(pasted: str | None) -> list[str]:
@@ -129,15 +101,6 @@ def read_texts_file(path: str | Path, column: str | None = None) -> list[str]:
 
 
 # ---- prediction ---------------------------------------------------------------------------------------------
-
-
-def timed_probabilities(predictor: Predictor, texts: list[str]) -> tuple[np.ndarray, np.ndarray, float]:
-    """Probabilities and the tokens each row used, with the wall time of tokenizing and the forward pass."""
-    start = time.perf_counter()
-    batch = predictor.encode(texts)
-    probs = softmax(predictor.predict_encoded(batch))
-    elapsed_ms = (time.perf_counter() - start) * 1000
-    return probs, batch["attention_mask"].sum(axis=1), elapsed_ms
 
 
 def _prediction(text: str, labels: list[str], probs: np.ndarray, tokens: int, used: int, ms: float) -> Prediction:

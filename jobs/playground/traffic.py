@@ -8,7 +8,6 @@ confidence interval, which stays sensible for small counts and accuracies near 0
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -17,6 +16,7 @@ import numpy as np
 from jobs.ml.data import Examples, split_examples
 from jobs.playground.predict import Prediction, predict_text, predict_texts
 from jobs.playground.predictor_cache import CACHE, PredictorCache
+from jobs.traffic_split import assign_arm, bucket  # noqa: F401 - bucket: this module's API too
 from storage import catalog, traffic
 from storage.entities import Experiment, TrafficRequest
 from storage.errors import InvalidInput
@@ -25,16 +25,6 @@ from storage.orm import utcnow
 ARMS = ("A", "B")
 CONFIDENCE = 0.95
 SIMULATION_SEED = 2026
-
-
-def bucket(user_id: str, salt: str) -> float:
-    """A stable number in [0, 1) for this user in this experiment."""
-    digest = hashlib.sha256(f"{salt}\x00{user_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def assign_arm(user_id: str, split_b_percent: float, salt: str) -> str:
-    return "B" if bucket(user_id, salt) < split_b_percent / 100 else "A"
 
 
 def _check_user(user_id: str | None) -> str:

@@ -103,6 +103,10 @@ def _insert_outputs(session, job, outcome) -> tuple[int | None, dict]:
     evaluation_ids = [catalog.add_evaluation(session=session, **row).id for row in outcome.evaluations]
     if outcome.measurements:
         catalog.add_measurements(outcome.measurements, session=session)
+    if outcome.load_tests:
+        from storage.load_tests import add_load_tests
+
+        add_load_tests(outcome.load_tests, session=session)
     ids: dict = {}
     if len(evaluation_ids) == 1:
         ids["evaluation_id"] = evaluation_ids[0]

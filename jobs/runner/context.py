@@ -35,6 +35,7 @@ class JobResult:
     message: str = "done"  # the job's closing message (e.g. a warning that the model it made is degenerate)
     evaluations: list[dict[str, Any]] = field(default_factory=list)  # fields of `evaluations` rows
     measurements: list[dict[str, Any]] = field(default_factory=list)  # fields of `measurements` rows
+    load_tests: list[dict[str, Any]] = field(default_factory=list)  # fields of `load_tests` rows
 
 
 def config_layers(directory: Path) -> int | None:

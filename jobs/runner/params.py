@@ -8,11 +8,22 @@ the fields for building forms and `--help` text.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from typing import Any, Literal
 
 from storage.errors import InvalidInput
+
+# Keys every job takes, whatever its kind, that the runner reads and the kind never sees (so no kind's params
+# dataclass declares them): `hardware_class`, the custom Ray resource a node must advertise for the job to run
+# there (see jobs/runner/executors/ray.py); `ran_on`, where the job last ran (a record, written by the executor).
+HARDWARE_CLASS = "hardware_class"
+RAN_ON = "ran_on"
+RUNNER_PARAMS = (HARDWARE_CLASS, RAN_ON)
+# a Ray custom resource name, and not one of the resources Ray itself counts
+HARDWARE_CLASS_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,62}")
+RAY_BUILTIN_RESOURCES = {"CPU", "GPU", "memory", "object_store_memory", "accelerator_type"}
 
 
 def _convert(name: str, value: Any, annotation: Any) -> Any:
@@ -58,8 +69,21 @@ def _convert(name: str, value: Any, annotation: Any) -> Any:
     return value
 
 
+def runner_params(raw: dict[str, Any] | None) -> dict[str, Any]:
+    """The runner's own keys in a job's params, checked: what a submit keeps beside the kind's params (`ran_on`
+    is a record of a past run, so it is not carried into a new job)."""
+    value = (raw or {}).get(HARDWARE_CLASS)
+    if value is None or value == "":
+        return {}
+    if not isinstance(value, str) or not HARDWARE_CLASS_PATTERN.fullmatch(value) or value in RAY_BUILTIN_RESOURCES:
+        raise InvalidInput(f"{HARDWARE_CLASS}={value!r} is not a hardware class: use the name of a custom resource "
+                           "the node advertises (letters, digits, _ . -; e.g. avx512 or gpu_a100)")
+    return {HARDWARE_CLASS: value}
+
+
 def parse_params(cls: type, raw: dict[str, Any] | None) -> Any:
-    raw = dict(raw or {})
+    """`raw` as the kind's params dataclass; the runner's own keys (RUNNER_PARAMS) are left out, not refused."""
+    raw = {k: v for k, v in (raw or {}).items() if k not in RUNNER_PARAMS}
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(known))

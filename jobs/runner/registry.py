@@ -51,6 +51,9 @@ class JobKind:
     quick_params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     # its share of a pipeline's time, relative to an ordinary step (1.0), so a progress bar moves evenly
     progress_weight: float = 1.0
+    # check(params) -> raises InvalidInput when the params name something that cannot be used now (a deployment
+    # that is gone, or not on loopback), so the job is refused before anything is queued
+    check: Callable[[Any], None] | None = None
 
     def availability(self) -> tuple[bool, str]:
         return self.available() if self.available else (True, "")
@@ -87,6 +90,7 @@ def register(
     cites_measured_speedups: bool = False,
     quick_params: Mapping[str, Any] | None = None,
     progress_weight: float = 1.0,
+    check: Callable[[Any], None] | None = None,
 ) -> Callable:
     if device not in ("cpu", "cuda", "any"):
         raise ValueError(f"device must be cpu, cuda or any, not {device!r}")
@@ -95,7 +99,7 @@ def register(
         _KINDS.add(name, JobKind(
             name, params_cls, fn, summary, needs_variant, needs_dataset, device, explain, available, output_runtime,
             automatic, tracking=tracking, advice=advice, cites_measured_speedups=cites_measured_speedups,
-            quick_params=MappingProxyType(dict(quick_params or {})), progress_weight=progress_weight,
+            quick_params=MappingProxyType(dict(quick_params or {})), progress_weight=progress_weight, check=check,
         ), fn.__module__)
         return fn
 

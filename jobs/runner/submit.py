@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from jobs.runner.params import parse_params, to_jsonable
+from jobs.runner.params import parse_params, runner_params, to_jsonable
 from jobs.runner.registry import JobKind, get_kind, new_variant_follow_up
 from storage import catalog, queue, settings
 from storage.db import session_scope
@@ -59,10 +59,13 @@ def _checked(kind: JobKind, raw: dict[str, Any] | None, input_runtime: str | Non
     ok, reason = kind.availability()
     if not ok:
         raise InvalidInput(f"{kind.name}: {reason}")
+    if kind.check is not None:
+        kind.check(parsed)
     output = input_runtime
     if kind.output_runtime is not None and input_runtime is not None:
         output = kind.output_runtime(parsed, input_runtime)
-    return to_jsonable(parsed), output
+    # the runner's keys (a hardware class to run on) ride along with the kind's params
+    return {**to_jsonable(parsed), **runner_params(raw)}, output
 
 
 def _device(kind: JobKind, params: dict[str, Any]) -> str:

@@ -49,6 +49,8 @@ class Worker:
         self.stale_after_s = settings.get("WORKBENCH_STALE_AFTER_S")
         self._stop = threading.Event()
         self.info = detect()
+        # the devices it claims jobs for: this machine's, or (Ray) those of the cluster its executor runs jobs on
+        self.devices = self.executor.claimable_devices(self.info["devices"])
         self.tracker = Tracker()  # logs each ended job as an MLflow run, in its own process
 
     # ---- lifecycle ----------------------------------------------------------------------------------------
@@ -78,9 +80,9 @@ class Worker:
         if self.parent_gone():
             return 0
         queue.register_worker(
-            self.id, socket.gethostname(), os.getpid(), self.info["devices"], self.info, self.concurrency
+            self.id, socket.gethostname(), os.getpid(), self.devices, self.info, self.concurrency
         )
-        self._log(f"worker {self.id} started; devices: {', '.join(self.info['devices'])}; concurrency {self.concurrency}")
+        self._log(f"worker {self.id} started; devices: {', '.join(self.devices)}; concurrency {self.concurrency}")
         self._sweep()
         processed = 0
         last_beat = last_sweep = time.monotonic()
@@ -113,7 +115,7 @@ class Worker:
     def _claim(self) -> bool:
         claimed = False
         while len(self.running) < self.concurrency and not self._stop.is_set():
-            job = queue.claim_next(self.id, self.info["devices"])
+            job = queue.claim_next(self.id, self.devices, self.executor.places_hardware_classes)
             if job is None:
                 break
             self._start(job.id)
@@ -190,6 +192,7 @@ class Worker:
             queue.requeue(job_id, self.id, f"worker {self.id} stopped while the job ran ({why}); re-queued")
         self.running.clear()
         self.cancel_sent_at.clear()
+        self.executor.close()
         self.tracker.close()  # let it log the jobs it was given
         queue.worker_stopped(self.id)
         self._log(f"worker {self.id} stopped")

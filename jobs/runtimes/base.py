@@ -10,6 +10,7 @@ playground come from the same code path.
 from __future__ import annotations
 
 import json
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -61,10 +62,38 @@ def capped_max_length(wanted: int | None, config: Any, tokenizer: Any = None) ->
     return min(wanted, limit) if limit else wanted
 
 
+def load_tokenizer(model_dir: Path) -> Any:
+    """The variant's own tokenizer, from its directory only (no download, no remote code)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
+
+
+def unknown_token_rates(tokenizer: Any, texts: Sequence[str]) -> list[float | None]:
+    """Per text, the share of its tokens (special tokens included, before truncation) that are the tokenizer's
+    unknown token: words the model cannot see. None for every text when the tokenizer has no unknown token (so a
+    rate cannot be told: 0 would be a guess). A byte-level BPE has one that it never emits: its 0 is a true 0."""
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    if not isinstance(unknown, int):
+        return [None] * len(texts)
+    ids = tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]
+    return [sum(1 for i in row if i == unknown) / len(row) if row else 0.0 for row in ids]
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def timed_probabilities(predictor: Predictor, texts: list[str]) -> tuple[np.ndarray, np.ndarray, float]:
+    """Probabilities and the tokens each row used, with the wall time of tokenizing and the forward pass
+    (the playground's and the model server's one call; each row padded only to the longest in the batch)."""
+    start = time.perf_counter()
+    batch = predictor.encode(texts)
+    probs = softmax(predictor.predict_encoded(batch))
+    elapsed_ms = (time.perf_counter() - start) * 1000
+    return probs, batch["attention_mask"].sum(axis=1), elapsed_ms
 
 
 class Predictor(ABC):
@@ -74,14 +103,14 @@ class Predictor(ABC):
 
     def __init__(self, model_dir: Path, device: str, labels: list[str], input_names: Sequence[str], max_length: int | None,
                  config: Any = None):
-        from transformers import AutoConfig, AutoTokenizer
+        from transformers import AutoConfig
 
         self.model_dir = Path(model_dir)
         self.device = device
         self.labels = list(labels)
         self.input_names = tuple(input_names)
         meta = read_variant_meta(self.model_dir)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, trust_remote_code=False, local_files_only=True)
+        self.tokenizer = load_tokenizer(self.model_dir)
         if config is None:
             try:
                 config = AutoConfig.from_pretrained(self.model_dir, trust_remote_code=False, local_files_only=True)
@@ -110,6 +139,10 @@ class Predictor(ABC):
         """Tokens each text has before truncation (special tokens included), to show what `max_length` cuts."""
         ids = self.tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]
         return [len(row) for row in ids]
+
+    def unknown_token_rates(self, texts: Sequence[str]) -> list[float | None]:
+        """Share of each text's tokens that are unknown to the tokenizer (None: it cannot tell); see the function."""
+        return unknown_token_rates(self.tokenizer, texts)
 
     def predict_encoded(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         """Logits (float32, [batch, num_labels]) for one encoded batch."""

@@ -12,6 +12,7 @@ no command line (which `ps` shows to every user) and in no record.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,10 +20,11 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import psutil
 
-from jobs.serving import API_KEYS_ENV
+from jobs.serving import ADMIN_TOKEN_ENV, API_KEYS_ENV, rollout
 from storage import deployments as store
 from storage import settings
 from storage.entities import Deployment, LogTail
@@ -59,6 +61,9 @@ class ServerConfig:
     device: str = "cpu"
     threads: int | None = None  # CPU threads the runtime may use; None: its default
     api_key_set: bool = False
+    # the environment variable the key was read from (`--api-key-env`), never the key: a load test finds it there
+    api_key_env: str | None = None
+    sample_rate: float = 0.1  # fraction of texts sampled for drift monitoring (jobs.serving.drift); 0: none
 
     def __post_init__(self):
         def whole(name: str, low: int, high: int) -> None:
@@ -79,13 +84,18 @@ class ServerConfig:
         whole("max_queue", 1, 1_000_000)
         number("timeout_s", 0, 3600, low_open=True)
         whole("cache_size", 0, 10_000_000)
+        number("sample_rate", 0, 1)
         if self.threads is not None:
             whole("threads", 1, 1024)
+        if self.api_key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,199}", str(self.api_key_env)):
+            raise InvalidInput(f"api_key_env must name an environment variable (letters, digits, _), not "
+                               f"{self.api_key_env!r}", inputs=["api_key_env"])
 
     def server_args(self) -> list[str]:
         args = ["--max-batch", str(self.max_batch), "--max-wait-ms", _number(self.max_wait_ms),
                 "--max-queue", str(self.max_queue), "--timeout-s", _number(self.timeout_s),
-                "--cache-size", str(self.cache_size), "--device", self.device]
+                "--cache-size", str(self.cache_size), "--device", self.device,
+                "--sample-rate", _number(self.sample_rate)]
         return args + (["--threads", str(self.threads)] if self.threads else [])
 
 
@@ -99,48 +109,70 @@ def _number(value: float) -> str:
 def deploy(variant_or_alias: int | str, port: int | None = None, max_batch: int = 16, max_wait_ms: float = 5,
            replicas: int = 1, api_key: str | None = None, *, host: str = "127.0.0.1", max_queue: int = 256,
            timeout_s: float = 10, cache_size: int = 0, device: str = "cpu", threads: int | None = None,
-           name: str | None = None, wait_s: float = 0) -> Deployment:
+           name: str | None = None, wait_s: float = 0, sample_rate: float = 0.1,
+           reference_dataset: int | str | None = None, api_key_env: str | None = None,
+           canary: int | str | None = None, **rollout_options: Any) -> Deployment:
     """Start a model server for a variant (an id, a name, or a registry alias `NAME@ALIAS`, resolved now: the
     deployment keeps serving that variant when the alias moves) on `host:port` (a free port when None).
 
-    `api_key`: one key, or several separated by commas, that requests must bear (`Authorization: Bearer KEY`).
+    `api_key`: one key, or several separated by commas, that requests must bear (`Authorization: Bearer KEY`);
+    `api_key_env`: the name of the environment variable it was read from, recorded so a load test can read it too.
     Returns the record as `starting`; with `wait_s`, after waiting up to that long for it to be ready or crash.
+    `sample_rate`: the fraction of texts sampled for drift monitoring; `reference_dataset`: the dataset whose test
+    split the Drift view compares them with (default: the one the variant was fine-tuned or evaluated on).
     """
     from jobs.tracking.variant_refs import parse_alias, resolve_variant
 
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
         raise InvalidInput(f"replicas must be a whole number of at least 1, not {replicas!r}", inputs=["replicas"])
     if replicas > 1:
-        raise InvalidInput("more than one replica is not supported yet: start one deployment per replica, each on "
-                           "its own port", inputs=["replicas"])
+        # several server processes behind one port need a load balancer that keeps canary and admin calls
+        # consistent across them: that is Kubernetes' Service, which the exported bundle targets
+        raise InvalidInput("a local deployment runs one server process: for replicas behind one address, "
+                           "`workbench export-deployment VARIANT DIR --replicas N` writes a Kubernetes Deployment "
+                           "with N replicas, a Service and an autoscaler", inputs=["replicas"])
     keys = _api_keys(api_key)
     # checked before the variant is looked up (which may ask the MLflow registry): a bad number costs nothing
     config = ServerConfig(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue, timeout_s=timeout_s,
-                          cache_size=cache_size, device=device, threads=threads, api_key_set=keys is not None)
+                          cache_size=cache_size, device=device, threads=threads, api_key_set=keys is not None,
+                          sample_rate=sample_rate, api_key_env=api_key_env if keys is not None else None)
+    reference_dataset_id = _reference_dataset_id(reference_dataset)
+    # `canary`: a second variant for a share of users; options: canary_percent, rollback_* (jobs.serving.rollout)
+    policy = rollout.policy_for(canary, rollout_options)
     if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
         raise InvalidInput(f"a port is a whole number from 1 to 65535, not {port!r}", inputs=["port"])
     variant = resolve_variant(variant_or_alias)
     parsed = parse_alias(variant_or_alias) if isinstance(variant_or_alias, str) else None
     alias = f"{parsed[0]}@{parsed[1]}" if parsed else None
     config = replace(config, device=_device_for(variant.runtime, variant.id, device))
+    canary_variant = rollout.resolve_canary(canary, variant) if policy is not None else None
+    if canary_variant is not None:
+        _device_for(canary_variant.runtime, canary_variant.id, config.device)  # both arms run on the same device
     port = _claim_port(host, port)
 
     directory = settings.home() / "deployments"
     directory.mkdir(parents=True, exist_ok=True)
     record = store.create_deployment(
         name=(name or alias or variant.name)[:200], variant_id=variant.id, variant_sha256=variant.sha256, alias=alias,
-        host=host, port=port, config=asdict(config), pid=None, status="starting",
+        host=host, port=port, config={**asdict(config), "reference_dataset_id": reference_dataset_id}, pid=None,
+        status="starting",
         reason="starting the server process", log_path="",
+        **(rollout.record_fields(canary, canary_variant, policy) if canary_variant is not None else {}),
     )
     log_path = directory / f"{record.id}.log"
     command = [sys.executable, "-u", "-m", SERVER_MODULE, "--variant-id", str(variant.id), "--host", host,
-               "--port", str(port), *config.server_args()]
+               "--port", str(port), *config.server_args(), "--deployment-id", str(record.id)]
+    server_env = _server_env(keys)
+    if canary_variant is not None:
+        command += rollout.server_args(canary_variant, policy)
+        server_env.update(rollout.new_admin_token(record.id))
+        rollout.started_event(record)
     try:
         with open(log_path, "ab") as log:
             log.write(f"# deployment {record.id}: {' '.join(command)}\n".encode())
             log.flush()
             process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=_server_env(keys),
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=server_env,
                 start_new_session=True,  # its own session: no terminal's Ctrl-C or hang-up reaches it
             )
     except OSError as exc:
@@ -152,6 +184,15 @@ def deploy(variant_or_alias: int | str, port: int | None = None, max_batch: int 
                                       reason="loading the model")
     assert started is not None
     return wait_ready(started, wait_s) if wait_s > 0 else started
+
+
+def _reference_dataset_id(ref: int | str | None) -> int | None:
+    """The dataset drift is measured against (NotFound for an unknown one); None: chosen later from the records."""
+    if ref is None or (isinstance(ref, str) and not ref.strip()):
+        return None
+    from storage import catalog
+
+    return catalog.get_dataset(ref.strip() if isinstance(ref, str) else ref).id
 
 
 def _api_keys(api_key: str | None) -> str | None:
@@ -215,6 +256,7 @@ def _server_env(keys: str | None) -> dict[str, str]:
     env["WORKBENCH_HOME"] = str(settings.home())
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
     env.pop(API_KEYS_ENV, None)  # keys set in the caller's environment are not this deployment's
+    env.pop(ADMIN_TOKEN_ENV, None)  # nor is an admin token: a deployment with a canary gets its own
     if keys is not None:
         env[API_KEYS_ENV] = keys
     return env

@@ -58,6 +58,29 @@ class ServingMetrics:
         self.variant = Gauge(f"{PREFIX}_variant_info", "The variant this server runs (always 1).",
                              ["variant_id"], registry=registry)
         self.variant.labels(variant_id=str(variant_id)).set(1)
+        # per arm (stable, canary) and the variant it ran then: a promoted canary starts series of its own
+        self.arm_requests = Counter(f"{PREFIX}_arm_requests", "Prediction requests routed to each arm, answered "
+                                    "or not.", ["arm", "variant_id"], registry=registry)
+        self.arm_errors = Counter(f"{PREFIX}_arm_errors", "Prediction requests an arm did not answer, by reason.",
+                                  ["arm", "variant_id", "reason"], registry=registry)
+        self.arm_latency = Histogram(f"{PREFIX}_arm_latency_seconds", "Time from a prediction request's arrival "
+                                     "to its answer, by arm.", ["arm", "variant_id"], buckets=LATENCY_BUCKETS,
+                                     registry=registry)
+        self.canary_percent = Gauge(f"{PREFIX}_canary_percent", "The canary's share of users (0: no canary).",
+                                    registry=registry)
+
+    def arm_request(self, arm: str, variant_id: int, seconds: float, failure: str | None) -> None:
+        labels = {"arm": arm, "variant_id": str(variant_id)}
+        self.arm_requests.labels(**labels).inc()
+        if failure is None:
+            self.arm_latency.labels(**labels).observe(seconds)
+        else:
+            self.arm_errors.labels(**labels, reason=failure).inc()
+
+    def serving(self, old_variant_id: int, new_variant_id: int) -> None:
+        """The stable variant changed (a canary was promoted)."""
+        self.variant.remove(str(old_variant_id))
+        self.variant.labels(variant_id=str(new_variant_id)).set(1)
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         self.requests.labels(route=route, status=str(status)).inc()

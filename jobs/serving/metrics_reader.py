@@ -85,6 +85,11 @@ class ServerMetrics:
     predicted_texts: float = 0.0
     queue_depth: float = 0.0
     taken_at: float = 0.0
+    # per arm of a canary rollout, keyed by (arm, variant id as text): requests routed, errors, latency (seconds)
+    arm_requests: dict[tuple[str, str], float] = field(default_factory=dict)
+    arm_errors: dict[tuple[str, str], float] = field(default_factory=dict)
+    arm_latency: dict[tuple[str, str], Histogram] = field(default_factory=dict)
+    canary_percent: float = 0.0
 
     def request_count(self, route: str | None = PREDICT_ROUTE) -> float:
         """Requests answered on `route` (all routes when None), whatever their status."""
@@ -138,6 +143,9 @@ def parse(text: str, taken_at: float | None = None) -> ServerMetrics:
     errors: dict[tuple[str, str], float] = {}
     latency: dict[str, Histogram] = {}
     histograms: dict[str, Histogram] = {}
+    arm_requests: dict[tuple[str, str], float] = {}
+    arm_errors: dict[tuple[str, str], float] = {}
+    arm_latency: dict[tuple[str, str], Histogram] = {}
     scalars: dict[str, float] = {}
     try:
         families = list(text_string_to_metric_families(text))
@@ -147,6 +155,9 @@ def parse(text: str, taken_at: float | None = None) -> ServerMetrics:
         if not family.name.startswith(PREFIX):
             continue
         name = family.name[len(PREFIX):]
+        if family.type == "histogram" and name == "arm_latency_seconds":
+            arm_latency.update(_arm_histograms(family.samples))
+            continue
         if family.type == "histogram":
             by_route = _histograms(family.samples)
             if name == "request_latency_seconds":
@@ -163,6 +174,10 @@ def parse(text: str, taken_at: float | None = None) -> ServerMetrics:
             elif name == "errors":
                 key = (s.labels.get("route", ""), s.labels.get("reason", ""))
                 errors[key] = errors.get(key, 0.0) + s.value
+            elif name in ("arm_requests", "arm_errors"):
+                counts = arm_requests if name == "arm_requests" else arm_errors
+                key = (s.labels.get("arm", ""), s.labels.get("variant_id", ""))
+                counts[key] = counts.get(key, 0.0) + s.value
             elif not s.labels:
                 scalars[name] = s.value
     return ServerMetrics(
@@ -170,6 +185,8 @@ def parse(text: str, taken_at: float | None = None) -> ServerMetrics:
         queue_time=histograms.get("queue_time_seconds"), cache_hits=scalars.get("cache_hits", 0.0),
         cache_misses=scalars.get("cache_misses", 0.0), predicted_texts=scalars.get("predicted_texts", 0.0),
         queue_depth=scalars.get("queue_depth", 0.0), taken_at=time.time() if taken_at is None else taken_at,
+        arm_requests=arm_requests, arm_errors=arm_errors, arm_latency=arm_latency,
+        canary_percent=scalars.get("canary_percent", 0.0),
     )
 
 
@@ -186,6 +203,21 @@ def _histograms(samples) -> dict[str, Histogram]:
         elif s.name.endswith("_sum"):
             part["sum"] = s.value
     return {route: Histogram(tuple(sorted(p["buckets"])), p["count"], p["sum"]) for route, p in parts.items()}
+
+
+def _arm_histograms(samples) -> dict[tuple[str, str], Histogram]:
+    """(arm, variant id) -> Histogram, from the per-arm latency family's samples."""
+    parts: dict[tuple[str, str], dict] = {}
+    for s in samples:
+        key = (s.labels.get("arm", ""), s.labels.get("variant_id", ""))
+        part = parts.setdefault(key, {"buckets": [], "count": 0.0, "sum": 0.0})
+        if s.name.endswith("_bucket"):
+            part["buckets"].append((float(s.labels["le"]), s.value))
+        elif s.name.endswith("_count"):
+            part["count"] = s.value
+        elif s.name.endswith("_sum"):
+            part["sum"] = s.value
+    return {key: Histogram(tuple(sorted(p["buckets"])), p["count"], p["sum"]) for key, p in parts.items()}
 
 
 def read(url: str, timeout_s: float = READ_TIMEOUT_S) -> ServerMetrics:

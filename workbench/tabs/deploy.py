@@ -13,6 +13,7 @@ from jobs import api
 from storage.errors import WorkbenchError
 from workbench import roles, serving_charts
 from workbench.choices import ref_choices, variant_choices
+from workbench.tabs import deploy_canary, deploy_drift, deploy_export, deploy_loadtest
 from workbench.tabs.jobs import STATUS_COLORS as JOB_COLORS
 from workbench.tabs.predictor import alias_choices, default_variant, keep, values
 from workbench.ui import Refresh, attempt, esc, fail
@@ -48,6 +49,8 @@ def deployments_html(deployments=None, editor: bool = True) -> str:
         url = f"<a href='{esc(d.url)}/docs' target='_blank'>{esc(d.url)}</a>" if d.running else esc(d.url)
         started = (d.started_at or d.created_at).strftime("%Y-%m-%d %H:%M:%S")
         variant = f"#{d.variant_id}" + (f" ({esc(d.alias)})" if d.alias else "")
+        if d.canary_variant_id is not None:  # the rest of the rollout is in the "Canary rollout" section
+            variant += f" + canary #{d.canary_variant_id} at {d.canary_percent:g} %"
         rows.append(
             f"<tr data-deployment-id='{d.id}' data-status='{d.status}'><td>{d.id}</td><td>{esc(d.name)}</td>"
             f"<td>{variant}</td><td><span class='deploy-status' style='color:{color};font-weight:600'>{d.status}"
@@ -190,6 +193,7 @@ def build() -> Refresh:
                               elem_id="deploy-cache")
         button = gr.Button("Deploy", variant="primary", elem_id="deploy-button")
     roles.editor_control(form)
+    deploy_export.build(variant)  # "Ship it": the picked variant as a bundle that runs without the workbench
     status = gr.Markdown(elem_id="deploy-status")
     table = gr.HTML(elem_id="deployments-html")
     with gr.Row():
@@ -198,6 +202,9 @@ def build() -> Refresh:
     roles.editor_control(stop)
     metrics = gr.Markdown(NO_DEPLOYMENT, elem_id="deploy-metrics")
     chart = gr.Plot(label="Live metrics", elem_id="deploy-chart")
+    deploy_drift.build(pick)
+    deploy_loadtest.build(pick)  # latency against throughput of the picked deployment, and a load test to run
+    deploy_canary.build(variant, pick)  # a canary beside the form's variant; the picked deployment's arms
     with gr.Accordion("Server log", open=False) as log_section:
         log = gr.Textbox(label="Log (its end)", lines=12, max_lines=30, autoscroll=True, interactive=False,
                          elem_id="deploy-log")

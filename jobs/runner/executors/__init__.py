@@ -6,7 +6,9 @@ begins a job and returns a `JobHandle` (its `pid` is recorded on the job row, `w
 log); `poll` answers None while the job runs and a `JobEnd` once it has ended; `wait` is `poll` that may block
 for up to a timeout; `drain` hands over new log output, already passed through `strip_ansi`; `cancel` asks the
 job to stop and `kill` forces it (the worker calls it when a cancelled job is still running after its grace
-period, and when it shuts down). Then name it in `EXECUTORS` below ("module:Class", imported only when chosen,
+period, and when it shuts down). Where jobs run on other machines, `claimable_devices` says which devices the
+worker may claim jobs for, `places_hardware_classes` whether it claims jobs that name a hardware class, and
+`close` lets go of the cluster when the worker stops. Then name it in `EXECUTORS` below ("module:Class", imported only when chosen,
 so an executor's dependencies are needed only where it is used). Which one a worker uses is the
 WORKBENCH_EXECUTOR setting (storage/settings.py); the worker loop and the queue do not change.
 """
@@ -24,6 +26,7 @@ from storage.errors import InvalidInput
 # name -> "module:Class"; a string so that choosing "local" never imports what another executor needs
 EXECUTORS: dict[str, str] = {
     "local": "jobs.runner.executors.local:LocalExecutor",
+    "ray": "jobs.runner.executors.ray:RayExecutor",
 }
 
 # Terminal escape sequences that libraries print anyway (colours, hyperlinks, cursor moves): CSI (ESC [ ... final
@@ -66,6 +69,17 @@ Handle = TypeVar("Handle", bound=JobHandle)
 
 class Executor(ABC, Generic[Handle]):
     """Runs jobs for a worker. Called from the worker's loop thread only."""
+
+    # whether it can run a job on a node of the hardware class the job names (params `hardware_class`); a worker
+    # whose executor cannot leaves such jobs in the queue for one that can
+    places_hardware_classes: bool = False
+
+    def claimable_devices(self, local_devices: list[str]) -> list[str]:
+        """The devices of the machines it runs jobs on, which the worker claims jobs for: this machine's here."""
+        return list(local_devices)
+
+    def close(self) -> None:
+        """Called once when the worker stops, after its jobs ended."""
 
     @abstractmethod
     def start(self, job_id: int) -> Handle:

@@ -44,8 +44,7 @@ def _validity(confusion: dict) -> dict | None:
     return {
         "majority_accuracy": gold[majority] / n, "majority_label": str(labels[majority]),
         "accuracy_low": float(low), "accuracy_high": float(high),
-        "per_class_recall": json.dumps({str(lab): (matrix[i][i] / gold[i] if gold[i] else None)
-                                        for i, lab in enumerate(labels)}),
+        "per_class_recall": {str(lab): (matrix[i][i] / gold[i] if gold[i] else None) for i, lab in enumerate(labels)},
         "degenerate": reason is not None, "degenerate_reason": reason,
     }
 
@@ -68,7 +67,9 @@ def upgrade() -> None:
     evaluations = sa.table("evaluations", sa.column("id", sa.Integer), sa.column("confusion", sa.JSON),
                            sa.column("majority_accuracy", sa.Float), sa.column("majority_label", sa.String),
                            sa.column("accuracy_low", sa.Float), sa.column("accuracy_high", sa.Float),
-                           sa.column("per_class_recall", sa.Text), sa.column("degenerate", sa.Boolean),
+                           # JSON, not Text: PostgreSQL refuses a VARCHAR into a json column (SQLite stores the
+                           # same json.dumps text either way)
+                           sa.column("per_class_recall", sa.JSON), sa.column("degenerate", sa.Boolean),
                            sa.column("degenerate_reason", sa.Text))
     for row in bind.execute(sa.select(evaluations.c.id, evaluations.c.confusion)).all():
         confusion = row.confusion if isinstance(row.confusion, dict) else json.loads(row.confusion or "{}")
