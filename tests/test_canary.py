@@ -265,9 +265,14 @@ def test_routing_metrics_feedback_and_promote_moving_the_alias(lab):
     assert event.kind == "promote" and "sentiment@production now points at version 2" in event.message
     from storage.errors import Conflict
 
-    with pytest.raises(Conflict, match="has no canary now"):
+    with pytest.raises(Conflict, match="has no canary now") as refused_rollback:
         api.rollback_canary(deployment.id)
+    # the refusal says how a promote is undone, and that way works: the alias goes back to version 1 (variant a)
+    assert "workbench registry rollback sentiment --alias production" in str(refused_rollback.value)
+    assert "back to version 1" in str(refused_rollback.value)
     api.stop_deployment(deployment.id)
+    run_cli("registry", "rollback", "sentiment", "--alias", "production")
+    assert alias_target("sentiment", "production")[:2] == ("1", a.id)
 
 
 # ---- rollback by hand (the CLI) and by the server itself --------------------------------------------------

@@ -30,6 +30,7 @@ import yaml
 
 from tests.conftest import free_port, run_cli
 from tests.support.browser import wait_until_serving
+from tests.support.processes import Server
 from tests.support.tiny import LABELS
 
 KEY = "ship-it-key"
@@ -50,21 +51,6 @@ class WorkbenchBlocker:
 
 sys.meta_path.insert(0, WorkbenchBlocker())
 '''
-
-
-@dataclass
-class Server:
-    proc: subprocess.Popen
-    url: str
-    log: Path
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(30)
 
 
 @dataclass

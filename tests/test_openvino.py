@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import run_cli
+from tests.support.lab import evaluation_of, produced
 
 pytestmark = pytest.mark.slow
 
@@ -57,18 +58,6 @@ def lab(tmp_path_factory, minilm_dir):
         yield {"api": api, "jobs": {name: api.get_job(job.id) for name, job in jobs.items()}, "original": original,
                "root": root}
         db.dispose_all()
-
-
-def produced(lab, name: str):
-    job = lab["jobs"][name]
-    assert job.status.value == "succeeded", f"{name}: {job.message}\n{lab['api'].job_log(job.id)[-3000:]}"
-    return lab["api"].get_variant(job.produced_variant_id)
-
-
-def evaluation_of(lab, variant):
-    evaluations = lab["api"].variant_detail(variant.id)["evaluations"]
-    assert evaluations, f"variant {variant.id} ({variant.name}) has no evaluation"
-    return evaluations[-1]
 
 
 def test_fp32_ir_answers_what_pytorch_answers_at_any_batch_and_length(lab):

@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import run_cli
 from tests.support.data import write_sentiment_csv
+from tests.support.lab import evaluation_of, produced
 
 pytestmark = pytest.mark.slow
 
@@ -68,18 +69,6 @@ def lab(tmp_path_factory):
         jobs = {name: api.get_job(job.id) for name, job in jobs.items()}
         yield {"api": api, "jobs": jobs, "failing": [api.get_job(j.id) for j in failing], "root": root}
         db.dispose_all()
-
-
-def produced(lab, name: str):
-    job = lab["jobs"][name]
-    assert job.status.value == "succeeded", f"{name}: {job.message}\n{lab['api'].job_log(job.id)[-3000:]}"
-    return lab["api"].get_variant(job.produced_variant_id)
-
-
-def evaluation_of(lab, variant):
-    evaluations = lab["api"].variant_detail(variant.id)["evaluations"]
-    assert evaluations, f"variant {variant.id} ({variant.name}) has no evaluation"
-    return evaluations[-1]
 
 
 def test_every_variant_is_evaluated_and_none_is_left_pending(lab):

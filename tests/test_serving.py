@@ -21,26 +21,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REPO, free_port, wait_for
 from tests.support.browser import wait_until_serving
+from tests.support.processes import Server
 
 KEYS = ("key-one", "key-two")
 AUTH = {"Authorization": f"Bearer {KEYS[1]}"}
 TEXTS = ["what a wonderful day", "the flight was delayed again", "meh", "I would not recommend this",
          "word " * 300]  # the last is longer than the model's 128 tokens: truncated, and said so
-
-
-@dataclass
-class Server:
-    proc: subprocess.Popen
-    url: str
-    log: Path
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(30)
 
 
 @dataclass

@@ -107,7 +107,14 @@ def _with_canary(ref: int | str) -> Deployment:
     if deployment.canary_variant_id is None:
         last = rollouts.list_events(deployment.id, 1)
         why = f" ({last[0].message})" if last and last[0].kind in ("auto_rollback", "rollback", "promote") else ""
-        raise Conflict(f"deployment {deployment.id} has no canary now{why}")
+        undo = ""
+        moved = (last[0].details or {}) if last and last[0].kind == "promote" else {}
+        if moved.get("alias") and moved.get("alias_previous_version"):
+            # a promote is undone in the registry (its history knows the previous version), then redeployed
+            undo = (f"; to undo that promote: `workbench registry rollback {moved['registered_model']} --alias "
+                    f"{moved['alias']}` moves the alias back to version {moved['alias_previous_version']}, then "
+                    f"deploy {deployment.alias} again")
+        raise Conflict(f"deployment {deployment.id} has no canary now{why}{undo}")
     if deployment.status != "ready":
         raise Conflict(f"deployment {deployment.id} is {deployment.status}: its server cannot change its rollout")
     return deployment

@@ -113,19 +113,24 @@ def describe_exit(returncode: int, oom_before: int | None = None, oom_after: int
     return f"job process exited with code {returncode} without recording a result"
 
 
+def spawn_child(job_id: int) -> subprocess.Popen:
+    """The job's own process, its output piped to us. It is given this process's pid to die with (the worker's,
+    or a Ray worker's), so an orphan never runs beside its re-queued copy."""
+    return subprocess.Popen(
+        [sys.executable, "-u", "-m", "jobs.runner.child", str(job_id), str(os.getpid())],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **CHILD_ENV},
+    )
+
+
 class LocalExecutor(Executor[RunningJob]):
     """Each job in a child process of the worker, which it dies with (see jobs.runner.child)."""
 
     def start(self, job_id: int) -> RunningJob:
         oom_at_start = oom_kills()
-        process = subprocess.Popen(
-            # the worker's pid lets the child die with its worker, so an orphan never runs beside its re-queued copy
-            [sys.executable, "-u", "-m", "jobs.runner.child", str(job_id), str(os.getpid())],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **CHILD_ENV},
-        )
+        process = spawn_child(job_id)
         handle = RunningJob(job_id, process, oom_kills_at_start=oom_at_start)
         handle.start_reader()
         return handle

@@ -28,7 +28,6 @@ import logging
 import os
 import socket
 import subprocess
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,12 +36,12 @@ from ray.exceptions import RayError, TaskCancelledError
 
 from jobs.runner.executors import Executor, JobEnd
 from jobs.runner.executors.local import (
-    CHILD_ENV,
     LOG_TAIL_LINES,
     READER_JOIN_S,
     RunningJob,
     describe_exit,
     oom_kills,
+    spawn_child,
 )
 from jobs.runner.params import HARDWARE_CLASS
 from storage import queue, settings
@@ -123,14 +122,8 @@ def run_on_node(job_id: int, worker_id: str) -> dict[str, Any]:
     queue.append_log(job_id, f"[ray] running on node {where['node_id'][:12]} ({where['node_ip']}, "
                              f"{where['hostname']}) in Ray worker process {os.getpid()}\n")
     oom_at_start = oom_kills()
-    process = subprocess.Popen(
-        # the Ray worker's pid: the job process dies with it (ray.cancel(force=True), a lost worker process)
-        [sys.executable, "-u", "-m", "jobs.runner.child", str(job_id), str(os.getpid())],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, **CHILD_ENV},
-    )
+    # it dies with this Ray worker process (ray.cancel(force=True), a lost worker process)
+    process = spawn_child(job_id)
     output = RunningJob(job_id, process)
     output.start_reader()
     try:
