@@ -95,7 +95,8 @@ SETTINGS: dict[str, Setting] = {
                 float),
         Setting("WORKBENCH_MLFLOW", "on", "on: every finished job is an MLflow run (the worker logs it); off: no tracking."),
         Setting("MLFLOW_TRACKING_URI", "",
-                "MLflow tracking and registry store; empty means SQLite at $WORKBENCH_HOME/mlflow.db."),
+                "MLflow tracking and registry store (http://HOST:PORT for a tracking server); empty means SQLite at "
+                "$WORKBENCH_HOME/mlflow.db."),
         Setting(
             "WORKBENCH_PLUGINS",
             "",

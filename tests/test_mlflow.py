@@ -17,6 +17,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port, run_cli, wait_for
+from tests.support.mlflow_checks import (
+    LOAD_WITH_MLFLOW,
+    PYFUNC_TEXTS,
+    assert_answers_like_the_workbench,
+    client,
+    mlflow_user_env,
+    run_of,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -53,21 +61,6 @@ def lab(tmp_path_factory, minilm_dir):
         yield {"api": api, "root": root, "uri": uri, "root_variant": intake.variant, "finetune": finetune,
                "failing": api.get_job(failing.id)}
         db.dispose_all()
-
-
-def client(uri: str):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
-def run_of(uri: str, job_id: int, experiment: str):
-    c = client(uri)
-    exp = c.get_experiment_by_name(experiment)
-    assert exp is not None, f"no experiment {experiment!r} in {uri}"
-    runs = c.search_runs([exp.experiment_id], filter_string=f"tags.`workbench.job_id` = '{job_id}'")
-    assert len(runs) == 1, f"job {job_id}: {len(runs)} runs in {experiment!r}"
-    return runs[0]
 
 
 def test_the_default_store_is_sqlite_in_the_data_directory(lab):
@@ -214,49 +207,6 @@ def test_registry_cli(lab):
 
 
 # ---- a registered version is a real MLflow model ------------------------------------------------------------------
-
-PYFUNC_TEXTS = ["what a wonderful day", "this was awful and boring", "it arrived on time", "meh"]
-
-# run in a fresh process that knows nothing of the workbench but the tracking URI: what another MLflow user would do
-LOAD_WITH_MLFLOW = """
-import json, sys
-from pathlib import Path
-import mlflow.pyfunc, pandas as pd
-from mlflow.artifacts import download_artifacts
-
-name, aliases, texts = sys.argv[1], sys.argv[2].split(","), json.loads(sys.argv[3])
-answers = {}
-for alias in aliases:
-    uri = f"models:/{name}@{alias}"
-    model = mlflow.pyfunc.load_model(uri)
-    local = Path(download_artifacts(uri))
-    answers[alias] = {
-        "frame": model.predict(pd.DataFrame({"text": texts})).to_dict(orient="records"),
-        "mapping": model.predict({"text": texts}).to_dict(orient="records"),
-        "signature": model.metadata.signature.to_dict() if model.metadata.signature else None,
-        "input_example": model.metadata.saved_input_example_info,
-        # a local store's model is loaded in place, so Python may have cached the entry file's bytecode there
-        "files": sorted(p.relative_to(local).as_posix() for p in local.rglob("*")
-                        if p.is_file() and "__pycache__" not in p.parts),
-    }
-print(json.dumps(answers))
-"""
-
-
-def mlflow_user_env(uri: str) -> dict[str, str]:
-    """Only the tracking URI (no WORKBENCH_HOME, no database); PATH to find the tools, telemetry off (no network)."""
-    return {"PATH": os.environ["PATH"], "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true"}
-
-
-def assert_answers_like_the_workbench(api, variant_id: int, rows: list[dict], texts: list[str]) -> None:
-    assert len(rows) == len(texts)
-    for row, text in zip(rows, texts, strict=True):
-        expected = api.predict(variant_id, text)
-        assert row["label"] == expected.label, text
-        assert row["confidence"] == pytest.approx(expected.confidence, abs=1e-5)
-        assert {k: v for k, v in row.items() if k.startswith("p_")} == pytest.approx(
-            {f"p_{label}": p for label, p in expected.probabilities.items()}, abs=1e-5)
-
 
 @pytest.fixture(scope="module")
 def pyfunc_versions(lab):

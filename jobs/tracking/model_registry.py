@@ -164,11 +164,14 @@ def register_variant(variant_ref: int | str, name: str | None = None) -> dict[st
             run_id = None
     tags[f"{TAG}variant_artifact_dir"] = Path(variant.artifact_dir).as_uri()
     logged = _log_pyfunc_model(client, variant, model.name, run_id, tags)
-    # The logged model's own location, not `models:/<id>`, and its id only with a run: MLflow's registry store looks
-    # a `models:/` source (and a model id without a run) up through the process-wide tracking URI, not this client's
+    # The logged model's own location, not `models:/<id>`, and its id only with a run: a registry store this process
+    # writes looks a `models:/` source (and a model id without a run) up through the process-wide tracking URI, not
+    # this client's. A tracking server looks it up in its own store, and needs the id to accept the location (its
+    # `mlflow-artifacts:/` source must lie under a run's or the logged model's artifacts)
+    with_id = run_id is not None or tracking.is_server(tracking.tracking_uri())
     try:
         mv = client.create_model_version(name, logged.artifact_location, run_id=run_id, tags=tags,
-                                         description=variant.name, model_id=logged.model_id if run_id else None)
+                                         description=variant.name, model_id=logged.model_id if with_id else None)
     except BaseException:
         client.delete_logged_model(logged.model_id)  # no copy of the variant left behind without its version
         raise

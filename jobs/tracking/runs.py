@@ -1,8 +1,9 @@
 """MLflow tracking: every finished job is an MLflow run (params, metrics, tags, small JSON artifacts).
 
 The store is SQLite at `$WORKBENCH_HOME/mlflow.db` with artifacts under `$WORKBENCH_HOME/mlartifacts`, so
-`mlflow ui --backend-store-uri sqlite:///…/mlflow.db` shows it; `MLFLOW_TRACKING_URI` points it elsewhere and
-`WORKBENCH_MLFLOW=off` turns tracking off.
+`mlflow ui --backend-store-uri sqlite:///…/mlflow.db` shows it; `MLFLOW_TRACKING_URI` points it elsewhere (a
+tracking server, `http://HOST:PORT`, keeps the runs, their artifacts and the registry itself and serves its own UI)
+and `WORKBENCH_MLFLOW=off` turns tracking off.
 
 Who logs: importing MLflow and opening its store costs about 2 s of CPU, too much to add to every job process.
 So the worker starts one tracker process (`python -m jobs.tracking.runs`, see `Tracker`) beside its jobs and hands it
@@ -71,9 +72,11 @@ def artifact_root() -> Path:
 
 
 def ui_command(uri: str | None = None) -> str:
+    """How to browse the store: a tracking server serves its own UI at its address (open it in a browser); a
+    store written directly (SQLite, a database) needs `mlflow ui` started on it."""
     uri = uri or tracking_uri()
-    if uri.startswith(("http://", "https://")):
-        return f"open {uri}"
+    if uri.lower().startswith(("http://", "https://")):
+        return uri
     return f"mlflow ui --backend-store-uri {uri}"
 
 
