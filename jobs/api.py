@@ -10,9 +10,11 @@ from jobs.decisions.compare import (
     Decision,
     Point,
     build_comparison,
+    cell_label,
     decide,
     display_rows,
     focus_variants,
+    length_label,
 )
 from jobs.intake.builtin import BUILTIN_DATASETS, BUILTIN_MODELS
 from jobs.intake.datasets import DatasetRequest, add_dataset, load_split, split_class_counts
@@ -46,6 +48,8 @@ __all__ = [
     "Point",
     "decide",
     "display_rows",
+    "cell_label",
+    "length_label",
     "focus_variants",
     "NEWEST_PER_VARIANT",
     "parse_steps",

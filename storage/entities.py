@@ -201,6 +201,7 @@ class Measurement:
     samples_ms: list[float] | None = None
     load: dict[str, Any] = field(default_factory=dict)
     rough: bool = False
+    traffic: dict[str, Any] | None = None  # real-traffic cell (seq_len 0): its length distribution; None = grid cell
 
 
 @dataclass(frozen=True)

@@ -192,6 +192,8 @@ class SqlMeasurement(Base):
     # the machine's load while the cell ran: {"loadavg_1m", "other_cpu_fraction", "steal_fraction", "cpus"}
     load: Mapped[dict[str, Any]] = mapped_column(default=dict)
     rough: Mapped[bool] = mapped_column(Boolean, default=False)  # a quick-trial cell: shown, never used as advice
+    # a real-traffic cell's inputs (seq_len 0): token-length quantiles, padding waste, bucketing; None on a grid cell
+    traffic: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     fingerprint: Mapped[dict[str, Any]] = mapped_column(default=dict)
     fingerprint_hash: Mapped[str] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -430,7 +430,7 @@ def cmd_report(args):
     if not comparison.rows:
         raise InvalidInput("no measurements to report: run a benchmark job first")
     cells = sorted({(r["batch_size"], r["seq_len"]) for r in comparison.rows})
-    batch, seq = (args.batch, args.seq) if args.batch and args.seq else cells[0]
+    batch, seq = (args.batch, args.seq) if args.batch and args.seq is not None else cells[0]
     decision = api.decide(comparison.rows, batch, seq, args.baseline, args.slo_ms, args.max_drop, args.price_per_hour or 0.0)
     settings = ReportSettings(slo_ms=args.slo_ms, max_drop_points=args.max_drop, price_per_hour=args.price_per_hour or 0.0)
     paths = build_report(comparison, decision, settings).write(Path(args.out))
@@ -438,7 +438,7 @@ def cmd_report(args):
             "sweet_spot": decision.sweet.label if decision.sweet else None}
     _emit(args, data, lambda: "\n".join(
         [f"wrote {p}" for p in paths] + [f"fingerprint {comparison.fingerprint.description}", comparison.note,
-                                         f"sweet spot at batch {batch} x {seq}: {data['sweet_spot'] or 'none meets the SLO and tolerance'}"]
+                                         f"sweet spot at {api.cell_label(batch, seq)}: {data['sweet_spot'] or 'none meets the SLO and tolerance'}"]
     ).strip())
 
 
@@ -971,7 +971,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="only measurements made with this dataset's texts")
     p.add_argument("--fingerprint", help="hardware/library fingerprint to report (default: the newest)")
     p.add_argument("--batch", type=int, help="batch size of the decision charts (default: the smallest measured)")
-    p.add_argument("--seq", type=int, help="sequence length of the decision charts")
+    p.add_argument("--seq", type=int, help="sequence length of the decision charts (0: the real-traffic cells)")
     p.add_argument("--baseline", type=int, help="variant id the speedups are relative to (default: the slowest)")
     p.add_argument("--slo-ms", type=float, help="p95 latency SLO for the sweet spot")
     p.add_argument("--max-drop", type=float, default=1.0, help="accuracy points the sweet spot may lose vs the baseline")

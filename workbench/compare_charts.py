@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import plotly.graph_objects as go
 
-from jobs.api import Point
+from jobs.api import Point, cell_label, length_label
 
 LAYOUT = dict(height=380, margin=dict(l=50, r=20, t=50, b=45), legend=dict(orientation="h", y=-0.2))
 LABEL_EVERY_POINT_UP_TO = 6  # more points than this: only the key ones are labelled on the chart; hover shows all
@@ -26,7 +26,7 @@ def latency_vs_batch(rows: Sequence[dict[str, Any]], seq_len: int) -> go.Figure:
                             mode="lines+markers" if len(cells) > 1 else "markers",
                             error_y=dict(type="data", symmetric=False, array=[r["p95_ms"] - r["p50_ms"] for r in cells]))
     axis = dict(xaxis_type="log", xaxis_tickvals=batches) if len(batches) > 1 else dict(xaxis_type="category")
-    fig.update_layout(title=f"p50 latency vs batch size (seq {seq_len}; bars up to p95)", xaxis_title="batch size",
+    fig.update_layout(title=f"p50 latency vs batch size ({length_label(seq_len, tokens=True)}; bars up to p95)", xaxis_title="batch size",
                       yaxis_title="ms", **axis, **LAYOUT)
     return fig
 
@@ -35,7 +35,7 @@ def throughput(rows: Sequence[dict[str, Any]], batch_size: int, seq_len: int) ->
     cells = sorted((r for r in rows if r["batch_size"] == batch_size and r["seq_len"] == seq_len),
                    key=lambda r: -r["throughput_sps"])
     fig = go.Figure(go.Bar(x=[r["label"] for r in cells], y=[r["throughput_sps"] for r in cells], marker_color="#4C78A8"))
-    fig.update_layout(title=f"Throughput at batch {batch_size} x {seq_len} tokens", yaxis_title="samples / s", **LAYOUT)
+    fig.update_layout(title=f"Throughput at {cell_label(batch_size, seq_len, tokens=True)}", yaxis_title="samples / s", **LAYOUT)
     return fig
 
 
@@ -86,7 +86,7 @@ def memory_and_size(rows: Sequence[dict[str, Any]], batch_size: int, seq_len: in
     fig.add_bar(x=labels, y=[r["size_mb"] for r in cells], name="size on disk (MB)", marker_color="#F58518")
     if any(r["gpu_peak_mb"] for r in cells):
         fig.add_bar(x=labels, y=[r["gpu_peak_mb"] for r in cells], name="GPU peak (MB)", marker_color="#54A24B")
-    fig.update_layout(title=f"Memory and size (batch {batch_size} x {seq_len})", barmode="group", yaxis_title="MB", **LAYOUT)
+    fig.update_layout(title=f"Memory and size ({cell_label(batch_size, seq_len)})", barmode="group", yaxis_title="MB", **LAYOUT)
     return fig
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from jobs.api import cell_label
 from workbench.ui import esc
 
 SWEET_SPOT = "★"
@@ -91,7 +92,7 @@ def wizard_summary(outcome) -> str:
                     "its baseline to compare.")
         return "This run made no variant."
     if outcome.recommended_id is None:
-        return (f"Could not decide at batch {decision.batch_size} x {decision.seq_len}: {outcome.undecided}. "
+        return (f"Could not decide at {cell_label(decision.batch_size, decision.seq_len)}: {outcome.undecided}. "
                 "Re-measure (a full benchmark of the same variants) when the machine is quiet, or change the recipe.")
     return recommendation_sentence(decision, decision.sweet, outcome.goal, outcome.speedup_goal, outcome.misses_slo)
 
@@ -99,7 +100,7 @@ def wizard_summary(outcome) -> str:
 def recommendation_sentence(decision, rec, goal, speedup_goal: str | None, misses_slo: bool) -> str:
     """'Recommended: ...': the variant `rec` against the decision's baseline, and how it meets the goal."""
     base = decision.baseline
-    cell = f"batch {decision.batch_size} x {decision.seq_len}"
+    cell = cell_label(decision.batch_size, decision.seq_len)
     if rec is None or base is None:
         return f"No variant at {cell} has an accuracy to compare: see the evaluations in the Variants tab."
     interval = decision.ratios[rec.variant_id]

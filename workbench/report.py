@@ -97,7 +97,8 @@ def settings_rows(comparison: Comparison, decision: Decision, settings: ReportSe
              "column assumes the machine runs flat out at the measured throughput)"
              if settings.price_per_hour else "not given: no costs")
     rows = [
-        ("cell (batch x sequence length)", f"{decision.batch_size} x {decision.seq_len} tokens"),
+        ("cell (batch x sequence length)",
+         f"{decision.batch_size} x {api.length_label(decision.seq_len, tokens=True)}"),
         ("baseline (speedups relative to it)", baseline.label if baseline is not None else "none measured"),
         ("p95 latency SLO", f"{settings.slo_ms:g} ms" if settings.slo_ms else "none"),
         ("max accuracy drop vs the baseline",
@@ -118,7 +119,7 @@ def build_report(comparison: Comparison, decision: Decision, settings: ReportSet
         parts.append(fig.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False,
                                  div_id=f"chart-{i}", config={"displaylogo": False}))
     sweet = decision.sweet
-    summary = (f"Sweet spot at batch {decision.batch_size} x {decision.seq_len}: <b>{html.escape(sweet.label)}</b>, "
+    summary = (f"Sweet spot at {api.cell_label(decision.batch_size, decision.seq_len)}: <b>{html.escape(sweet.label)}</b>, "
                f"p95 {sweet.latency_ms:.2f} ms, accuracy {sweet.accuracy:.2%}" if sweet else
                html.escape(decision.undecided or "No variant meets the latency SLO and the accuracy tolerance."))
     fp = comparison.fingerprint
@@ -131,7 +132,7 @@ Results from other fingerprints are not included.</p>
 <p class="note">{html.escape(comparison.note)}</p>
 <p>{summary}</p>
 <h2>Settings</h2>{html_table(settings_rows(comparison, decision, settings))}
-<h2>Decision at batch {decision.batch_size} x {decision.seq_len}</h2>{html_table(decision_table(decision, settings.currency))}
+<h2>Decision at {api.cell_label(decision.batch_size, decision.seq_len)}</h2>{html_table(decision_table(decision, settings.currency))}
 {''.join(parts)}
 <h2>Measurements</h2>{html_table(api.display_rows(comparison.rows))}
 </body></html>"""

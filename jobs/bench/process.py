@@ -8,7 +8,9 @@ library prints is passed through to the job log.
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import resource
 import subprocess
@@ -45,11 +47,16 @@ def serve(artifact_dir: str, runtime: str, device: str, threads: int, texts_file
         command = json.loads(line)
         if command.get("quit"):
             break
-        batch, seq = command["batch_size"], command["seq_len"]
-        rows = [texts[i % len(texts)] for i in range(batch)]
+        batch, traffic = command["batch_size"], None
         try:
-            encoded = predictor.encode(rows, max_length=seq, pad_to_max=True)  # real texts padded or cut to `seq`
-        except ValueError as exc:  # `seq` is longer than this model's positions
+            rule = StopRule(**command["rule"])
+            if command.get("traffic"):
+                batches, rule, traffic = real_traffic_batches(predictor, texts, batch, command["traffic"], rule)
+            else:
+                rows = [texts[i % len(texts)] for i in range(batch)]
+                # real texts padded or cut to `seq`
+                batches = [predictor.encode(rows, max_length=command["seq_len"], pad_to_max=True)]
+        except ValueError as exc:  # a length longer than this model's positions, a bad rule
             _send({"error": str(exc)})
             continue
         if cuda:
@@ -57,18 +64,53 @@ def serve(artifact_dir: str, runtime: str, device: str, threads: int, texts_file
 
             torch.cuda.reset_peak_memory_stats()
         probe = LoadProbe()
+        if len(batches) == 1:  # a grid cell: the same batch every call
+            call = lambda encoded=batches[0]: predictor.predict_encoded(encoded)  # noqa: E731
+        else:  # real traffic: one batch per timed call, in a fixed cycle
+            served = itertools.cycle(batches)
+            call = lambda served=served: predictor.predict_encoded(next(served))  # noqa: E731
         try:
-            timing = measure(lambda batch=encoded: predictor.predict_encoded(batch), StopRule(**command["rule"]))
+            timing = measure(call, rule)
         except Exception as exc:  # e.g. a TensorRT profile too small for this cell
             _send({"error": f"{type(exc).__name__}: {exc}"})
             continue
         reply = {"samples_ms": timing.samples_ms, "stable": timing.stable, "spread": timing.spread,
-                 "stopped_by": timing.stopped_by, "peak_rss_bytes": _peak_rss_bytes(), "load": probe.finish()}
+                 "stopped_by": timing.stopped_by, "peak_rss_bytes": _peak_rss_bytes(), "load": probe.finish(),
+                 "traffic": traffic}
         if cuda:
             import torch
 
             reply["gpu_peak_bytes"] = int(torch.cuda.max_memory_allocated())
         _send(reply)
+
+
+def real_traffic_batches(predictor: Any, texts: list[str], batch_size: int, spec: dict[str, Any], rule: Any):
+    """The encoded batches of one real-traffic cell (each padded to its longest text), the stop rule fitted to
+    them, and the cell's length distribution.
+
+    The rule's window is rounded up to whole passes over the batches, so every window sees the same mix of lengths
+    and consecutive windows' medians can agree; the warm-up runs every batch shape once (a runtime may prepare
+    per shape on first sight)."""
+    from dataclasses import replace
+
+    from jobs.bench.traffic import TrafficSpec, distribution, form_batches
+
+    spec_ = TrafficSpec(**spec)
+    served = texts[: spec_.texts]
+    max_length = spec_.max_length or predictor.max_length
+    untruncated = predictor.token_counts(served)
+    lengths = [min(n, max_length) for n in untruncated]  # truncation keeps the special tokens within max_length
+    groups = form_batches(lengths, batch_size, spec_.bucketing)
+    batches = [predictor.encode([served[i] for i in group], max_length=max_length) for group in groups]
+    seen = [int(n) for b in batches for n in b["attention_mask"].sum(axis=1)]
+    if sorted(seen) != sorted(lengths):  # the tokenizer is the truth; a mismatch would make the record lie
+        raise ValueError("the tokenized batches do not have the token lengths counted for them")
+    window = len(batches) * math.ceil(rule.window / len(batches))
+    fitted = replace(rule, window=window, warmup=max(rule.warmup, len(batches)),
+                     max_samples=max(rule.max_samples, rule.windows * window, rule.min_samples))
+    widths = [int(b["attention_mask"].shape[1]) for b in batches]
+    record = distribution(lengths, untruncated, widths, [len(g) for g in groups], spec_, max_length)
+    return batches, fitted, record
 
 
 class BenchProcess:
@@ -92,9 +134,12 @@ class BenchProcess:
             self.log(f"[variant {self.variant.id}] {line.rstrip()}")
         raise RuntimeError(f"the benchmark process of variant {self.variant.id} exited with {self.proc.wait()}")
 
-    def run(self, batch_size: int, seq_len: int, rule: dict[str, Any]) -> dict[str, Any]:
+    def run(self, batch_size: int, seq_len: int, rule: dict[str, Any],
+            traffic: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One cell: a grid cell (`seq_len` tokens), or with `traffic` (a TrafficSpec as a dict) real traffic."""
         assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"batch_size": batch_size, "seq_len": seq_len, "rule": rule}) + "\n")
+        command = {"batch_size": batch_size, "seq_len": seq_len, "rule": rule, "traffic": traffic}
+        self.proc.stdin.write(json.dumps(command) + "\n")
         self.proc.stdin.flush()
         return self._reply()
 

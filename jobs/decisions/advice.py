@@ -57,6 +57,7 @@ def _measured_speedups(fingerprint_hash: str, batch_size: int = 1) -> dict[str, 
     variants = {v.id: v for v in catalog.list_variants()}
     by_job: dict[int | None, dict[tuple[int, int], Any]] = {}
     for m in rows:  # oldest first: within a job, the last row of a cell wins
+        # a real-traffic row has seq_len 0 (jobs.bench.traffic), so it only pairs with real traffic of the same job
         by_job.setdefault(m.job_id, {})[(m.variant_id, m.seq_len)] = m
 
     def fp32_ancestor(cells: dict[tuple[int, int], Any], variant_id: int, seq: int):

@@ -34,6 +34,25 @@ class Point:
     accuracy_low: float | None = None
     accuracy_high: float | None = None
     rough: bool = False
+    traffic: str | None = None  # None: a grid cell; else what real traffic it served (jobs.bench.traffic.describe)
+
+
+REAL_TRAFFIC_LABEL = "real traffic (test split)"
+
+
+def length_label(seq_len: int, tokens: bool = False) -> str:
+    """A cell's length as people read it: '128' ('128 tokens' with `tokens`), or 'real traffic (test split)' for a
+    real-traffic cell (seq_len 0), which has no one length."""
+    from jobs.bench.traffic import REAL_TRAFFIC_SEQ
+
+    if seq_len == REAL_TRAFFIC_SEQ:
+        return REAL_TRAFFIC_LABEL
+    return f"{seq_len} tokens" if tokens else str(seq_len)
+
+
+def cell_label(batch_size: int, seq_len: int, tokens: bool = False) -> str:
+    """'batch 16 x 128' or 'batch 16 x real traffic (test split)'."""
+    return f"batch {batch_size} x {length_label(seq_len, tokens)}"
 
 
 @dataclass(frozen=True)
@@ -69,6 +88,9 @@ def cell_problems(p: Point, rules: Rules) -> list[str]:
 def not_comparable(baseline: Point, candidate: Point, rules: Rules) -> str | None:
     """The reason two cells cannot be compared, or None when they can (same job, both trustworthy)."""
     reasons = []
+    if baseline.traffic != candidate.traffic:  # a padded grid batch and real traffic are different workloads
+        reasons.append(f"different inputs ({baseline.traffic or 'a fixed-length grid cell'} vs "
+                       f"{candidate.traffic or 'a fixed-length grid cell'})")
     if baseline.job_id != candidate.job_id:
         reasons.append(f"different runs (job {baseline.job_id} and job {candidate.job_id})")
     if baseline.variant_id != candidate.variant_id:
@@ -110,6 +132,9 @@ def speedup(baseline: Point, candidate: Point) -> dict[str, float]:
     """p50 ratio with its bootstrap 95 % interval from the raw samples, and the sample counts behind it."""
     if not baseline.samples_ms or not candidate.samples_ms:
         raise ValueError("a speedup interval needs the raw samples of both cells")
+    if baseline.traffic != candidate.traffic:
+        raise ValueError("no speedup between a grid cell and a real-traffic cell, or between different traffic: "
+                         f"{baseline.traffic or 'grid'} vs {candidate.traffic or 'grid'}")
     ratio, low, high = speedup_interval(baseline.samples_ms, candidate.samples_ms)
     return {"speedup": ratio, "low": low, "high": high, "n_baseline": len(baseline.samples_ms),
             "n_candidate": len(candidate.samples_ms)}
@@ -243,7 +268,7 @@ def build_comparison(dataset_id: int | None = None, fingerprint_hash: str | None
             "load_time_s": m.load_time_s, "threads": m.threads, "stable": m.stable, "spread": m.spread,
             "other_cpu_fraction": m.load.get("other_cpu_fraction"), "steal_fraction": m.load.get("steal_fraction"),
             "loadavg_1m": m.load.get("loadavg_1m"), "rough": m.rough, "device": m.device, "job_id": m.job_id,
-            "samples_ms": m.samples_ms,
+            "samples_ms": m.samples_ms, "traffic": m.traffic,
             "fingerprint": chosen.hash, "measured_at": m.created_at.isoformat(timespec="seconds"),
         })
     return Comparison(fingerprints, chosen, rows, " ".join(notes), runs, shown)
@@ -253,11 +278,15 @@ DISPLAY_HIDDEN = ("samples_ms",)  # per-call timings: kept for intervals, too lo
 
 
 def display_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows for tables and exports, without the raw per-call samples."""
-    return [{k: v for k, v in r.items() if k not in DISPLAY_HIDDEN} for r in rows]
+    """Rows for tables and exports, without the raw per-call samples; real traffic's record as one line."""
+    from jobs.bench.traffic import summary
+
+    return [{k: summary(v) if k == "traffic" else v for k, v in r.items() if k not in DISPLAY_HIDDEN} for r in rows]
 
 
 def cell_points(rows: Sequence[dict[str, Any]], batch_size: int, seq_len: int) -> list[Point]:
+    from jobs.bench.traffic import describe as describe_traffic
+
     def point(r: dict[str, Any]) -> Point:
         samples = r.get("samples_ms")
         return Point(
@@ -266,7 +295,8 @@ def cell_points(rows: Sequence[dict[str, Any]], batch_size: int, seq_len: int) -
             spread=r.get("spread"), other_cpu_fraction=r.get("other_cpu_fraction"),
             steal_fraction=r.get("steal_fraction"), samples_ms=tuple(samples) if samples else None,
             degenerate=bool(r.get("degenerate")), degenerate_reason=r.get("degenerate_reason"),
-            accuracy_low=r.get("accuracy_low"), accuracy_high=r.get("accuracy_high"), rough=bool(r.get("rough")))
+            accuracy_low=r.get("accuracy_low"), accuracy_high=r.get("accuracy_high"), rough=bool(r.get("rough")),
+            traffic=describe_traffic(r.get("traffic")))
 
     return [point(r) for r in rows if r["batch_size"] == batch_size and r["seq_len"] == seq_len]
 

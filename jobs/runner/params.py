@@ -41,6 +41,8 @@ def _convert(name: str, value: Any, annotation: Any) -> Any:
     if origin in (tuple, list):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]  # `--param batch_sizes=16`: the CLI reads a lone number as JSON, a one-item list is meant
         if not isinstance(value, (list, tuple)):
             raise InvalidInput(f"{name} must be a list, got {value!r}")
         item_type = args[0] if args else Any

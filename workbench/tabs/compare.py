@@ -21,7 +21,7 @@ MAX_LINES = 12  # variants drawn in the per-variant charts
 
 
 def _cell_key(batch: int, seq: int) -> str:
-    return f"{batch} x {seq}"
+    return f"{batch} x {api.length_label(seq)}"  # "16 x 128" or "16 x real traffic (test split)"
 
 
 def _decide(comparison, cell: str | None, baseline: str | None, slo, max_drop, price):
@@ -53,15 +53,15 @@ def run_choices(comparison) -> list[tuple[str, str]]:
 
 
 def summary_line(decision, max_drop) -> str:
-    batch, seq = decision.batch_size, decision.seq_len
+    cell = api.cell_label(decision.batch_size, decision.seq_len)
     sweet = decision.sweet
     if sweet is None:
-        return f"### Could not decide at batch {batch} x {seq}: {decision.undecided}"
+        return f"### Could not decide at {cell}: {decision.undecided}"
     ratio = decision.ratios.get(sweet.variant_id)
     speed = (f", {ratio['speedup']:.2f}x faster than {decision.baseline.label} (95% interval {ratio['low']:.2f}-"
              f"{ratio['high']:.2f}; {ratio['n_baseline']} and {ratio['n_candidate']} calls)"
              if ratio and decision.baseline and sweet.variant_id != decision.baseline.variant_id else "")
-    return (f"### {SWEET_SPOT} Sweet spot at batch {batch} x {seq}: **{sweet.label}**, p95 {sweet.latency_ms:.2f} ms, accuracy "
+    return (f"### {SWEET_SPOT} Sweet spot at {cell}: **{sweet.label}**, p95 {sweet.latency_ms:.2f} ms, accuracy "
             f"{sweet.accuracy:.2%}{speed}")
 
 
