@@ -19,6 +19,7 @@ TEXT = "what a wonderful day"
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, minilm_dir):
+    from jobs.plugins import import_plugins
     from storage import catalog, db
     from tests.support.tiny import add_two_tiny_variants
 
@@ -28,6 +29,9 @@ def lab(tmp_path_factory, minilm_dir):
         for name in ("WORKBENCH_DB_URL", "MLFLOW_TRACKING_URI", "WORKBENCH_SERVING_API_KEYS"):
             mp.delenv(name, raising=False)
         mp.setenv("WORKBENCH_PLUGINS", PLUGINS)  # the server processes inherit it, and load the failing runtime
+        # this process may have read WORKBENCH_PLUGINS before (another module ran first): register them here too,
+        # since deploy checks the canary's runtime before it starts the server
+        import_plugins()
         mp.setenv("WORKBENCH_MLFLOW", "on")
         db.dispose_all()
         db.upgrade()
