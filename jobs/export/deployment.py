@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from jobs.export import deployment_files as bundle_files
-from jobs.export.space import _accuracy_text, _check_target, _step_text, move_into_place
+from jobs.export.space import _accuracy_text, _check_target, _step_text, files_in, staged
 from jobs.export.vendor import vendor
 from jobs.runtimes import get_runtime
 from jobs.serving.standalone import MANIFEST, manifest_for
@@ -268,15 +268,9 @@ def export_deployment(variant_ref: int | str, directory: str | Path, *, force: b
     model_bytes = _check_size(variant, target)
     name = _checked_name(name, object_name(catalog.get_model(variant.model_id).name, variant.id))
 
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
-    try:
+    with staged(target) as staging:
         requirements, vendored = _bundle(variant, staging, name, labels, model_bytes, replicas, max_replicas)
-        staging.chmod(0o755)  # mkdtemp made it private; the bundle is an ordinary directory
-        written = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
-        move_into_place(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        written = files_in(staging)
     return DeploymentExport(directory=target, variant_id=variant.id, runtime=variant.runtime, name=name,
                             files=written, model_bytes=model_bytes, requirements=requirements, vendored=vendored)
 

@@ -23,9 +23,10 @@ import re
 import shutil
 import tempfile
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from jobs.runner.params import describe
 from jobs.runner.registry import get_kind
@@ -308,6 +309,25 @@ def move_into_place(staging: Path, target: Path) -> None:
         staging.rename(target)
 
 
+@contextmanager
+def staged(target: Path) -> Iterator[Path]:
+    """A private folder beside `target` to write an export into. When the block ends it becomes `target`
+    (`move_into_place`); if the block fails, it is removed, so nothing half-written is ever left."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    try:
+        yield staging
+        staging.chmod(0o755)  # mkdtemp made it private; the export is an ordinary directory
+        move_into_place(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def files_in(directory: Path) -> list[str]:
+    return sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
+
+
 def export_space(variant_ref: int | str, directory: str | Path, *, force: bool = False, title: str | None = None,
                  license_: str = DEFAULT_LICENSE, check: bool = True) -> SpaceExport:
     variant = catalog.get_variant(variant_ref)
@@ -325,19 +345,12 @@ def export_space(variant_ref: int | str, directory: str | Path, *, force: bool =
     description = description.replace("**", "")
     reqs = requirements(variant)
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
-    try:
+    with staged(target) as staging:
         model_files = _copy_model(variant, staging / "model")
         (staging / "app.py").write_text(app_source(title, description))
         (staging / "requirements.txt").write_text("\n".join(reqs) + "\n")
         (staging / "README.md").write_text(readme(variant, title, license_, labels, notes, model_files, reqs))
         answer = _check_app(staging / "app.py") if check else None
-        staging.chmod(0o755)  # mkdtemp made it private; the export is an ordinary directory
-        written = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
-        move_into_place(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        written = files_in(staging)
     return SpaceExport(directory=target, variant_id=variant.id, runtime=variant.runtime, files=written,
                        model_bytes=sum(f["size"] for f in model_files), requirements=reqs, notes=notes, check=answer)

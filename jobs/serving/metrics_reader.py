@@ -13,10 +13,13 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from typing import Callable, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from storage.errors import WorkbenchError
+
+K = TypeVar("K")  # what a histogram family is split by: its route, or its (arm, variant id)
 
 PREFIX = "workbench_serving_"
 PREDICT_ROUTE = "/v1/predict"
@@ -156,10 +159,10 @@ def parse(text: str, taken_at: float | None = None) -> ServerMetrics:
             continue
         name = family.name[len(PREFIX):]
         if family.type == "histogram" and name == "arm_latency_seconds":
-            arm_latency.update(_arm_histograms(family.samples))
+            arm_latency.update(_histograms(family.samples, _by_arm))
             continue
         if family.type == "histogram":
-            by_route = _histograms(family.samples)
+            by_route = _histograms(family.samples, _by_route)
             if name == "request_latency_seconds":
                 latency.update(by_route)
             elif "" in by_route:
@@ -190,34 +193,26 @@ def parse(text: str, taken_at: float | None = None) -> ServerMetrics:
     )
 
 
-def _histograms(samples) -> dict[str, Histogram]:
-    """route ('' without one) -> Histogram, from a histogram family's _bucket, _count and _sum samples."""
-    parts: dict[str, dict] = {}
+def _histograms(samples, key: Callable[[dict[str, str]], K]) -> dict[K, Histogram]:
+    """key(labels) -> Histogram, from a histogram family's _bucket, _count and _sum samples."""
+    parts: dict[K, dict] = {}
     for s in samples:
-        route = s.labels.get("route", "")
-        part = parts.setdefault(route, {"buckets": [], "count": 0.0, "sum": 0.0})
+        part = parts.setdefault(key(s.labels), {"buckets": [], "count": 0.0, "sum": 0.0})
         if s.name.endswith("_bucket"):
             part["buckets"].append((float(s.labels["le"]), s.value))
         elif s.name.endswith("_count"):
             part["count"] = s.value
         elif s.name.endswith("_sum"):
             part["sum"] = s.value
-    return {route: Histogram(tuple(sorted(p["buckets"])), p["count"], p["sum"]) for route, p in parts.items()}
+    return {k: Histogram(tuple(sorted(p["buckets"])), p["count"], p["sum"]) for k, p in parts.items()}
 
 
-def _arm_histograms(samples) -> dict[tuple[str, str], Histogram]:
-    """(arm, variant id) -> Histogram, from the per-arm latency family's samples."""
-    parts: dict[tuple[str, str], dict] = {}
-    for s in samples:
-        key = (s.labels.get("arm", ""), s.labels.get("variant_id", ""))
-        part = parts.setdefault(key, {"buckets": [], "count": 0.0, "sum": 0.0})
-        if s.name.endswith("_bucket"):
-            part["buckets"].append((float(s.labels["le"]), s.value))
-        elif s.name.endswith("_count"):
-            part["count"] = s.value
-        elif s.name.endswith("_sum"):
-            part["sum"] = s.value
-    return {key: Histogram(tuple(sorted(p["buckets"])), p["count"], p["sum"]) for key, p in parts.items()}
+def _by_route(labels: dict[str, str]) -> str:
+    return labels.get("route", "")  # '' for a histogram without routes
+
+
+def _by_arm(labels: dict[str, str]) -> tuple[str, str]:
+    return labels.get("arm", ""), labels.get("variant_id", "")
 
 
 def read(url: str, timeout_s: float = READ_TIMEOUT_S) -> ServerMetrics:
