@@ -12,7 +12,12 @@ T = TypeVar("T")
 
 
 def from_row(cls: type[T], row: Any) -> T:
-    return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})  # type: ignore[arg-type]
+    values = {f.name: getattr(row, f.name) for f in fields(cls)}
+    if "artifact_dir" in values:  # a row names its artifact by kind and sha256: where it is on this node
+        from storage.shared_artifacts import local_dir
+
+        values["artifact_dir"] = local_dir(values["artifact_dir"])
+    return cls(**values)  # type: ignore[arg-type]
 
 
 def to_dict(entity: Any) -> dict[str, Any]:

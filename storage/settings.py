@@ -23,6 +23,11 @@ SETTINGS: dict[str, Setting] = {
     s.env: s
     for s in [
         Setting("WORKBENCH_HOME", ".workbench", "Data directory: SQLite database, artifacts, job work dirs."),
+        Setting("WORKBENCH_ARTIFACT_ROOT", "",
+                "Where artifacts (models, datasets, variants) live, by kind and sha256: a directory every node can "
+                "reach (a shared filesystem mounted at the same path), or an fsspec URL (file://, s3://, gcs://) "
+                "that each node fetches from into $WORKBENCH_HOME/artifact-cache, checked file by file; empty means "
+                "$WORKBENCH_HOME/artifacts."),
         Setting("WORKBENCH_DB_URL", "",
                 "Any SQLAlchemy URL (PostgreSQL: postgresql+psycopg://USER:PASSWORD@HOST/DB); empty means SQLite at "
                 "$WORKBENCH_HOME/workbench.db."),
@@ -127,8 +132,32 @@ def db_url() -> str:
     return get("WORKBENCH_DB_URL") or f"sqlite:///{home() / 'workbench.db'}"
 
 
+def artifact_root() -> str:
+    """WORKBENCH_ARTIFACT_ROOT as this node sees it: an fsspec URL as given (no trailing slash), or a directory
+    made absolute; $WORKBENCH_HOME/artifacts when unset."""
+    raw = get("WORKBENCH_ARTIFACT_ROOT")
+    if not raw:
+        return str(home() / "artifacts")
+    if artifact_root_is_url(raw):
+        return raw.rstrip("/")
+    return str(Path(raw).expanduser().resolve())
+
+
+def artifact_root_is_url(root: str | None = None) -> bool:
+    return "://" in (get("WORKBENCH_ARTIFACT_ROOT") if root is None else root)
+
+
 def artifacts_dir() -> Path:
-    path = home() / "artifacts"
+    """Where this node reads artifacts: the artifact root when it is a directory, its cache of it when it is a URL.
+
+    A configured directory is not created here: a shared root that is not mounted must show as missing, not as an
+    empty folder made in its place (`files.commit_dir` makes the folders it writes into)."""
+    if artifact_root_is_url():
+        path = home() / "artifact-cache"
+    elif get("WORKBENCH_ARTIFACT_ROOT"):
+        return Path(artifact_root())
+    else:
+        path = home() / "artifacts"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

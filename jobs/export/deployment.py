@@ -39,6 +39,7 @@ from storage import catalog, settings
 from storage.entities import Variant
 from storage.errors import InvalidInput
 from storage.files import CHUNK
+from storage.shared_artifacts import ensure_variant
 
 PACKAGE = "bundle_server"
 MODEL_DIR = "model"
@@ -260,6 +261,7 @@ def export_deployment(variant_ref: int | str, directory: str | Path, *, force: b
 
     _check_replicas(replicas, max_replicas)
     variant = resolve_variant(variant_ref)
+    ensure_variant(variant, check_files=False)  # here (fetched from a URL root) or why not; files: checked below
     _runtime_module(variant)
     labels = _labels(variant)
     target = Path(directory).expanduser().resolve()

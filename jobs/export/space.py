@@ -36,6 +36,7 @@ from jobs.tasks import text_classification
 from storage import catalog, files, settings
 from storage.entities import Variant
 from storage.errors import InvalidInput, WorkbenchError
+from storage.shared_artifacts import ensure_variant
 
 TEMPLATE = Path(__file__).with_name("space_app.py")
 TORCH_LOAD_STEPS = {None, "torch-dynamic-int8"}  # what `quantization` in workbench.json may ask a PyTorch loader to redo
@@ -331,6 +332,7 @@ def files_in(directory: Path) -> list[str]:
 def export_space(variant_ref: int | str, directory: str | Path, *, force: bool = False, title: str | None = None,
                  license_: str = DEFAULT_LICENSE, check: bool = True) -> SpaceExport:
     variant = catalog.get_variant(variant_ref)
+    ensure_variant(variant, check_files=False)  # here (fetched from a URL root) or why not; files: checked below
     notes = plan(variant)
     target = Path(directory).expanduser().resolve()
     _check_target(target, variant, force)

@@ -18,6 +18,7 @@ from storage import catalog
 from storage.entities import Variant
 from storage.errors import InvalidInput
 from storage.files import CHUNK
+from storage.shared_artifacts import ensure_variant
 
 CHECKSUMS = "SHA256SUMS"  # added to the zip: `sha256sum -c SHA256SUMS` checks an unzipped copy
 
@@ -62,6 +63,7 @@ def zip_variant(variant_ref: int | str, out: str | Path | None = None) -> Varian
     recorded sha256, so a refused download leaves nothing.
     """
     variant = catalog.get_variant(variant_ref)
+    ensure_variant(variant, check_files=False)  # here (fetched from a URL root) or why not; files: checked below
     if not variant.files:
         raise InvalidInput(f"variant {variant.id} has no recorded files to download")
     scratch = None

@@ -15,7 +15,7 @@ import pandas as pd
 from pyarrow import ArrowException as ArrowError
 
 from jobs.intake.builtin import builtin_dataset
-from storage import catalog, files, settings
+from storage import catalog, files, settings, shared_artifacts
 from storage.entities import Dataset
 from storage.errors import InvalidInput
 from storage.orm import SqlDataset
@@ -376,7 +376,7 @@ def add_dataset(request: DatasetRequest) -> Dataset:
             split_seed=request.seed,
             split_fractions=DEFAULT_FRACTIONS,
             split_sizes={k: len(v) for k, v in splits.items()},
-            artifact_dir=str(artifact),
+            artifact_dir=shared_artifacts.key("datasets", sha),  # found by kind and sha256 on every node
             sha256=sha,
         )
     except Exception:

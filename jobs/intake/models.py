@@ -19,7 +19,7 @@ from jobs.intake.archives import budget, copy_file_limited, extract_archive, is_
 from jobs.intake.builtin import builtin_model
 from jobs.runner.registry import get_kind
 from jobs.tasks import DEFAULT_TASK, task_of_config
-from storage import catalog, files, settings
+from storage import catalog, files, settings, shared_artifacts
 from storage.entities import Model, Variant
 from storage.errors import InvalidInput
 from storage.orm import SqlModel
@@ -216,7 +216,7 @@ def add_model(request: ModelRequest) -> IntakeResult:
         name = _unique_name(request.name or default_name, explicit=bool(request.name))
         entries = files.manifest(model_dir)
         sha = files.manifest_sha256(entries)
-        artifact, created = files.commit_dir(model_dir, "models", sha)
+        artifact, created = files.commit_dir(model_dir, "models", sha, entries)
 
     try:
         model, variant = catalog.create_model(
@@ -227,7 +227,7 @@ def add_model(request: ModelRequest) -> IntakeResult:
             task=task,
             variant=dict(
                 name=f"{name} (original)",
-                artifact_dir=str(artifact),
+                artifact_dir=shared_artifacts.key("models", sha),  # found by kind and sha256 on every node
                 runtime=runtime,
                 precision="fp32",
                 recipe={"steps": [{"kind": "intake", "source_kind": kind, "source": source}]},

@@ -51,6 +51,7 @@ def _run(job, ctx) -> int:
     try:
         kind = get_kind(job.kind)
         params = parse_params(kind.params_cls, job.params)
+        ctx.fetch_inputs()
         outcome = kind.run(params, ctx) or JobResult()
         if isinstance(outcome, dict):
             outcome = JobResult(result=outcome)

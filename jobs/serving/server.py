@@ -38,8 +38,10 @@ def api_keys_from_env() -> list[str]:
 def served_variant(ref: int | str) -> ServedVariant:
     """The stored variant (and its model) as the server describes it; NotFound when there is none."""
     from storage import catalog
+    from storage.shared_artifacts import ensure_variant
 
     variant = catalog.get_variant(ref)
+    ensure_variant(variant, check_files=False)  # here (fetched from a URL root) or why not; files: /ready checks
     model = catalog.get_model(variant.model_id)
     lineage = [variant.id]
     parent_id = variant.parent_id

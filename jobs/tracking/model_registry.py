@@ -14,6 +14,7 @@ from typing import Any
 from jobs.tracking import runs as tracking
 from storage import aliases, catalog
 from storage.errors import Conflict, InvalidInput, NotFound, WorkbenchError
+from storage.shared_artifacts import ensure_variant
 
 DEFAULT_ALIAS = "production"
 ALIAS_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
@@ -125,6 +126,7 @@ def register_variant(variant_ref: int | str, name: str | None = None) -> dict[st
     sha256, and where the variant's own directory is; it links to the MLflow run of the job that made the variant.
     """
     variant = catalog.get_variant(variant_ref)
+    ensure_variant(variant)  # its files are copied into MLflow: on this machine (fetched), or why not
     model = catalog.get_model(variant.model_id)
     name = check_name(name) if name is not None and name.strip() else default_name(model.name)
     client = _client()
