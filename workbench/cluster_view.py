@@ -44,3 +44,34 @@ def cluster_data(status) -> dict[str, Any]:
         ],
         "elsewhere": [j.id for j in status.elsewhere],
     }
+
+
+def _node_text(node: dict[str, Any], jobs) -> str:
+    shown = ", ".join(resource_text(k, node["resources"].get(k, 0)) for k in ("CPU", "GPU"))
+    classes = f", {'/'.join(node['hardware_classes'])}" if node["hardware_classes"] else ""
+    running = ", ".join(f"job {j.id} {j.kind}" for j in jobs) or "idle"
+    state = ("head, " if node["head"] else "") + ("" if node["alive"] else "dead, ")
+    return f"node {node['node_id'][:8]} ({state}{shown}{classes}): {running}"
+
+
+def executor_text(status) -> str:
+    """The Jobs tab's one line on where jobs run (jobs.runner.executor_status.ExecutorStatus)."""
+    parts = []
+    if status.local_workers:
+        slots = sum(w.concurrency for w in status.local_workers)
+        parts.append(f"local ({len(status.local_workers)} worker(s), up to {slots} job(s) at once, as child "
+                     "processes on the workers' machines)")
+    for ray_part in status.ray:
+        workers = f"{len(ray_part.workers)} worker(s)"
+        probe = ray_part.probe
+        if probe is None:
+            parts.append(f"Ray cluster at {ray_part.address} ({workers}): checking its nodes…")
+        elif probe.unreachable:
+            parts.append(f"Ray cluster at {ray_part.address} ({workers}): unreachable: {probe.unreachable}")
+        else:
+            alive = [n for n in probe.nodes if n["alive"]]
+            nodes = "; ".join(_node_text(n, ray_part.jobs_by_node.get(n["node_id"], [])) for n in probe.nodes)
+            parts.append(f"Ray cluster at {ray_part.address} ({workers}), {len(alive)} node(s) alive: {nodes}")
+    if not parts:
+        return f"**Executor:** {status.configured} (no worker running)"
+    return "**Executor:** " + " · ".join(parts)

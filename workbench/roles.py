@@ -140,6 +140,7 @@ VIEWER_READABLE: dict[str, frozenset[str]] = {
     # a canary's arms (figures) and rollout events; deploying, the share, promote and rollback: editors
     "workbench.tabs.deploy_canary": frozenset({"canary_view", "canary_choices"}),
     "workbench.tabs.compare_loadtest": frozenset({"load_tests_view"}),
+    "workbench.tabs.compare_machines": frozenset({"machines_view"}),  # figures and a chart, no paths
 }
 TAB_TITLES = {"ab": "A/B"}  # module name -> tab title, where .title() is wrong
 

@@ -8,7 +8,7 @@ import gradio as gr
 
 from jobs import api
 from storage.errors import WorkbenchError
-from workbench import roles
+from workbench import cluster_view, roles
 from workbench.choices import NONE, job_choices, named_choices, variant_choices
 from workbench.ui import Refresh, attempt, esc, fail
 
@@ -49,6 +49,11 @@ def workers_line() -> str:
         return f"⚠️ **No worker is running**: jobs stay queued. Start one with `workbench worker`. Queue: {queue_text}"
     names = ", ".join(f"{w.id} ({'/'.join(w.devices)})" for w in workers)
     return f"**Workers:** {names} · **Queue:** {queue_text}"
+
+
+def executor_line() -> str:
+    """Local worker processes, or the Ray cluster's nodes and what runs on each; never waits on the cluster."""
+    return cluster_view.executor_text(api.executor_status())
 
 
 def job_detail(job_id: str | None) -> tuple[str, str]:
@@ -114,6 +119,7 @@ def cancel_job(job_id: str | None):
 
 def build() -> Refresh:
     workers = gr.Markdown(workers_line, elem_id="workers-line")
+    executor = gr.Markdown(executor_line, elem_id="executor-line")
     with gr.Accordion("Submit a job", open=False):
         kinds = api.job_kinds()
         with gr.Row():
@@ -135,7 +141,8 @@ def build() -> Refresh:
     log = gr.Textbox(label="Log", lines=14, max_lines=30, autoscroll=True, interactive=False, elem_id="job-log")
 
     timer = gr.Timer(REFRESH_S)
-    timer.tick(lambda j: (jobs_html(), workers_line(), *job_detail(j)), pick, [table, workers, detail, log])
+    timer.tick(lambda j: (jobs_html(), workers_line(), executor_line(), *job_detail(j)), pick,
+               [table, workers, executor, detail, log])
     kind.change(lambda k: json.dumps(api.kind_defaults(k)) if k else "{}", kind, params)
     submit.click(submit_job, [kind, variant, dataset, params], [status, table, pick])
     cancel.click(cancel_job, pick, [status, table])
