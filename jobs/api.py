@@ -124,6 +124,14 @@ def live_workers() -> list[Worker]:
     return queue.live_workers(settings.get("WORKBENCH_STALE_AFTER_S"))
 
 
+def executor_status():
+    """Where jobs run now: live workers by executor; for Ray the cluster's nodes (read in the background, never
+    waited on) and the running jobs on each."""
+    from jobs.runner.executor_status import executor_status as read
+
+    return read()
+
+
 def cluster_status(address: str | None = None):
     """The Ray cluster a ray executor runs jobs on (RAY_ADDRESS): its nodes, their resources, what runs where."""
     from jobs.runner.cluster import cluster_status as read_cluster
@@ -246,6 +254,17 @@ def comparison(dataset: int | str | None = None, fingerprint: str | None = None,
     if isinstance(run, str) and run.strip().isdigit():
         run = int(run)
     return build_comparison(dataset_id, fingerprint or None, run if run not in ("", None) else None)
+
+
+def across_machines(dataset: int | str | None = None, batch_size: int | None = None, seq_len: int | None = None,
+                    baseline: int | str | None = None):
+    """One batch x seq cell on every machine: one column per hardware class and fingerprint (each its newest run
+    there), p50 and throughput per variant, speedups only within a column (jobs/decisions/machines.py)."""
+    from jobs.decisions.machines import across_machines as build
+
+    dataset_id = catalog.get_dataset(dataset).id if dataset not in (None, "") else None
+    baseline_id = catalog.get_variant(baseline).id if baseline not in (None, "") else None
+    return build(dataset_id, batch_size, seq_len, baseline_id)
 
 
 def hardware_advice(kind: str, params: dict[str, Any] | None = None) -> list[str]:
@@ -429,12 +448,14 @@ def detected_target() -> str:
 
 def recommend_recipe(model: int | str, dataset: int | str, *, target: str | None = None, max_drop_points: float = 1.0,
                      slo_ms: float | None = None, speedup: float | None = None, batch_size: int = 1, seq_len: int = 128,
-                     quick: bool = False):
-    """The wizard's recipe (steps with defaults and one reason each) for a goal; target None = this machine."""
+                     quick: bool = False, traffic: str = "grid"):
+    """The wizard's recipe (steps with defaults and one reason each) for a goal; target None = this machine;
+    traffic "real" measures on the test split's own lengths instead of batch_size x seq_len."""
     from jobs.decisions import wizard
 
     goal = wizard.Goal(target=target or wizard.detected_target(), max_drop_points=max_drop_points,
-                       slo_ms=slo_ms or None, speedup=speedup or None, batch_size=batch_size, seq_len=seq_len)
+                       slo_ms=slo_ms or None, speedup=speedup or None, batch_size=batch_size, seq_len=seq_len,
+                       traffic=traffic)
     return wizard.recommend(model, dataset, goal, quick=quick)
 
 
@@ -457,6 +478,27 @@ def wizard_remeasure(pipeline: str) -> int:
     from jobs.decisions import wizard
 
     return wizard.remeasure(pipeline)
+
+
+def submit_search(model: int | str, dataset: int | str, *, max_drop_points: float, batch_size: int = 1,
+                  seq_len: int = 128, traffic: str = "grid", device: str = "cpu", budget_s: float,
+                  n_trials: int | None = None, space: dict[str, Any] | None = None, quick: bool = False,
+                  speedup: float | None = None, seed: int = 0) -> Job:
+    """Queue a search (jobs/search/): the fastest variant within `max_drop_points` at batch_size x seq_len (or on
+    real traffic), over distillation, pruning, runtimes and precisions, in `budget_s` seconds. Nothing is queued
+    when an input is refused."""
+    from jobs.search import submit_search as submit_one
+
+    return submit_one(model, dataset, max_drop_points=max_drop_points, batch_size=batch_size, seq_len=seq_len,
+                      traffic=traffic, device=device, budget_s=budget_s, n_trials=n_trials, space=space, quick=quick,
+                      speedup=speedup, seed=seed)
+
+
+def search_status(job_id: int | str):
+    """A search's goal, budget, trials (recipe, accuracy, latency, speed-up, problems), Pareto front and best."""
+    from jobs.search import status
+
+    return status(int(queue.get_job(job_id).id))
 
 
 def wizard_progress(pipeline: str, goal=None):

@@ -155,10 +155,11 @@ def log_tail(job_id: int, max_chars: int) -> LogTail:
     return LogTail(text=text, omitted=omitted)
 
 
-def _runnable(devices: list[str], hardware_classes: bool = False):
+def _runnable(devices: list[str], hardware_classes: bool = False, pipeline: str | None = None):
     """Ids of the queued jobs a worker with `devices` may run now (no parent, or a parent that succeeded), in the
     order they are claimed: highest priority, then oldest. Jobs that name a hardware class (params
-    `hardware_class`) are left to workers that can place them (`hardware_classes`: a Ray executor's)."""
+    `hardware_class`) are left to workers that can place them (`hardware_classes`: a Ray executor's). With
+    `pipeline`, only that pipeline's jobs (a search runs its own trials' jobs this way)."""
     parent = aliased(SqlJob)
     query = (
         select(SqlJob.id)
@@ -170,6 +171,8 @@ def _runnable(devices: list[str], hardware_classes: bool = False):
         )
         .order_by(SqlJob.priority.desc(), SqlJob.id)
     )
+    if pipeline is not None:
+        query = query.where(SqlJob.pipeline == pipeline)
     return query if hardware_classes else query.where(SqlJob.params["hardware_class"].as_string().is_(None))
 
 
@@ -179,14 +182,16 @@ def _claimed(worker_id: str) -> dict[str, Any]:
                 attempts=SqlJob.attempts + 1, message="starting", progress=0.0)
 
 
-def claim_next(worker_id: str, devices: Iterable[str], hardware_classes: bool = False) -> Job | None:
+def claim_next(worker_id: str, devices: Iterable[str], hardware_classes: bool = False,
+               pipeline: str | None = None) -> Job | None:
     """Atomically move the next runnable queued job (highest priority, then oldest) to running, or return None.
-    With `hardware_classes`, jobs that name a hardware class are claimed too (the worker can place them)."""
+    With `hardware_classes`, jobs that name a hardware class are claimed too (the worker can place them); with
+    `pipeline`, only jobs of that pipeline."""
     devices = list(devices) + ["any"]
     with session_scope() as s:
         if s.get_bind().dialect.name == "postgresql":
-            return _claim_skip_locked(s, worker_id, devices, hardware_classes)
-        candidates = s.scalars(_runnable(devices, hardware_classes).limit(CLAIM_CANDIDATES)).all()
+            return _claim_skip_locked(s, worker_id, devices, hardware_classes, pipeline)
+        candidates = s.scalars(_runnable(devices, hardware_classes, pipeline).limit(CLAIM_CANDIDATES)).all()
     for job_id in candidates:
         with session_scope() as s:
             won = s.execute(
@@ -197,11 +202,12 @@ def claim_next(worker_id: str, devices: Iterable[str], hardware_classes: bool = 
     return None
 
 
-def _claim_skip_locked(s: Session, worker_id: str, devices: list[str], hardware_classes: bool = False) -> Job | None:
+def _claim_skip_locked(s: Session, worker_id: str, devices: list[str], hardware_classes: bool = False,
+                       pipeline: str | None = None) -> Job | None:
     """PostgreSQL: lock the first runnable row no other worker holds (`FOR UPDATE SKIP LOCKED`) and take it in the
     same transaction. Racing workers each lock a different row instead of all updating the same candidate and
     waiting on each other's row lock; a row another worker took meanwhile fails the re-check under the lock."""
-    job_id = s.scalar(_runnable(devices, hardware_classes).limit(1).with_for_update(skip_locked=True, of=SqlJob))
+    job_id = s.scalar(_runnable(devices, hardware_classes, pipeline).limit(1).with_for_update(skip_locked=True, of=SqlJob))
     if job_id is None:
         return None
     row = s.scalars(

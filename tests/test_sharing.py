@@ -70,18 +70,22 @@ HANDLERS = {
                                                           "rollback_canary")},
     **{f"workbench.tabs.deploy_loadtest:{n}": E for n in ("start_load_test", "load_test_progress", "dataset_choices")},
     "workbench.tabs.compare_loadtest:load_tests_view": V,
+    "workbench.tabs.compare_machines:machines_view": V,
     # the tabs viewers do not get: model details (source paths), job details (logs), the wizard, the forms
     **{f"workbench.tabs.models:{n}": E for n in ("<lambda>", "add_builtin_model", "add_model_from_path",
                                                    "add_uploaded_model", "model_details", "models_frame")},
     **{f"workbench.tabs.datasets:{n}": E for n in ("<lambda>", "add_builtin_dataset", "add_uploaded_dataset",
                                                      "datasets_frame", "show", "upload_columns")},
-    **{f"workbench.tabs.jobs:{n}": E for n in ("<lambda>", "cancel_job", "job_detail", "jobs_html", "refresh",
-                                                 "submit_job", "workers_line")},
+    **{f"workbench.tabs.jobs:{n}": E for n in ("<lambda>", "cancel_job", "executor_line", "job_detail", "jobs_html",
+                                                 "refresh", "submit_job", "workers_line")},
     **{f"workbench.tabs.optimize:{n}": E for n in ("<lambda>", "form", "launch_pipeline", "pick_kind", "pick_start",
                                                      "refresh")},
     **{f"workbench.tabs.wizard:{n}": E for n in (
         "<lambda>", "dataset_text", "follow", "in_address", "launch", "launch_remeasure", "model_text", "open_from_url",
         "preselect", "refresh", "reopen", "start_over", "to_dataset", "to_goal", "to_recipe", "to_review")},
+    **{f"workbench.tabs.wizard_search:{n}": E for n in (  # the wizard's Search path: the tab is editors' only
+        "back_to_goal", "follow_search", "launch_rerun", "launch_search", "open_search", "pick_approach",
+        "search_list", "to_search")},
 }
 
 

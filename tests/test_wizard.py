@@ -301,7 +301,8 @@ def test_kinds_declare_their_quick_params_and_share_of_the_progress_bar():
 
     kinds = {k.name: k for k in all_kinds()}
     weights = {name: k.progress_weight for name, k in kinds.items() if k.progress_weight != 1.0}
-    assert weights == {"finetune": 4.0, "distill": 4.0, "build-tensorrt": 2.0, "benchmark": 2.0, "evaluate": 0.5}
+    assert weights == {"finetune": 4.0, "distill": 4.0, "build-tensorrt": 2.0, "benchmark": 2.0, "evaluate": 0.5,
+                       "search": 10.0}
     quick = {name: dict(k.quick_params) for name, k in kinds.items() if k.quick_params}
     assert set(quick) == {"finetune", "distill", "export-onnx", "benchmark", "evaluate"}
     assert quick["evaluate"] == {"max_examples": 300} and quick["benchmark"]["rough"] is True

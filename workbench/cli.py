@@ -263,6 +263,61 @@ def cmd_pipelines_rerun(args):
     return _pipeline_output(args, jobs)
 
 
+def _search_text(status) -> str:
+    """A search's status as lines: goal and budget, why it stopped, one line per trial, the best."""
+    goal = ", ".join(f"{k}={v}" for k, v in status.goal.items())
+    lines = [f"search job {status.job_id}: {status.state}; {status.elapsed_s / 60:.1f} of {status.budget_s / 60:g} min "
+             f"used; {goal}" + (f"; stopped: {status.stop_reason}" if status.stop_reason else "")]
+    front = set(status.front)
+    for t in ([status.baseline] if status.baseline else []) + status.trials:
+        marks = ("*" if status.best and t.number == status.best.number else "") + ("F" if t.number in front else "")
+        what = " -> ".join(s["kind"] + (":" + ",".join(f"{k}={v}" for k, v in s["params"].items()) if s["params"] else "")
+                           for s in t.steps) or "baseline (fp32, as given)"
+        figures = [f"variant #{t.variant_id}" if t.variant_id else "",
+                   f"accuracy {t.accuracy:.4f}" if t.accuracy is not None else "",
+                   f"drop {t.drop_points:.2f} pt" if t.drop_points is not None else "",
+                   f"p50 {t.p50_ms:.2f} ms" if t.p50_ms is not None else "",
+                   f"{t.speedup:.2f}x" if t.speedup is not None else ""]
+        lines.append(f"{marks:>2} {t.number:>3} {t.state:<8} {what}")
+        lines.append("       " + ", ".join(f for f in figures if f) + "".join(
+            f"\n       out: {p}" for p in ([t.reason] if t.reason else []) + t.problems))
+    lines.append(f"best: trial {status.best.number}, {status.best.speedup:.2f}x" if status.best and status.best.speedup
+                 else "best: none yet (no sound trial within the drop)")
+    return "\n".join(lines)
+
+
+def _search_data(status) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(status)
+
+
+def cmd_search(args):
+    from jobs import api
+
+    if (args.traffic == "real") and args.seq_len is not None:
+        raise InvalidInput("--seq-len does not apply to --traffic real (the test split's own lengths)")
+    job = api.submit_search(args.model, args.dataset, max_drop_points=args.max_drop, batch_size=args.batch_size,
+                            seq_len=args.seq_len or 128, traffic=args.traffic, device=args.device,
+                            budget_s=args.budget_min * 60, n_trials=args.trials, quick=args.quick,
+                            speedup=args.speedup)
+    if not args.wait:
+        _emit(args, {"id": job.id, "kind": job.kind, "params": job.params},
+              lambda: f"queued search job {job.id}; follow it with `workbench search-status {job.id}`")
+        return None
+    _wait([job.id])
+    status = api.search_status(job.id)
+    _emit(args, _search_data(status), lambda: _search_text(status))
+    return 0 if status.state == "succeeded" else 1
+
+
+def cmd_search_status(args):
+    from jobs import api
+
+    status = api.search_status(args.job_id)
+    _emit(args, _search_data(status), lambda: _search_text(status))
+
+
 def cmd_jobs_list(args):
     from jobs import api
     from storage.entities import to_dict
@@ -1018,6 +1073,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="run it on this dataset instead of the original one")
     p.add_argument("--wait", action="store_true", help="wait until every step finishes")
     _evaluation_flags(p)
+    p = leaf(sub, "search", cmd_search, "Search distillation, pruning, runtime and precision for the fastest variant "
+                                        "within an accuracy drop, in a time budget (a search job)")
+    p.add_argument("model", help="model id or name")
+    p.add_argument("dataset", help="dataset id or name")
+    p.add_argument("--max-drop", type=float, required=True, help="accuracy points the variant may lose")
+    p.add_argument("--batch-size", type=int, default=1, help="batch size latency is measured at (default 1)")
+    p.add_argument("--seq-len", type=int, help="sequence length latency is measured at (default 128)")
+    p.add_argument("--traffic", choices=["grid", "real"], default="grid",
+                   help="real: batches drawn from the test split with dynamic padding instead of --seq-len")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--budget-min", type=float, required=True, help="wall-clock minutes, restarts included")
+    p.add_argument("--trials", type=int, help="at most this many trials")
+    p.add_argument("--speedup", type=float, help="stop once a trial within the drop is this many times faster")
+    p.add_argument("--quick", action="store_true", help="a small space and short jobs (a first look)")
+    p.add_argument("--wait", action="store_true", help="wait until the search ends; exit 1 unless it succeeded")
+    p = leaf(sub, "search-status", cmd_search_status, "A search's trials, Pareto front (F) and best (*)")
+    p.add_argument("job_id", help="the search job's id")
     _registry_commands(sub, leaf)
     _deployment_commands(sub, leaf)
     return parser

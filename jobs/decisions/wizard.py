@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from jobs.decisions.compare import Decision, Point, build_comparison, decide, sweet_spot
+from jobs.decisions.compare import Decision, Point, build_comparison, cell_label, decide, sweet_spot
 from jobs.ml.lineage import classifies, head_labels, lineage
 from jobs.runner.submit import Step, check_pipeline, submit_pipeline
 from jobs.runtimes import display_name
@@ -50,8 +50,12 @@ class Goal:
     speedup: float | None = None  # at least this many times faster than the baseline (p50); None = as fast as possible
     batch_size: int = 1
     seq_len: int = 128
+    traffic: str = "grid"  # "grid": batch_size x seq_len; "real": the test split's own lengths (jobs/bench/traffic.py)
 
     def __post_init__(self) -> None:
+        if self.traffic not in ("grid", "real"):
+            raise InvalidInput(f"traffic must be grid (batch x length) or real (the test split's lengths), "
+                               f"got {self.traffic!r}")
         if self.target not in TARGETS:
             raise InvalidInput(f"target {self.target!r} is not known; use one of {', '.join(TARGETS)}")
         if self.max_drop_points < 0:
@@ -72,7 +76,14 @@ class Goal:
         if self.slo_ms:
             speed.append(f"p95 at most {self.slo_ms:g} ms")
         return (f"{' and '.join(speed) or 'as fast as possible'}, losing at most {self.max_drop_points:g} accuracy "
-                f"points, at batch {self.batch_size} x {self.seq_len} tokens on {self.target}")
+                f"points, at {cell_label(self.batch_size, self.cell_seq, tokens=True)} on {self.target}")
+
+    @property
+    def cell_seq(self) -> int:
+        """The seq_len of the goal's benchmark cell: REAL_TRAFFIC_SEQ on real traffic (no one length)."""
+        from jobs.bench.traffic import REAL_TRAFFIC_SEQ
+
+        return REAL_TRAFFIC_SEQ if self.traffic == "real" else self.seq_len
 
 
 @dataclass(frozen=True)
@@ -352,7 +363,7 @@ def _baseline_latency(model_id: int, goal: Goal, detected: str) -> tuple[float, 
     rules = Rules.from_settings()
     variants = {v.id: v for v in catalog.list_variants(model_id)}
     rows = [m for m in catalog.list_measurements(variant_ids=list(variants), fingerprint_hash=fp)
-            if (m.batch_size, m.seq_len) == (goal.batch_size, goal.seq_len) and sound_cell(m, rules)
+            if (m.batch_size, m.seq_len) == (goal.batch_size, goal.cell_seq) and sound_cell(m, rules)
             and (variants[m.variant_id].runtime, variants[m.variant_id].precision) == ("pytorch", "fp32")]
     return (rows[-1].p95_ms, rows[-1].variant_id, rows[-1].job_id) if rows else None
 
@@ -490,10 +501,11 @@ def recommend(model: int | str, dataset: int | str, goal: Goal, *, quick: bool =
             notes.append(f"this machine is {detected}, not {goal.target}: the benchmark measures this machine; run the "
                          f"benchmark again on {goal.target} hardware before deciding")
     slo = f" and p95 within {goal.slo_ms:g} ms" if goal.slo_ms else ""
-    add("benchmark", {"compare_with_lineage": True, "batch_sizes": [goal.batch_size], "seq_lens": [goal.seq_len],
+    cell = {"traffic": "real"} if goal.traffic == "real" else {"seq_lens": [goal.seq_len]}
+    add("benchmark", {"compare_with_lineage": True, "batch_sizes": [goal.batch_size], **cell,
                       **({"device": "cuda"} if device == "cuda" else {})},
-        f"Measures the baseline and every variant the recipe makes, interleaved in one job on {where} at batch "
-        f"{goal.batch_size} x {goal.seq_len} tokens, so the comparison can pick the fastest within "
+        f"Measures the baseline and every variant the recipe makes, interleaved in one job on {where} at "
+        f"{cell_label(goal.batch_size, goal.cell_seq, tokens=True)}, so the comparison can pick the fastest within "
         f"{goal.max_drop_points:g} accuracy points{slo}.")
     if device == "cuda" and not any("cuda" in w.devices for w in queue.live_workers(settings.get("WORKBENCH_STALE_AFTER_S"))):
         notes.append("no worker with a GPU is running: the GPU steps wait until one starts (`workbench worker` on a "
@@ -663,7 +675,8 @@ def _goal_of(steps: list[Job], bench: Job | None) -> Goal:
     params = bench.params if bench is not None else {}
     target = "nvidia-gpu" if params.get("device") == "cuda" else detected_target()
     return Goal(target=target, max_drop_points=float(tolerance),
-                batch_size=int((params.get("batch_sizes") or [1])[0]), seq_len=int((params.get("seq_lens") or [128])[0]))
+                batch_size=int((params.get("batch_sizes") or [1])[0]), seq_len=int((params.get("seq_lens") or [128])[0]),
+                traffic="real" if params.get("traffic") == "real" else "grid")
 
 
 def _baseline_of(final: Variant, measured: set[int]) -> Variant | None:
@@ -686,7 +699,7 @@ def _outcome(steps: list[Job], goal: Goal | None) -> Outcome:
     if not cells:
         return Outcome(None, baseline.id if baseline else None, final_id, None, None, None, False,
                        benchmark_job=bench.id, goal=goal)  # the benchmark ran but stored no measurements
-    batch, seq = (goal.batch_size, goal.seq_len) if (goal.batch_size, goal.seq_len) in cells else cells[0]
+    batch, seq = (goal.batch_size, goal.cell_seq) if (goal.batch_size, goal.cell_seq) in cells else cells[0]
     decision = decide(rows, batch, seq, baseline.id if baseline else None, goal.slo_ms, goal.max_drop_points)
     recommended = decision.sweet
     misses_slo = False

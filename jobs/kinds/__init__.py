@@ -12,4 +12,5 @@ from jobs.kinds import (  # noqa: F401
     loadtest,
     prune,
     quantize,
+    search,
 )

@@ -23,7 +23,7 @@ from jobs.ml.data import split_examples
 from jobs.ml.lineage import classifies, lineage
 from jobs.runner.context import JobContext, JobResult
 from jobs.runner.registry import register
-from storage import catalog
+from storage import catalog, shared_artifacts
 from storage.entities import Variant
 from storage.errors import InvalidInput
 
@@ -117,6 +117,8 @@ def run(params: BenchmarkParams, ctx: JobContext) -> JobResult:
     if params.compare_with_lineage:
         variants += lineage_to_compare(first, dataset.labels, {v.id for v in variants})
         ctx.log(f"measuring variants {', '.join(str(v.id) for v in variants)} (with the lineage of {first.id})")
+    for variant in variants[1:]:  # measured in their own processes from their folders: on this node first
+        shared_artifacts.ensure_variant(variant)
     texts_file = ctx.work_dir / "texts.json"
     if params.traffic == "real":  # one seeded sample; each batch size serves a prefix of it rounded to full batches
         longest = max(texts_for(params.texts, b) for b in params.batch_sizes)

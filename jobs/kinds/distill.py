@@ -18,7 +18,7 @@ from jobs.runner.registry import register, takes
 from jobs.runtimes import load_predictor
 from jobs.runtimes.torch_runtime import is_plain_fp32
 from jobs.tasks import text_classification
-from storage import catalog
+from storage import catalog, shared_artifacts
 from storage.entities import Variant
 from storage.errors import InvalidInput
 
@@ -27,9 +27,9 @@ SMALL_CONFIG = {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads
 
 @dataclass(frozen=True)
 class DistillParams:
-    student: Literal["half-layers", "small-4x256"] = field(default="half-layers", metadata={
-        "help": "half-layers: the teacher's PyTorch weights with every other layer dropped; "
-                "small-4x256: a fresh 4-layer, 256-wide BERT using the teacher's tokenizer"})
+    student: Literal["half-layers", "third-layers", "small-4x256"] = field(default="half-layers", metadata={
+        "help": "half-layers: the teacher's PyTorch weights with every other layer dropped; third-layers: every "
+                "third layer kept; small-4x256: a fresh 4-layer, 256-wide BERT using the teacher's tokenizer"})
     temperature: float = field(default=2.0, metadata={"help": "softens teacher and student distributions in the KL term"})
     alpha: float = field(default=0.7, metadata={"help": "weight of the distillation term; 1 - alpha goes to the gold labels"})
     epochs: int = field(default=3, metadata={"help": "passes over the training data"})
@@ -73,17 +73,18 @@ def build_student(params: DistillParams, teacher: Variant, labels: list[str], ct
     from jobs.runtimes.torch_runtime import load_torch_model
 
     base = pytorch_ancestor(teacher)
+    shared_artifacts.ensure_variant(base)  # an ancestor: on this node (fetched from a URL root), or why not
     base_dir = Path(base.artifact_dir)
     tokenizer = AutoTokenizer.from_pretrained(base_dir, trust_remote_code=False, local_files_only=True)
     meta = inherited_meta(base_dir)
     label_maps = text_classification.head_config(labels)
-    if params.student == "half-layers":
+    if params.student in ("half-layers", "third-layers"):
         import torch
 
         model = load_torch_model(base_dir, apply_quantization=False)
         encoder = encoder_module(model)
         layers = list(encoder.layer)
-        keep = list(range(0, len(layers), 2))
+        keep = list(range(0, len(layers), 2 if params.student == "half-layers" else 3))
         encoder.layer = torch.nn.ModuleList(layers[i] for i in keep)
         for i, layer in enumerate(encoder.layer):
             if hasattr(layer.attention.self, "layer_idx"):

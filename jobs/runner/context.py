@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from storage import catalog, files, queue, settings
+from storage import catalog, files, queue, settings, shared_artifacts
 from storage.entities import Dataset, Job, Model, Variant
 from storage.errors import InvalidInput
 
@@ -58,7 +58,7 @@ def variant_name(parent_name: str, step: str, *, layers: int | None = None, orig
     already taken gets ` (2)`, ` (3)`, ... (a second fine-tune of the same parent, say).
     """
     if layers and original_layers and layers != original_layers:
-        if step == "distill-half-layers":
+        if step in ("distill-half-layers", "distill-third-layers"):
             step = f"distill-{layers}L"
         elif not step.endswith(f"-{layers}L"):
             step = f"{step}-{layers}L"
@@ -84,14 +84,16 @@ class JobContext:
     @cached_property
     def variant(self) -> Variant | None:
         """The input variant: the job's own, or (in a pipeline) the one its parent job produced."""
-        if self.job.variant_id:
-            return catalog.get_variant(self.job.variant_id)
-        if self.job.depends_on_id:
-            parent = queue.get_job(self.job.depends_on_id)
-            if parent.produced_variant_id:
-                queue.set_input_variant(self.job.id, parent.produced_variant_id)
-                return catalog.get_variant(parent.produced_variant_id)
-        return None
+        variant_id = self.job.variant_id
+        if not variant_id and self.job.depends_on_id:
+            variant_id = queue.get_job(self.job.depends_on_id).produced_variant_id
+            if variant_id:
+                queue.set_input_variant(self.job.id, variant_id)
+        if not variant_id:
+            return None
+        variant = catalog.get_variant(variant_id)
+        shared_artifacts.ensure_variant(variant)  # on this node (fetched from a URL root), or a clear failure
+        return variant
 
     def require_variant(self) -> Variant:
         if self.variant is None:
@@ -107,11 +109,21 @@ class JobContext:
     @cached_property
     def dataset(self) -> Dataset | None:
         """The job's dataset, or else the one its input variant was trained on."""
+        dataset_id = self.job.dataset_id or (self.variant.dataset_id if self.variant is not None else None)
+        if not dataset_id:
+            return None
+        dataset = catalog.get_dataset(dataset_id)
+        shared_artifacts.ensure_dataset(dataset)
+        return dataset
+
+    def fetch_inputs(self) -> None:
+        """Have the job's input variant and dataset on this node before the kind runs (a node of a cluster may
+        lack them: fetched from a URL root, or failed with the reason). A dataset the job only inherits from its
+        variant is checked when the kind asks for it, as a kind may not need it."""
+        if self.job.variant_id or self.job.depends_on_id:
+            _ = self.variant
         if self.job.dataset_id:
-            return catalog.get_dataset(self.job.dataset_id)
-        if self.variant is not None and self.variant.dataset_id:
-            return catalog.get_dataset(self.variant.dataset_id)
-        return None
+            _ = self.dataset
 
     def require_dataset(self) -> Dataset:
         if self.dataset is None:
@@ -129,13 +141,13 @@ class JobContext:
         parent = self.require_variant()
         entries = files.manifest(source_dir)
         sha = files.manifest_sha256(entries)
-        artifact, _ = files.commit_dir(source_dir, "variants", sha)
+        artifact, _ = files.commit_dir(source_dir, "variants", sha, entries)
         steps = list(parent.recipe.get("steps", [])) + [{"kind": self.job.kind, "params": self.job.params, "job_id": self.job.id}]
         variant = dict(
             model_id=parent.model_id,
             parent_id=parent.id,
             name=self._variant_name(parent, step, Path(artifact)),  # source_dir moved into the store
-            artifact_dir=str(artifact),
+            artifact_dir=shared_artifacts.key("variants", sha),  # found by kind and sha256 on every node
             runtime=runtime,
             precision=precision,
             recipe={"steps": steps},
@@ -150,6 +162,10 @@ class JobContext:
     def _variant_name(self, parent: Variant, step: str, artifact_dir: Path) -> str:
         """`parent > step`, its last segment saying what tells the variant apart (see `variant_name`)."""
         root = catalog.root_variant(parent.model_id)
+        try:  # its config says how many layers the original has; a node without it names the variant all the same
+            shared_artifacts.ensure_variant(root)
+        except shared_artifacts.ArtifactUnavailable:
+            pass
         return variant_name(parent.name, step, layers=config_layers(artifact_dir),
                             original_layers=config_layers(Path(root.artifact_dir)),
                             taken={v.name for v in catalog.list_variants(parent.model_id)})

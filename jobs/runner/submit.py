@@ -168,18 +168,20 @@ def submit_pipeline(
     dataset: int | str | None = None,
     evaluation: dict[str, Any] | None = None,
     session: Session | None = None,
+    pipeline: str | None = None,
 ) -> list[Job]:
     """Queue every step at once; each waits for the one before and takes the variant it yields.
 
     All steps are checked (params, availability, runtime chain) first, then queued in one transaction, so a bad
     step queues nothing. A failed step cancels the steps after it, with the reason. With `session`, the steps are
-    queued in the caller's transaction (to queue more jobs with them, all or nothing).
+    queued in the caller's transaction (to queue more jobs with them, all or nothing). `pipeline` names the
+    pipeline (a search names its trials so it finds them again after a restart); default: a random tag.
     """
     plan = check_pipeline(steps, model=model, variant=variant, dataset=dataset)
     kinds, checked = plan.kinds, plan.params
     variant_entity, dataset_entity = plan.variant, plan.dataset
     eval_params = check_evaluation_params(evaluation)
-    pipeline = uuid.uuid4().hex[:12]
+    pipeline = pipeline or uuid.uuid4().hex[:12]
     jobs: list[Job] = []
     with nullcontext(session) if session is not None else session_scope() as s:
         for index, (kind, params) in enumerate(zip(kinds, checked, strict=True)):

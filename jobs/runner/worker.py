@@ -33,13 +33,14 @@ ERROR_BACKOFF_S = 2.0
 
 class Worker:
     def __init__(self, concurrency: int = 1, burst: bool = False, poll_interval: float = 0.5,
-                 parent_pid: int | None = None):
+                 parent_pid: int | None = None, pipeline: str | None = None):
         if concurrency < 1:
             raise InvalidInput(f"concurrency must be at least 1, not {concurrency}", inputs=("concurrency",))
         self.concurrency = concurrency
         self.burst = burst
         self.poll_interval = poll_interval
         self.parent_pid = parent_pid  # the server that started this worker; None for a standalone worker
+        self.pipeline = pipeline  # claim only this pipeline's jobs (a search job runs its trials this way)
         self.server_lost = False
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.executor: Executor = get_executor(settings.get("WORKBENCH_EXECUTOR"))
@@ -79,8 +80,10 @@ class Worker:
         """Run until stopped (or, in burst mode, until nothing is left to claim). Returns jobs processed."""
         if self.parent_gone():
             return 0
+        # with the executor it runs jobs through and, for Ray, the cluster's address: what the Jobs tab's line says
+        where = {"executor": settings.get("WORKBENCH_EXECUTOR"), "ray_address": getattr(self.executor, "address", None)}
         queue.register_worker(
-            self.id, socket.gethostname(), os.getpid(), self.devices, self.info, self.concurrency
+            self.id, socket.gethostname(), os.getpid(), self.devices, {**self.info, **where}, self.concurrency
         )
         self._log(f"worker {self.id} started; devices: {', '.join(self.devices)}; concurrency {self.concurrency}")
         self._sweep()
@@ -115,7 +118,7 @@ class Worker:
     def _claim(self) -> bool:
         claimed = False
         while len(self.running) < self.concurrency and not self._stop.is_set():
-            job = queue.claim_next(self.id, self.devices, self.executor.places_hardware_classes)
+            job = queue.claim_next(self.id, self.devices, self.executor.places_hardware_classes, pipeline=self.pipeline)
             if job is None:
                 break
             self._start(job.id)

@@ -23,6 +23,7 @@ from storage.errors import WorkbenchError
 from workbench import compare_charts, roles
 from workbench.choices import named_choices
 from workbench.formatting import SWEET_SPOT, decision_table, wizard_summary
+from workbench.tabs import wizard_search
 from workbench.ui import Refresh, esc, fail, ok
 
 REFRESH_S = 2.0
@@ -249,7 +250,7 @@ def to_goal(dataset: str | None):
     return _go(3), ""
 
 
-def to_recipe(model, dataset, target, max_drop, slo, speedup, batch, seq, quick):
+def to_recipe(model, dataset, target, max_drop, slo, speedup, batch, seq, quick, traffic="grid"):
     """Step 3 → 4: the core's recommendation for this goal, or why there is none."""
     if not model or not dataset:
         return None, gr.update(), gr.update(), gr.update(), fail("pick a model (step 1) and a dataset (step 2)")
@@ -257,7 +258,7 @@ def to_recipe(model, dataset, target, max_drop, slo, speedup, batch, seq, quick)
         recipe = api.recommend_recipe(
             model, dataset, target=target or None, max_drop_points=float(max_drop if max_drop is not None else 1.0),
             slo_ms=float(slo) if slo else None, speedup=float(speedup) if speedup else None,
-            batch_size=int(batch or 1), seq_len=int(seq or 128), quick=bool(quick))
+            batch_size=int(batch or 1), seq_len=int(seq or 128), quick=bool(quick), traffic=traffic or "grid")
     except WorkbenchError as exc:
         return None, gr.update(), gr.update(), gr.update(), fail(str(exc))
     return recipe, recipe_html(recipe), recipe_json(recipe), _go(4), ""
@@ -408,6 +409,7 @@ def build() -> Refresh:
             target = gr.Dropdown(label="Target hardware (detected; change it if the model will run elsewhere)",
                                  choices=[(f"{k}: {v}", k) for k, v in defaults["targets"].items()],
                                  value=defaults["target"], interactive=True, elem_id="wizard-target")
+            approach = wizard_search.approach_radio()
             with gr.Row():
                 max_drop = gr.Number(goal["max_drop_points"], label="Maximum accuracy drop (points)", minimum=0,
                                      elem_id="wizard-max-drop")
@@ -421,9 +423,11 @@ def build() -> Refresh:
                                 elem_id="wizard-seq")
                 quick = gr.Checkbox(False, label="Quick trial: small samples, short benchmark cells (minutes; rough figures)",
                                     elem_id="wizard-quick")
+            traffic, budget = wizard_search.traffic_and_budget()
             with gr.Row():
                 back3 = gr.Button("Back", size="sm", elem_id="wizard-back-3")
                 next3 = gr.Button("Next: recommend a recipe", variant="primary", elem_id="wizard-next-3")
+                next_search = wizard_search.next_button()
             status3 = gr.Markdown(elem_id="wizard-status-3")
         with gr.Step("Recipe", id=4, elem_id="wizard-step-4"):
             recipe_view = gr.HTML(elem_id="wizard-recipe")
@@ -447,13 +451,15 @@ def build() -> Refresh:
                                  visible=False)
             remeasure = gr.Button("Re-measure (full benchmark of the same variants)", visible=False,
                                   elem_id="wizard-remeasure")
+        wizard_search.build_step(walk, [model, dataset, target, max_drop, batch, seq, traffic, budget, quick, speedup],
+                                 approach, [slo, next3], [budget, next_search], next_search, status3)
     timer = gr.Timer(REFRESH_S, active=False)
 
     model.change(model_text, model, model_info, show_progress="hidden", **PRIVATE)
     dataset.change(dataset_text, dataset, dataset_info, show_progress="hidden", **PRIVATE)
     next1.click(to_dataset, model, [walk, status1], **PRIVATE)
     next2.click(to_goal, dataset, [walk, status2], **PRIVATE)
-    next3.click(to_recipe, [model, dataset, target, max_drop, slo, speedup, batch, seq, quick],
+    next3.click(to_recipe, [model, dataset, target, max_drop, slo, speedup, batch, seq, quick, traffic],
                 [recipe_state, recipe_view, params, walk, status3], **PRIVATE)
     next4.click(to_review, [recipe_state, params], [recipe_state, review, walk, status4], **PRIVATE)
     for button, step in ((back2, 1), (back3, 2), (back4, 3), (back5, 4)):

@@ -1,0 +1,65 @@
+"""What a trial's (or the baseline's) pipeline has produced so far, read from the queue and the catalog: the
+variant it made, that variant's evaluation, and the benchmark measurement at the goal's cell."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from storage import catalog, queue
+from storage.entities import Evaluation, Job, Measurement
+
+MAKE_KINDS_EXCLUDED = ("evaluate", "benchmark")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    jobs: list[Job]
+    variant_id: int | None  # the variant the pipeline's last making step produced (or the one it started from)
+    evaluation: Evaluation | None  # of that variant, by this pipeline's evaluation job
+    benchmark: Job | None
+    measurement: Measurement | None  # that variant at the goal's cell, by this pipeline's benchmark job
+    failed: str | None = None  # "step 2 (quantize) failed: ..." when a making step did not succeed
+    job_ids: list[int] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.jobs) and all(j.status.finished for j in self.jobs)
+
+    def unfinished(self) -> list[Job]:
+        return [j for j in self.jobs if not j.status.finished]
+
+
+def making_steps(jobs: list[Job]) -> list[Job]:
+    return [j for j in jobs if j.kind not in MAKE_KINDS_EXCLUDED]
+
+
+def read(pipeline: str, start_variant_id: int | None, cell: tuple[int, int]) -> Outcome:
+    """The pipeline's outcome so far. `start_variant_id`: the variant when the pipeline makes none (the baseline
+    of a fine-tuned start variant is evaluated and benchmarked as it is)."""
+    jobs = queue.pipeline_jobs(pipeline)
+    steps = making_steps(jobs)
+    failed = None
+    for number, job in enumerate(steps, start=1):
+        if job.status.value in ("failed", "cancelled"):
+            failed = f"step {number} ({job.kind}) {job.status.value}: {job.message}"
+            break
+    variant_id = steps[-1].produced_variant_id if steps else start_variant_id
+    evaluation = None
+    for job in jobs:
+        if job.kind == "evaluate" and job.variant_id == variant_id and job.status.value == "succeeded" and variant_id:
+            wanted = job.result.get("evaluation_id")
+            evaluation = next((e for e in catalog.list_evaluations(variant_id) if e.id == wanted), None)
+    benchmark = next((j for j in reversed(jobs) if j.kind == "benchmark"), None)
+    measurement = None
+    if benchmark is not None and benchmark.status.value == "succeeded" and variant_id:
+        measurement = next((m for m in catalog.list_measurements(variant_ids=[variant_id])
+                            if m.job_id == benchmark.id and (m.batch_size, m.seq_len) == cell), None)
+    return Outcome(jobs, variant_id, evaluation, benchmark, measurement, failed, [j.id for j in jobs])
+
+
+def evaluation_failed(outcome: Outcome) -> str | None:
+    """Why the variant has no evaluation although its pipeline's making steps are done, if so."""
+    for job in outcome.jobs:
+        if job.kind == "evaluate" and job.variant_id == outcome.variant_id and job.status.value in ("failed", "cancelled"):
+            return f"its evaluation (job {job.id}) {job.status.value}: {job.message}"
+    return None

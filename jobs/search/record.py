@@ -1,0 +1,77 @@
+"""What a search keeps in its job's result: when it started, its space, and each trial's point, recipe and pipeline.
+
+This is the only state a search has besides the queue: the trials' jobs, variants, evaluations and measurements
+are ordinary rows found by pipeline name. A restarted search job reads this record back (a re-queued job keeps
+its partial result), rebuilds the Optuna study from it, re-attaches a trial whose pipeline is still running and
+continues; nothing is kept in a second store that could disagree with the database.
+
+A trial is recorded before its jobs are queued (and its pipeline name is fixed by the search and the trial number),
+so a restart between the two finds a recorded trial without jobs and queues them, never a second copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+RESULT_KEY = "search"
+STATES = ("running", "complete", "pruned", "failed")
+CUT_BY_BUDGET = "budget spent before it finished"  # a pruned trial's reason when the budget stopped its jobs
+
+
+def pipeline_name(search_job_id: int, trial: int | None) -> str:
+    """`search-17-t3` for trial 3 of search job 17; `search-17-base` for its baseline."""
+    return f"search-{search_job_id}-{'base' if trial is None else f't{trial}'}"
+
+
+@dataclass
+class TrialRecord:
+    number: int
+    params: dict[str, str]  # the point in the space
+    steps: list[dict[str, Any]]  # [{"kind", "params"}]: the recipe, re-runnable from the start variant
+    pipeline: str
+    started_s: float  # seconds after the search's first start
+    state: str = "running"
+    finished_s: float | None = None
+    reason: str | None = None  # why it was pruned or failed
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.finished_s is None else self.finished_s - self.started_s
+
+
+@dataclass
+class SearchRecord:
+    started_at: float  # epoch seconds of the first start: the budget counts from here, across restarts
+    goal: dict[str, Any]
+    space: dict[str, list[str]]
+    quick: bool
+    seed: int
+    start_variant_id: int  # what the search was given (fine-tuned in the baseline pipeline when it has no head)
+    baseline_pipeline: str
+    baseline_state: str = "running"
+    baseline_started_s: float = 0.0
+    baseline_finished_s: float | None = None
+    baseline_reason: str | None = None
+    trials: list[TrialRecord] = field(default_factory=list)
+    stop_reason: str | None = None
+    elapsed_s: float = 0.0  # as of the last save
+    best: int | None = None
+    front: list[int] = field(default_factory=list)
+    restarts: int = 0
+
+    def to_result(self) -> dict[str, Any]:
+        return {RESULT_KEY: dataclasses.asdict(self)}
+
+    @classmethod
+    def from_result(cls, result: dict[str, Any] | None) -> SearchRecord | None:
+        data = (result or {}).get(RESULT_KEY)
+        if not isinstance(data, dict):
+            return None
+        data = dict(data)
+        data["trials"] = [TrialRecord(**t) for t in data.get("trials", [])]
+        return cls(**data)
+
+    def trial(self, number: int) -> TrialRecord:
+        return next(t for t in self.trials if t.number == number)

@@ -1,0 +1,341 @@
+"""The search job's body: measure the baseline, then ask the study for points and run each as a trial of real jobs
+until the goal is met, the budget is spent, the trial limit is reached or the space is exhausted.
+
+A trial is one pipeline: the steps that make its variant (each new variant evaluated, as always), then, only when
+the evaluation is within the goal's drop and not degenerate, a benchmark of the variant at the goal's cell on this
+machine. The best-so-far, the front and every trial are saved in the job's partial result after each change, so
+they survive a crash and the UI follows them live; a restarted search resumes from them (see record.py).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import statistics
+import threading
+import time
+from typing import Any
+
+from jobs.runner.context import JobCancelled, JobContext, JobResult
+from jobs.runner.submit import Step, check_evaluation_params, check_pipeline, submit_pipeline
+from jobs.search import space as search_space
+from jobs.search import study as search_study
+from jobs.search.drive import ShuttingDown, run_pipeline
+from jobs.search.goal import SearchGoal
+from jobs.search.outcomes import Outcome, evaluation_failed, making_steps, read
+from jobs.search.record import CUT_BY_BUDGET, SearchRecord, TrialRecord, pipeline_name
+from jobs.search.status import DROP_EPSILON, TrialRow, best, front, trial_rows
+from storage import queue, settings
+from storage.entities import Dataset, Variant
+from storage.errors import InvalidInput
+
+
+def goal_of(params: Any) -> SearchGoal:
+    return SearchGoal(max_drop_points=params.max_drop_points, budget_s=params.budget_s, batch_size=params.batch_size,
+                      seq_len=params.seq_len, traffic=params.traffic, device=params.device,
+                      speedup=params.speedup or None)
+
+
+def parse_space(text: str) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise InvalidInput(f"space must be a JSON object of dimension -> allowed values, got {text[:80]!r}") from None
+    if not isinstance(value, dict):
+        raise InvalidInput("space must be a JSON object of dimension -> allowed values")
+    return value
+
+
+class Search:
+    def __init__(self, params: Any, ctx: JobContext):
+        self.params, self.ctx = params, ctx
+        self.goal = goal_of(params)
+        self.start: Variant = ctx.require_variant()
+        self.dataset: Dataset = ctx.require_dataset()
+        record = SearchRecord.from_result(ctx.job.result)
+        if record is None:
+            space = search_space.build_space(self.goal.device, params.quick, parse_space(params.space))
+            record = SearchRecord(
+                started_at=time.time(), goal=self.goal.as_dict(), space={k: list(v) for k, v in space.items()},
+                quick=params.quick, seed=params.seed, start_variant_id=self.start.id,
+                baseline_pipeline=pipeline_name(ctx.job.id, None))
+        else:
+            record.restarts += 1
+        self.record = record
+        self.terminated = threading.Event()  # SIGTERM: a cancel, or the worker shutting down
+        self.baseline_variant_id: int | None = None
+        from jobs.decisions.wizard import _fusion_ok
+        from jobs.runner.registry import get_kind
+
+        self.fusion_ok = _fusion_ok(self.start)
+        self.evaluation = check_evaluation_params(
+            {"max_examples": 0, **(get_kind("evaluate").quick_params if params.quick else {}),
+             "tolerance_points": self.goal.max_drop_points})
+        self.bench_params = {**self.goal.benchmark_params(),
+                             **(get_kind("benchmark").quick_params if params.quick else {})}
+
+    # ---- time, saving, progress ------------------------------------------------------------------------------
+
+    def elapsed(self) -> float:
+        return time.time() - self.record.started_at
+
+    def out_of_time(self) -> bool:
+        return self.elapsed() >= self.goal.budget_s
+
+    def save(self) -> None:
+        self.record.elapsed_s = round(self.elapsed(), 2)
+        self.ctx.record(self.record.to_result())
+
+    def rows(self) -> tuple[TrialRow, list[TrialRow]]:
+        return trial_rows(self.record)
+
+    def refresh_best(self) -> TrialRow | None:
+        baseline, rows = self.rows()
+        chosen = best(rows, baseline, self.goal.max_drop_points)
+        self.record.best = chosen.number if chosen else None
+        self.record.front = front(rows)
+        return chosen
+
+    def progress(self, message: str) -> None:
+        """Budget used as the fraction; written every time (a search's messages are few, none may be thinned)."""
+        fraction = min(self.elapsed() / self.goal.budget_s, 0.99)
+        self.ctx.log(f"[{fraction:4.0%}] {message}")
+        queue.set_progress(self.ctx.job.id, fraction, message)
+
+    def _run_pipeline(self, pipeline: str) -> str | None:
+        return run_pipeline(pipeline, out_of_time=self.out_of_time, cancelled=self.ctx.cancelled,
+                            shutting_down=self.shutting_down)
+
+    def shutting_down(self) -> bool:
+        """SIGTERM without a cancel: the worker running the search is stopping (it re-queues the search)."""
+        return self.terminated.is_set() and not self.ctx.cancelled()
+
+    # ---- the baseline ------------------------------------------------------------------------------------------
+
+    def _enqueue_benchmark(self, pipeline: str, variant_id: int, depends_on: int | None) -> None:
+        plan = check_pipeline([Step("benchmark", dict(self.bench_params))], variant=variant_id, dataset=self.dataset.id)
+        queue.enqueue("benchmark", plan.params[0], device=self.goal.device, model_id=self.start.model_id,
+                      variant_id=variant_id, dataset_id=self.dataset.id, depends_on_id=depends_on, pipeline=pipeline,
+                      max_attempts=settings.get("WORKBENCH_MAX_ATTEMPTS"))
+
+    def baseline(self) -> None:
+        """Evaluate and benchmark the fp32 start variant in this search (fine-tuned first when it has no head for the
+        dataset's labels), so every speed-up is against a baseline measured here, on the same fingerprint."""
+        from jobs.kinds.evaluate import EVALUATION_PRIORITY
+        from jobs.ml.lineage import classifies
+        from jobs.runner.registry import get_kind
+        from jobs.runtimes import get_runtime
+
+        record, pipeline = self.record, self.record.baseline_pipeline
+        if not queue.pipeline_jobs(pipeline):
+            record.baseline_started_s = round(self.elapsed(), 2)
+            if classifies(self.start, list(self.dataset.labels)):
+                queue.enqueue("evaluate", self.evaluation, device=get_runtime(self.start.runtime).default_device,
+                              model_id=self.start.model_id, variant_id=self.start.id, dataset_id=self.dataset.id,
+                              pipeline=pipeline, priority=EVALUATION_PRIORITY,
+                              max_attempts=settings.get("WORKBENCH_MAX_ATTEMPTS"))
+                self._enqueue_benchmark(pipeline, self.start.id, None)
+            else:
+                finetune = dict(get_kind("finetune").quick_params) if self.params.quick else {}
+                submit_pipeline([Step("finetune", finetune)], variant=self.start.id, dataset=self.dataset.id,
+                                evaluation=self.evaluation, pipeline=pipeline)
+            self.save()
+        self.progress("measuring the baseline (fp32, as given)")
+        stopped = self._run_pipeline(pipeline)
+        outcome = read(pipeline, self.start.id, self.goal.cell)
+        steps = making_steps(outcome.jobs)
+        if not stopped and not outcome.failed and outcome.benchmark is None and outcome.evaluation is not None:
+            self._enqueue_benchmark(pipeline, outcome.variant_id, steps[-1].id if steps else None)
+            stopped = self._run_pipeline(pipeline)
+            outcome = read(pipeline, self.start.id, self.goal.cell)
+        self.baseline_variant_id = outcome.variant_id
+        record.baseline_finished_s = round(self.elapsed(), 2)
+        reason = stopped or outcome.failed or evaluation_failed(outcome)
+        if reason is None and outcome.evaluation is None:
+            reason = "the baseline has no evaluation"
+        elif reason is None and outcome.evaluation.degenerate:
+            reason = f"the baseline is degenerate ({outcome.evaluation.degenerate_reason}): fix or re-train it first"
+        elif reason is None and outcome.measurement is None:
+            reason = "the baseline's benchmark measured nothing at the goal's cell; see its log"
+        record.baseline_state = "failed" if reason else "complete"
+        record.baseline_reason = reason
+        self.save()
+
+    # ---- trials --------------------------------------------------------------------------------------------------
+
+    def _classify(self, outcome: Outcome, stopped: str | None) -> tuple[str, str | None]:
+        """A finished trial's state and reason, from what its pipeline produced."""
+        if stopped == "budget spent":
+            return "pruned", CUT_BY_BUDGET
+        if stopped:
+            return "failed", stopped
+        if outcome.failed:
+            return "failed", outcome.failed
+        if outcome.evaluation is None:
+            return "failed", evaluation_failed(outcome) or "its variant has no evaluation"
+        if outcome.benchmark is None:
+            return "running", None  # evaluated, not benchmarked yet
+        if outcome.benchmark.status.value != "succeeded":
+            return "failed", f"its benchmark (job {outcome.benchmark.id}) {outcome.benchmark.status.value}: " \
+                             f"{outcome.benchmark.message}"
+        if outcome.measurement is None:
+            return "failed", "its benchmark measured nothing at the goal's cell"
+        return "complete", None
+
+    def _hopeless(self, outcome: Outcome, baseline: TrialRow) -> str | None:
+        """Why an evaluated trial is not worth benchmarking (it could never be picked), or None."""
+        ev = outcome.evaluation
+        if ev.degenerate:
+            return f"degenerate: {ev.degenerate_reason}"
+        drop = (baseline.accuracy - ev.accuracy) * 100
+        if drop > self.goal.max_drop_points + DROP_EPSILON:
+            return f"loses {drop:.2f} accuracy points, more than the {self.goal.max_drop_points:g} allowed"
+        return None
+
+    def run_trial(self, trial: TrialRecord, baseline: TrialRow) -> None:
+        """Run (or, after a restart, re-attach to) one trial's pipeline until it is complete, pruned or failed."""
+        self.progress(f"trial {trial.number}: " + " -> ".join(s["kind"] for s in trial.steps)
+                      + f" ({', '.join(f'{k}={v}' for k, v in trial.params.items())})")
+        if not queue.pipeline_jobs(trial.pipeline):
+            try:
+                submit_pipeline([Step(s["kind"], dict(s["params"])) for s in trial.steps],
+                                variant=self.baseline_variant_id, dataset=self.dataset.id,
+                                evaluation=self.evaluation, pipeline=trial.pipeline)
+            except InvalidInput as exc:  # a chain this installation refuses: a failed point, not a failed search
+                trial.state, trial.reason = "failed", f"not queued: {exc}"
+        stopped = None
+        if trial.state == "running":
+            stopped = self._run_pipeline(trial.pipeline)
+            outcome = read(trial.pipeline, None, self.goal.cell)
+            state, reason = self._classify(outcome, stopped)
+            if state == "running":
+                reason = self._hopeless(outcome, baseline)
+                if reason:
+                    state = "pruned"
+                else:
+                    self._enqueue_benchmark(trial.pipeline, outcome.variant_id, making_steps(outcome.jobs)[-1].id)
+                    stopped = self._run_pipeline(trial.pipeline)
+                    state, reason = self._classify(read(trial.pipeline, None, self.goal.cell), stopped)
+            trial.state, trial.reason = state, reason
+        trial.finished_s = round(self.elapsed(), 2)
+        chosen = self.refresh_best()
+        self.save()
+        words = f"best so far: trial {chosen.number}, {chosen.speedup:.2f}x" if chosen and chosen.speedup else \
+            "no trial within the goal yet"
+        self.progress(f"trial {trial.number} {trial.state}{f' ({trial.reason})' if trial.reason else ''}; {words}")
+        if stopped == "cancelled":
+            self.record.stop_reason = "cancelled"
+            self.save()
+            raise JobCancelled(f"search job {self.ctx.job.id} cancelled")
+
+    def stop_reason(self, chosen: TrialRow | None) -> str | None:
+        if self.ctx.cancelled():
+            return "cancelled"
+        remaining = self.goal.budget_s - self.elapsed()
+        if remaining <= 0:
+            return "budget spent"
+        durations = [t.duration_s for t in self.record.trials if t.state != "running" and t.duration_s is not None
+                     and t.reason != CUT_BY_BUDGET]
+        if durations and remaining < statistics.median(durations):
+            return "budget spent"  # not enough left for a typical trial: starting one would overrun the budget
+        if self.params.n_trials and len(self.record.trials) >= self.params.n_trials:
+            return "trial limit reached"
+        if self.goal.speedup and chosen is not None and chosen.speedup and chosen.speedup >= self.goal.speedup:
+            return "goal met"
+        return None
+
+    # ---- the whole search ----------------------------------------------------------------------------------------
+
+    def _on_sigterm(self, *_args: Any) -> None:
+        self.terminated.set()  # only a flag here: the pipeline watcher tells a cancel from a shutdown
+
+    def run(self) -> JobResult:
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm) \
+            if threading.current_thread() is threading.main_thread() else None
+        try:
+            return self._run()
+        except ShuttingDown:
+            self.save()
+            self.ctx.log("the worker is stopping: the search stops here and resumes from its record when re-queued")
+            # left running, not finished: the worker re-queues it (a SystemExit skips the runner's failure handling)
+            raise SystemExit(143) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _run(self) -> JobResult:
+        record = self.record
+        self.save()
+        if record.baseline_state == "complete":  # measured before a restart
+            self.baseline_variant_id = read(record.baseline_pipeline, self.start.id, self.goal.cell).variant_id
+        else:
+            self.baseline()
+        if record.baseline_state != "complete":
+            if record.baseline_reason == "cancelled":
+                raise JobCancelled(f"search job {self.ctx.job.id} cancelled")
+            if record.baseline_reason == "budget spent":
+                record.stop_reason = "budget spent"
+                self.save()
+                raise InvalidInput("the budget was spent before the baseline was measured: give the search more time")
+            raise InvalidInput(f"the baseline could not be measured: {record.baseline_reason}")
+        study = search_study.new_study(record)
+        baseline, rows = self.rows()
+        outcomes: dict[tuple, dict[str, Any]] = {
+            search_space.key({"student": "none", "prune": "none", "backend": search_space.FP32}):
+                search_study.outcome_kwargs(baseline, "complete", self.goal.max_drop_points)}
+        by_number = {r.number: r for r in rows}
+        for trial in record.trials:
+            if trial.state == "running":  # its pipeline outlived the last run of this job: wait for it, do not redo it
+                self.run_trial(trial, baseline)
+                by_number[trial.number] = next(r for r in self.rows()[1] if r.number == trial.number)
+            told = search_study.outcome_kwargs(by_number[trial.number], trial.state, self.goal.max_drop_points)
+            search_study.add_finished(study, trial.params, record, told)
+            outcomes[search_space.key(trial.params)] = told
+        space = {k: tuple(v) for k, v in record.space.items()}
+        total = search_space.size(space)
+        first = search_space.wizard_point(space, self.goal.device) if not record.trials else None
+        if first is not None:
+            study.enqueue_trial(first)  # the wizard's recipe for this machine is the first trial
+        reason = None
+        while reason is None:
+            reason = self.stop_reason(self.refresh_best())
+            if reason:
+                break
+            if len(outcomes) - 1 >= total:
+                reason = "space exhausted"
+                break
+            picked = search_study.next_point(study, record, outcomes)
+            if picked is None:
+                reason = "space exhausted"
+                break
+            optuna_trial, point = picked
+            number = len(record.trials) + 1
+            trial = TrialRecord(number, point, search_space.steps(point, self.goal, quick=record.quick,
+                                                                  fusion_ok=self.fusion_ok),
+                                pipeline_name(self.ctx.job.id, number), started_s=round(self.elapsed(), 2))
+            record.trials.append(trial)
+            self.save()  # recorded before its jobs are queued: a restart finds it and queues them once
+            self.run_trial(trial, baseline)
+            row = next(r for r in self.rows()[1] if r.number == number)
+            told = search_study.outcome_kwargs(row, trial.state, self.goal.max_drop_points)
+            search_study.tell(study, optuna_trial, told)
+            outcomes[search_space.key(point)] = told
+        if reason == "cancelled":
+            record.stop_reason = reason
+            self.save()
+            raise JobCancelled(f"search job {self.ctx.job.id} cancelled")
+        record.stop_reason = reason
+        chosen = self.refresh_best()
+        self.save()
+        summary = (f"trial {chosen.number} is the fastest within {self.goal.max_drop_points:g} points: "
+                   f"{chosen.speedup:.2f}x the baseline's speed" if chosen and chosen.speedup
+                   else "no trial within the goal")
+        return JobResult(result=record.to_result(), message=f"{reason}; {len(record.trials)} trials; {summary}")
+
+
+def run(params: Any, ctx: JobContext) -> JobResult:
+    return Search(params, ctx).run()
+
+

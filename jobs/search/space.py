@@ -1,0 +1,218 @@
+"""The search space: which student, pruning, runtime and precision a trial tries, and the job steps that make it.
+
+A point is a dict of categorical choices, asked dimension by dimension (a dimension that does not apply, e.g. the
+ONNX graph optimization level of a PyTorch point, is not asked). The choices offered are those this installation
+and this device can run: bf16 only where the CPU has AMX or AVX-512 BF16 (elsewhere it is slower than fp32),
+OpenVINO and NNCF only when installed, TensorRT only where its kind is available. `quick` is a small space with
+the kinds' quick params, for a first look and for tests.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from storage.errors import InvalidInput
+
+TRT_MAX_BATCH, TRT_MAX_SEQ = 32, 128
+STUDENTS = ("none", "half-layers", "third-layers", "small-4x256")
+PRUNINGS = {"none": None, "structured-25": 0.25, "structured-50": 0.5}
+ORT_LEVELS = ("none", "basic", "extended", "all")
+REDUCE_RANGE = ("auto", "off", "on")
+ONNX_INT8 = ("onnx-int8", "onnx-int8-static")
+BACKENDS = ("pytorch-fp32", "pytorch-int8", "pytorch-bf16", "pytorch-fp16", "onnx-fp32", "onnx-int8",
+            "onnx-int8-static", "openvino-fp32", "openvino-bf16", "openvino-int8", "tensorrt-fp16")
+FP32 = "pytorch-fp32"
+
+
+@dataclass(frozen=True)
+class Dimension:
+    name: str
+    universe: tuple[str, ...]  # every value the workbench knows for it
+    applies: Callable[[dict[str, Any]], bool]  # from the choices asked before it
+
+
+DIMENSIONS = (
+    Dimension("student", STUDENTS, lambda p: True),
+    Dimension("prune", tuple(PRUNINGS), lambda p: True),
+    Dimension("backend", BACKENDS, lambda p: True),
+    Dimension("ort_level", ORT_LEVELS, lambda p: p["backend"].startswith("onnx-")),
+    Dimension("reduce_range", REDUCE_RANGE, lambda p: p["backend"] in ONNX_INT8),
+)
+BY_NAME = {d.name: d for d in DIMENSIONS}
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def unavailable_backends(device: str) -> dict[str, str]:
+    """Backends this machine cannot run for `device`, with the reason."""
+    from jobs.runner.registry import get_kind
+    from jobs.runtimes.devices import fast_bf16
+
+    out: dict[str, str] = {}
+    if device == "cuda":
+        for name in BACKENDS:
+            if name.startswith(("onnx-", "openvino-")) or name == "pytorch-int8":
+                out[name] = "a CPU backend"
+        if not fast_bf16("cuda"):
+            out["pytorch-bf16"] = "this GPU has no fast bf16"
+        ok, why = get_kind("build-tensorrt").availability()
+        if not ok:
+            out["tensorrt-fp16"] = why
+        return out
+    out["tensorrt-fp16"] = out["pytorch-fp16"] = "a GPU backend (fp16 is slow on CPUs)"
+    if not fast_bf16("cpu"):
+        out["pytorch-bf16"] = out["openvino-bf16"] = "this CPU has no AMX or AVX-512 BF16: bf16 is slower than fp32"
+    if not _installed("openvino"):
+        for name in ("openvino-fp32", "openvino-bf16", "openvino-int8"):
+            out[name] = "openvino is not installed"
+    elif "openvino-bf16" not in out:
+        from jobs.runtimes.openvino_runtime import bf16_here
+
+        ok, why = bf16_here()
+        if not ok:
+            out["openvino-bf16"] = why
+    if not _installed("nncf"):
+        out["openvino-int8"] = "nncf is not installed"
+    return out
+
+
+def default_space(device: str, quick: bool) -> dict[str, tuple[str, ...]]:
+    """The choices a search tries by default here: every available backend, 1/2 and 1/3 depth students and
+    structured pruning; `quick`: full or half depth, PyTorch int8 or ONNX Runtime dynamic int8."""
+    if quick:
+        backends = ("pytorch-fp32", "pytorch-int8", "onnx-int8") if device == "cpu" else ("pytorch-fp32", "pytorch-fp16")
+        return {"student": ("none", "half-layers"), "prune": ("none",), "backend": backends,
+                "ort_level": ("basic",), "reduce_range": ("auto",)}
+    missing = unavailable_backends(device)
+    return {"student": ("none", "half-layers", "third-layers"), "prune": tuple(PRUNINGS),
+            "backend": tuple(b for b in BACKENDS if b not in missing), "ort_level": ("basic", "extended", "all"),
+            "reduce_range": ("off", "on")}
+
+
+def build_space(device: str, quick: bool, restrict: dict[str, Any] | None) -> dict[str, tuple[str, ...]]:
+    """The default space with the user's restrictions (dimension -> allowed values), checked against what exists
+    and what runs here; a restriction may also name a known value the default leaves out (e.g. small-4x256)."""
+    space = default_space(device, quick)
+    missing = unavailable_backends(device)
+    for name, values in (restrict or {}).items():
+        if name not in BY_NAME:
+            raise InvalidInput(f"unknown search dimension {name!r}; use {', '.join(BY_NAME)}")
+        values = (values,) if isinstance(values, str) else tuple(values)
+        unknown = [v for v in values if v not in BY_NAME[name].universe]
+        if unknown or not values:
+            raise InvalidInput(f"{name} takes {', '.join(BY_NAME[name].universe)}, not {', '.join(map(str, unknown)) or 'nothing'}")
+        if name == "backend":
+            blocked = [f"{v} ({missing[v]})" for v in values if v in missing]
+            if blocked:
+                raise InvalidInput(f"backends not available here: {'; '.join(blocked)}")
+        space[name] = tuple(dict.fromkeys(values))
+    if not points(space):
+        raise InvalidInput("the search space has no point besides the fp32 baseline: allow another backend, "
+                           "student or pruning")
+    return space
+
+
+def suggest(trial: Any, space: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    """Ask an Optuna trial for a point, dimension by dimension (define-by-run: only the dimensions that apply)."""
+    point: dict[str, str] = {}
+    for dim in DIMENSIONS:
+        if dim.applies(point):
+            point[dim.name] = trial.suggest_categorical(dim.name, list(space[dim.name]))
+    return point
+
+
+def is_baseline(point: dict[str, str]) -> bool:
+    return point.get("student") == "none" and point.get("prune") == "none" and point.get("backend") == FP32
+
+
+def points(space: dict[str, tuple[str, ...]]) -> list[dict[str, str]]:
+    """Every point of the space except the baseline itself, in a fixed order."""
+    found: list[dict[str, str]] = [{}]
+    for dim in DIMENSIONS:
+        found = [dict(p, **({dim.name: v} if applies else {}))
+                 for p in found for applies in [dim.applies(p)] for v in (space[dim.name] if applies else (None,))]
+    unique = {tuple(sorted(p.items())): p for p in found}
+    return [p for p in unique.values() if not is_baseline(p)]
+
+
+def key(point: dict[str, str]) -> tuple:
+    return tuple(sorted(point.items()))
+
+
+def size(space: dict[str, tuple[str, ...]]) -> int:
+    return len(points(space))
+
+
+def steps(point: dict[str, str], goal: Any, *, quick: bool, fusion_ok: bool) -> list[dict[str, Any]]:
+    """The job steps (kind + params) that make the point's variant from the fp32 start variant."""
+    from jobs.runner.registry import get_kind
+
+    made: list[tuple[str, dict[str, Any]]] = []
+    if point["student"] != "none":
+        made.append(("distill", {"student": point["student"]}))
+    ratio = PRUNINGS[point["prune"]]
+    if ratio is not None:
+        made.append(("prune", {"method": "structured", "head_ratio": ratio, "ffn_ratio": ratio}))
+    backend = point["backend"]
+    if backend.startswith("onnx-") or backend == "tensorrt-fp16":
+        export: dict[str, Any] = {}
+        if backend != "tensorrt-fp16":  # TensorRT fuses on its own
+            export = {"fusion": fusion_ok, "optimization": point.get("ort_level", "none")} if fusion_ok else \
+                {"optimization": point.get("ort_level", "none")}
+        made.append(("export-onnx", export))
+    if backend == "pytorch-int8":
+        made.append(("quantize", {"method": "torch-dynamic-int8"}))
+    elif backend in ("pytorch-bf16", "pytorch-fp16"):
+        made.append(("quantize", {"method": backend.split("-")[1]}))
+    elif backend == "onnx-int8":
+        made.append(("quantize", {"method": "ort-dynamic-int8", "per_channel": True,
+                                  "reduce_range": point.get("reduce_range", "auto")}))
+    elif backend == "onnx-int8-static":
+        made.append(("quantize", {"method": "ort-static-int8", "reduce_range": point.get("reduce_range", "auto")}))
+    elif backend.startswith("openvino-"):
+        made.append(("export-openvino", {"precision": "bf16"} if backend == "openvino-bf16" else {}))
+        if backend == "openvino-int8":
+            made.append(("quantize", {"method": "nncf-int8"}))
+    elif backend == "tensorrt-fp16":
+        made.append(("build-tensorrt", {
+            "precision": "fp16", "opt_batch": goal.batch_size, "max_batch": max(goal.batch_size, TRT_MAX_BATCH),
+            "opt_seq": goal.seq_len, "max_seq": max(goal.seq_len, TRT_MAX_SEQ)}))
+    return [{"kind": kind, "params": {**get_kind(kind).quick_params, **params} if quick else params}
+            for kind, params in made]
+
+
+def distributions(point: dict[str, str], space: dict[str, tuple[str, ...]]) -> dict[str, Any] | None:
+    """Optuna's distributions of a recorded point, to add it back to a rebuilt study; None when a value is no longer
+    in the space (the study then does without it; the search's own record still has it)."""
+    from optuna.distributions import CategoricalDistribution
+
+    if any(name not in space or value not in space[name] for name, value in point.items()):
+        return None
+    return {name: CategoricalDistribution(list(space[name])) for name in point}
+
+
+# The wizard's first choice per target (jobs.decisions.wizard.OPTIONS) as a point: the search tries it first, so the
+# expert's recipe is always measured and the sampler only has to beat it.
+WIZARD_BACKENDS = {"pytorch bf16": "pytorch-bf16", "pytorch int8": "pytorch-int8", "onnxruntime int8": "onnx-int8",
+                   "tensorrt fp16": "tensorrt-fp16", "pytorch fp16": "pytorch-fp16"}
+
+
+def wizard_point(space: dict[str, tuple[str, ...]], device: str) -> dict[str, str] | None:
+    """The wizard's recommended precision step for this machine as a point of `space`, or None when it is not in it."""
+    from jobs.decisions.wizard import OPTIONS, detected_target
+    from jobs.runtimes.devices import detect
+
+    # on a GPU machine searching for its CPU, the CPU's own target
+    target = "nvidia-gpu" if device == "cuda" else detected_target({**detect(), "devices": ["cpu"]})
+    backend = WIZARD_BACKENDS.get(OPTIONS[target][0].key)
+    point = {"student": "none", "prune": "none", "backend": backend or ""}
+    if backend == "onnx-int8":
+        point.update(ort_level="basic" if "basic" in space["ort_level"] else space["ort_level"][0],
+                     reduce_range="on" if target == "cpu-avx2" else "off")
+    if any(value not in space.get(name, ()) for name, value in point.items()):
+        return None
+    return point

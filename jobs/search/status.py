@@ -1,0 +1,166 @@
+"""A search as people follow it: its goal, budget, why it stopped, and one row per trial with its recipe, accuracy,
+latency, speed-up over the baseline measured in the same search, and why it cannot be picked; the Pareto front of
+the trials that can be, and the best one.
+
+Eligibility follows jobs.decisions.compare: a degenerate variant, or a cell that is unstable, has too few samples
+or was measured on a busy machine (`cell_problems`), is never the best nor on the front. Speed-ups are p50 ratios
+against the baseline the same search benchmarked on the same fingerprint (machine and libraries); a trial measured
+on another fingerprint is flagged, not compared.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from jobs.decisions.compare import Point, Rules, cell_problems, pareto_front, sweet_spot
+from jobs.search.outcomes import Outcome, read
+from jobs.search.record import SearchRecord, TrialRecord
+from jobs.search.space import size
+from storage import queue
+from storage.errors import InvalidInput
+
+DROP_EPSILON = 1e-9
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    number: int  # 0: the baseline
+    state: str  # running, complete, pruned, failed
+    params: dict[str, Any]
+    steps: list[dict[str, Any]]
+    variant_id: int | None
+    accuracy: float | None
+    drop_points: float | None  # accuracy points lost against the baseline (negative: gained)
+    p50_ms: float | None
+    throughput_sps: float | None
+    speedup: float | None
+    problems: list[str]
+    pipeline: str | None
+    job_ids: list[int]
+    reason: str | None = None
+    p95_ms: float | None = None
+    started_s: float | None = None
+    finished_s: float | None = None
+    fingerprint: str | None = None
+
+    @property
+    def eligible(self) -> bool:
+        """Measured, sound, and not degenerate: may be on the front (and the best, within the drop)."""
+        return self.state == "complete" and not self.problems and self.p50_ms is not None and self.accuracy is not None
+
+
+@dataclass(frozen=True)
+class SearchStatus:
+    job_id: int
+    state: str  # the search job's status
+    goal: dict[str, Any]
+    elapsed_s: float
+    budget_s: float
+    stop_reason: str | None
+    trials: list[TrialRow]
+    front: list[int]
+    best: TrialRow | None
+    baseline: TrialRow | None
+    message: str = ""
+    space: dict[str, list[str]] = field(default_factory=dict)
+    space_size: int = 0
+    start_variant_id: int | None = None
+    restarts: int = 0
+
+
+def _point(row: TrialRow) -> Point:
+    return Point(row.number, f"trial {row.number}", row.p50_ms or 0.0, row.accuracy)
+
+
+def _row(number: int, state: str, params: dict, steps: list, outcome: Outcome, baseline: TrialRow | None,
+         rules: Rules, record: TrialRecord | None = None, reason: str | None = None) -> TrialRow:
+    ev, m = outcome.evaluation, outcome.measurement
+    problems = []
+    if ev is not None and ev.degenerate:
+        problems.append(f"degenerate: {ev.degenerate_reason}")
+    speedup = None
+    if m is not None:
+        point = Point(outcome.variant_id or 0, "", m.p95_ms, ev.accuracy if ev else None, m.p50_ms, m.p90_ms,
+                      m.throughput_sps, job_id=m.job_id, samples=m.samples, stable=m.stable, spread=m.spread,
+                      other_cpu_fraction=m.load.get("other_cpu_fraction") if m.load else None,
+                      steal_fraction=m.load.get("steal_fraction") if m.load else None,
+                      samples_ms=tuple(m.samples_ms) if m.samples_ms else None)
+        problems += cell_problems(point, rules)
+        if baseline is not None and baseline.fingerprint and baseline.fingerprint != m.fingerprint_hash:
+            problems.append("measured on another machine or library set than the baseline (fingerprints differ)")
+        elif baseline is not None and baseline.p50_ms and number != 0:
+            speedup = baseline.p50_ms / m.p50_ms
+    accuracy = ev.accuracy if ev is not None else None
+    drop = None
+    if accuracy is not None and baseline is not None and baseline.accuracy is not None:
+        drop = (baseline.accuracy - accuracy) * 100
+    return TrialRow(
+        number=number, state=state, params=dict(params), steps=list(steps), variant_id=outcome.variant_id,
+        accuracy=accuracy, drop_points=drop, p50_ms=m.p50_ms if m else None,
+        throughput_sps=m.throughput_sps if m else None, speedup=speedup, problems=problems,
+        pipeline=record.pipeline if record else None, job_ids=outcome.job_ids,
+        reason=reason if reason is not None else (record.reason if record else None),
+        p95_ms=m.p95_ms if m else None, started_s=record.started_s if record else None,
+        finished_s=record.finished_s if record else None, fingerprint=m.fingerprint_hash if m else None)
+
+
+def baseline_row(record: SearchRecord, cell: tuple[int, int], rules: Rules) -> TrialRow:
+    outcome = read(record.baseline_pipeline, record.start_variant_id, cell)
+    row = _row(0, record.baseline_state, {}, [], outcome, None, rules, reason=record.baseline_reason)
+    return replace(row, pipeline=record.baseline_pipeline, started_s=record.baseline_started_s,
+                   finished_s=record.baseline_finished_s)
+
+
+def trial_rows(record: SearchRecord, rules: Rules | None = None) -> tuple[TrialRow, list[TrialRow]]:
+    """The baseline's row and every trial's, read from their pipelines now."""
+    rules = rules or Rules.from_settings()
+    goal = record.goal
+    cell = (int(goal["batch_size"]), 0 if goal.get("traffic") == "real" else int(goal.get("seq_len", 128)))
+    baseline = baseline_row(record, cell, rules)
+    rows = [_row(t.number, t.state, t.params, t.steps, read(t.pipeline, None, cell), baseline, rules, t)
+            for t in record.trials]
+    return baseline, rows
+
+
+def front(rows: list[TrialRow]) -> list[int]:
+    """Trial numbers on the Pareto front of the eligible trials (lower p50, higher accuracy), fastest first."""
+    return [p.variant_id for p in pareto_front([_point(r) for r in rows if r.eligible])]
+
+
+def best(rows: list[TrialRow], baseline: TrialRow, max_drop_points: float) -> TrialRow | None:
+    """The fastest eligible trial within the drop; None while the baseline itself is not sound and evaluated."""
+    if baseline.accuracy is None or baseline.problems or baseline.p50_ms is None:
+        return None
+    eligible = [r for r in rows if r.eligible]
+    chosen = sweet_spot([_point(r) for r in eligible], baseline.accuracy, max_drop_points, None)
+    return next((r for r in eligible if chosen is not None and r.number == chosen.variant_id), None)
+
+
+def status(search_job_id: int) -> SearchStatus:
+    """Where search job `search_job_id` is: trials, front and best, read from the database now."""
+    job = queue.get_job(search_job_id)
+    if job.kind != "search":
+        raise InvalidInput(f"job {job.id} is a {job.kind} job, not a search")
+    record = SearchRecord.from_result(job.result)
+    goal = dict(job.params)
+    budget = float(goal.get("budget_s", 0))
+    goal_view = {k: goal[k] for k in ("max_drop_points", "batch_size", "seq_len", "traffic", "device", "budget_s",
+                                      "speedup") if k in goal}
+    if goal_view.get("traffic") == "real":
+        goal_view.pop("seq_len", None)
+    goal_view["speedup"] = goal_view.get("speedup") or None  # 0: no speed-up target
+    if record is None:  # queued, or started but not yet saved
+        return SearchStatus(job.id, job.status.value, goal_view, 0.0, budget, None, [], [], None, None, job.message)
+    baseline, rows = trial_rows(record)
+    elapsed = record.elapsed_s if job.status.finished else max(record.elapsed_s, time.time() - record.started_at)
+    if job.status.value == "queued":
+        elapsed = record.elapsed_s
+    stop = record.stop_reason or ("cancelled" if job.status.value == "cancelled" else None)
+
+    return SearchStatus(
+        job.id, job.status.value, goal_view, round(elapsed, 1), budget, stop, rows, front(rows),
+        best(rows, baseline, float(goal.get("max_drop_points", 0))), baseline, job.message,
+        {k: list(v) for k, v in record.space.items()}, size({k: tuple(v) for k, v in record.space.items()}),
+        record.start_variant_id, record.restarts)

@@ -1,0 +1,305 @@
+"""The `search` job kind: real trials (real jobs, real variants, real measurements) within a time budget, the
+best-so-far kept through a SIGKILLed worker, degenerate and unsound candidates never picked, the Pareto front
+checked against a brute-force computation, and bad input refused with nothing queued.
+
+One module-scoped search, on a tiny BERT fine-tuned on the toy dataset, run by a real worker process that is
+killed once a trial is complete and replaced by a new one; the tests read what it left.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO, run_cli, wait_for
+from tests.support.data import write_sentiment_csv
+
+pytestmark = pytest.mark.slow
+
+BUDGET_S = 600.0  # the main search ends at its trial limit; a second one is given a budget too small to finish
+TIGHT_BUDGET_S = 12.0
+MAX_DROP = 10.0  # a 40-example test split: one answer is 2.5 points
+STALE_AFTER_S = 6.0
+# Full depth PyTorch int8 (a sound, complete trial), and a fresh small student trained for seconds on 140 examples
+# (it answers one class: a degenerate variant, for real), with and without int8.
+SPACE = {"student": ["none", "small-4x256"], "prune": ["none"], "backend": ["pytorch-fp32", "pytorch-int8"]}
+SEED = 10  # the sampler's first points with this seed: full-depth int8, then the small student in fp32
+TRIALS = 2
+# The machine running the tests is shared by parallel test processes: "busy" cells (tested in test_compare.py) would
+# leave nothing to pick; unstable cells and degenerate variants are still excluded as always.
+WORKER_ENV = {"WORKBENCH_STALE_AFTER_S": str(STALE_AFTER_S), "WORKBENCH_HEARTBEAT_S": "0.5",
+              "WORKBENCH_BUSY_CPU_FRACTION": "0.9"}
+
+
+def start_worker(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "workbench", "worker", *args], cwd=REPO,
+                            env={**os.environ, **WORKER_ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, minilm_dir):
+    """Fine-tune a tiny encoder, run a quick search on it, SIGKILL its worker once a trial is complete, let a new
+    worker resume it; then a search with a budget too small for it. Returns the API, the search jobs, the status
+    just before the kill and the final statuses."""
+    from storage import db
+    from tests.support.tiny import tiny_encoder
+
+    root = tmp_path_factory.mktemp("search")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WORKBENCH_HOME", str(root / "home"))
+        mp.delenv("WORKBENCH_DB_URL", raising=False)
+        for name, value in WORKER_ENV.items():
+            mp.setenv(name, value)
+        db.dispose_all()
+        db.upgrade()
+        from jobs import api
+
+        api.add_model(api.ModelRequest(str(tiny_encoder(root / "bare", minilm_dir)), name="bare"))
+        api.add_dataset(api.DatasetRequest(str(write_sentiment_csv(root / "toy.csv")), name="toy"))
+        # the tiny random encoder learns the toy words only with a high learning rate (as in test_wizard)
+        tune = api.submit("finetune", {"epochs": 8, "learning_rate": 0.003, "max_length": 16, "max_val_examples": 20},
+                          model="bare", dataset="toy", evaluation={"max_examples": 0})
+        run_cli("worker", "--burst")
+        assert api.get_job(tune.id).status.value == "succeeded", api.job_log(tune.id)[-2000:]
+        job = api.submit_search("bare", "toy", max_drop_points=MAX_DROP, batch_size=1, seq_len=32,
+                                budget_s=BUDGET_S, space=SPACE, quick=True, seed=SEED, n_trials=TRIALS)
+        tight = api.submit_search("bare", "toy", max_drop_points=MAX_DROP, seq_len=32, budget_s=TIGHT_BUDGET_S,
+                                  space={"student": ["none"], "backend": ["pytorch-int8"]}, quick=True)
+        worker = start_worker("--burst")
+        try:
+            def a_trial_is_complete():
+                status = api.search_status(job.id)
+                return status if any(t.state == "complete" for t in status.trials) else None
+
+            before = wait_for(a_trial_is_complete, timeout=300, interval=1.0, what="a complete trial")
+            jobs_before = {t.number: sorted(t.job_ids) for t in before.trials if t.state != "running"}
+            worker.send_signal(signal.SIGKILL)  # no clean shutdown: nothing is re-queued by the worker itself
+            worker.wait(30)
+            time.sleep(STALE_AFTER_S + 1)  # the new worker's first sweep then finds the dead one's jobs stale
+            worker = start_worker("--burst")
+            worker.wait(BUDGET_S)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait(30)
+        yield {"api": api, "job": api.get_job(job.id), "before": before, "jobs_before": jobs_before,
+               "after": api.search_status(job.id), "tuned": api.get_job(tune.id).produced_variant_id,
+               "tight": api.get_job(tight.id), "tight_status": api.search_status(tight.id)}
+        db.dispose_all()
+
+
+def test_the_search_ran_real_trials(searched):
+    api, status = searched["api"], searched["after"]
+    assert searched["job"].status.value == "succeeded", (searched["job"].message, api.job_log(searched["job"].id)[-3000:])
+    assert status.stop_reason == "trial limit reached" and len(status.trials) == TRIALS
+    assert status.baseline.state == "complete" and status.baseline.variant_id == searched["tuned"]
+    assert status.baseline.p50_ms > 0 and status.baseline.accuracy > 0.5  # the fine-tuned fp32 model, measured here
+    for trial in status.trials:
+        assert trial.started_s < BUDGET_S, f"trial {trial.number} started after the budget ({trial.started_s} s)"
+        assert trial.state in ("complete", "pruned", "failed"), trial
+        jobs = [api.get_job(i) for i in trial.job_ids]
+        assert jobs and all(j.pipeline == trial.pipeline and j.status.finished for j in jobs)
+        made = [j for j in jobs if j.kind not in ("evaluate", "benchmark")]
+        assert [j.kind for j in made] == [s["kind"] for s in trial.steps]  # the recipe is what ran
+        cut = trial.reason == "budget spent before it finished"
+        if cut:  # started in time, stopped by the budget: what had not run was cancelled
+            assert trial.state == "pruned" and any(j.status.value == "cancelled" for j in jobs)
+        elif trial.state != "failed":
+            variant = api.get_variant(trial.variant_id)  # a real variant, made by the trial's last step
+            assert variant.id == made[-1].produced_variant_id and variant.parent_id is not None
+        if trial.state == "complete":
+            bench = next(j for j in jobs if j.kind == "benchmark")
+            assert bench.status.value == "succeeded" and trial.p50_ms > 0 and trial.speedup is not None
+            assert trial.speedup == pytest.approx(status.baseline.p50_ms / trial.p50_ms)
+        if trial.state == "pruned":
+            assert not any(j.kind == "benchmark" and j.status.value == "succeeded" for j in jobs)  # never measured
+    assert status.elapsed_s < BUDGET_S and status.space_size == 3
+
+
+def test_a_search_stops_when_its_budget_is_spent(searched):
+    """A budget too small for even the baseline: its jobs are stopped at the budget and no trial starts after it."""
+    api, job, status = searched["api"], searched["tight"], searched["tight_status"]
+    assert status.stop_reason == "budget spent", (job.status, job.message, api.job_log(job.id)[-3000:])
+    for trial in status.trials:
+        assert trial.started_s < TIGHT_BUDGET_S and trial.reason == "budget spent before it finished"
+    if status.baseline.state != "complete":
+        assert job.status.value == "failed" and "budget was spent before the baseline was measured" in job.message
+    jobs = [api.get_job(i) for t in [status.baseline, *status.trials] for i in t.job_ids]
+    assert jobs and all(j.status.finished for j in jobs)  # nothing of it is left to run
+    assert any(j.status.value == "cancelled" for j in jobs)  # stopped by the budget, not finished
+    assert TIGHT_BUDGET_S <= status.elapsed_s <= TIGHT_BUDGET_S + 20  # stopped soon after the budget
+
+
+def test_the_best_so_far_survives_a_killed_worker(searched):
+    before, after, api = searched["before"], searched["after"], searched["api"]
+    job = searched["job"]
+    assert job.attempts == 2 and after.restarts == 1  # re-queued once by the new worker's sweep, then resumed
+    by_number = {t.number: t for t in after.trials}
+    for number, job_ids in searched["jobs_before"].items():
+        again = by_number[number]  # finished trials are reused, not re-run: the same jobs, no new ones
+        assert sorted(again.job_ids) == job_ids, f"trial {number} ran again"
+        assert again.state == next(t.state for t in before.trials if t.number == number)
+    points = [tuple(sorted(t.params.items())) for t in after.trials]
+    assert len(points) == len(set(points)), "a point was tried twice"
+    assert [t.number for t in after.trials] == list(range(1, len(after.trials) + 1))
+    pipelines = {j.pipeline for j in api.list_jobs(limit=500) if j.pipeline and j.pipeline.startswith(f"search-{job.id}-")}
+    assert pipelines == {t.pipeline for t in after.trials} | {after.baseline.pipeline}  # no orphan trial
+    for trial in before.trials:  # what was measured before the kill is what the resumed search reads
+        if trial.state == "complete":
+            assert (by_number[trial.number].p50_ms, by_number[trial.number].accuracy) == (trial.p50_ms, trial.accuracy)
+    if before.best is not None:  # a sound trial within the drop (its cell may be unstable on a loaded machine)
+        assert after.best is not None and after.best.p50_ms <= before.best.p50_ms  # the best only gets faster
+    assert job.result["search"]["best"] == (after.best.number if after.best else None)  # saved in the job's result
+
+
+def test_a_degenerate_or_unsound_trial_is_never_picked(searched):
+    status = searched["after"]
+    degenerate = [t for t in status.trials if any(p.startswith("degenerate") for p in t.problems)
+                  or (t.reason or "").startswith("degenerate")]
+    assert degenerate, [(t.number, t.params, t.state, t.reason, t.accuracy) for t in status.trials]
+    for trial in degenerate:
+        assert trial.state == "pruned" and trial.p50_ms is None  # caught after its evaluation: never benchmarked
+    excluded = {t.number for t in status.trials if t.problems or t.state != "complete"}
+    assert not excluded & set(status.front)
+    if status.best is not None:
+        assert status.best.number not in excluded and status.best.drop_points <= MAX_DROP and not status.best.problems
+    else:  # nothing sound within the drop: every complete trial says why
+        assert all(t.problems for t in status.trials if t.state == "complete")
+
+
+def test_the_front_equals_a_brute_force_computation(searched):
+    status = searched["after"]
+    eligible = [t for t in status.trials if t.state == "complete" and not t.problems]
+
+    def dominated(t):
+        return any(u.p50_ms <= t.p50_ms and u.accuracy >= t.accuracy and (u.p50_ms < t.p50_ms or u.accuracy > t.accuracy)
+                   for u in eligible if u is not t)
+
+    expected = sorted((t for t in eligible if not dominated(t)), key=lambda t: t.p50_ms)
+    assert status.front == [t.number for t in expected]
+    within = [t for t in eligible if t.drop_points <= MAX_DROP + 1e-9]
+    assert (status.best.number if status.best else None) == \
+        (min(within, key=lambda t: t.p50_ms).number if within else None)
+
+
+def test_front_and_best_equal_brute_force_on_many_random_trials():
+    """The same functions the search uses, on 300 random sets of trials with ties, problems and failed trials."""
+    import random
+
+    from jobs.search.status import TrialRow, best, front
+
+    def row(number, state="complete", p50=None, accuracy=None, problems=()):
+        return TrialRow(number, state, {}, [], number, accuracy, None, p50, None, None, list(problems), None, [])
+
+    rng = random.Random(0)
+    for _ in range(300):
+        rows = []
+        for number in range(1, rng.randint(1, 12)):
+            state = rng.choice(["complete"] * 4 + ["pruned", "failed", "running"])
+            measured = state == "complete"
+            rows.append(row(number, state, rng.choice([1.0, 2.0, 3.0, rng.uniform(1, 5)]) if measured else None,
+                            rng.choice([0.6, 0.7, 0.8]) if state != "failed" else None,
+                            rng.choice([(), (), ("unstable: window medians 9% apart",), ("degenerate: x",)])))
+        baseline = row(0, p50=6.0, accuracy=0.8)
+        eligible = [r for r in rows if r.state == "complete" and not r.problems]
+        on_front = [r for r in eligible if not any(
+            u.p50_ms <= r.p50_ms and u.accuracy >= r.accuracy and (u.p50_ms < r.p50_ms or u.accuracy > r.accuracy)
+            for u in eligible)]
+        # equal points (same latency and accuracy) are one point on the front: the first one found stays
+        unique = {}
+        for r in on_front:
+            unique.setdefault((r.p50_ms, r.accuracy), r)
+        assert sorted(front(rows)) == sorted(r.number for r in unique.values())
+        within = [r for r in eligible if (0.8 - r.accuracy) * 100 <= 10 + 1e-9]
+        chosen = best(rows, baseline, 10)
+        assert (chosen.p50_ms if chosen else None) == (min(r.p50_ms for r in within) if within else None)
+        assert chosen is None or not chosen.problems
+
+
+def test_search_status_on_the_command_line(searched):
+    import json
+
+    job, status = searched["job"], searched["after"]
+    shown = json.loads(run_cli("search-status", str(job.id), "--json").stdout)
+    assert shown["job_id"] == job.id and shown["stop_reason"] == status.stop_reason
+    assert [t["number"] for t in shown["trials"]] == [t.number for t in status.trials]
+    assert (shown["best"] or {}).get("number") == (status.best.number if status.best else None)
+    assert shown["front"] == status.front and shown["baseline"]["variant_id"] == status.baseline.variant_id
+    text = run_cli("search-status", str(job.id)).stdout
+    assert f"search job {job.id}: succeeded" in text and "stopped: trial limit reached" in text
+    assert (f"best: trial {status.best.number}" if status.best else "best: none yet") in text
+    for trial in status.trials:
+        assert f" {trial.number} {trial.state}" in text
+
+
+def test_bad_input_is_refused_with_nothing_queued(home, tmp_path):
+    from jobs import api
+    from storage import queue
+    from storage.errors import InvalidInput, NotFound
+    from tests.support.rows import placeholder_dataset, placeholder_model
+
+    placeholder_model("m")
+    placeholder_dataset("d", labels=("negative", "neutral", "positive"))
+    for kwargs, error, words in [
+        ({"max_drop_points": -1, "budget_s": 60}, InvalidInput, "maximum accuracy drop"),
+        ({"max_drop_points": 1, "budget_s": 0}, InvalidInput, "time budget"),
+        ({"max_drop_points": 1, "budget_s": 60, "batch_size": 0}, InvalidInput, "batch size"),
+        ({"max_drop_points": 1, "budget_s": 60, "space": {"runtime": ["onnx"]}}, InvalidInput, "unknown search dimension"),
+        ({"max_drop_points": 1, "budget_s": 60, "space": {"student": ["none"], "prune": ["none"],
+                                                            "backend": ["pytorch-fp32"]}},
+         InvalidInput, "no point besides the fp32 baseline"),
+    ]:
+        with pytest.raises(error, match=words):
+            api.submit_search("m", "d", **kwargs)
+    with pytest.raises(NotFound):
+        api.submit_search("no-such-model", "d", max_drop_points=1, budget_s=60)
+    with pytest.raises(NotFound):
+        api.submit_search("m", "no-such-dataset", max_drop_points=1, budget_s=60)
+    assert queue.list_jobs() == []
+    refused = run_cli("search", "m", "d", "--max-drop", "-1", "--budget-min", "5", check=False)
+    assert refused.returncode == 2 and "maximum accuracy drop" in refused.stderr
+    assert queue.list_jobs() == []
+
+
+def test_a_worker_restricted_to_a_pipeline_claims_only_its_jobs(home):
+    """How a search runs its trials while it holds the only worker slot: a burst worker for one pipeline."""
+    from jobs.runner.worker import Worker
+    from storage import queue
+
+    other = queue.enqueue("test-sleep", {"seconds": 0}, pipeline="someone-else")
+    mine = [queue.enqueue("test-sleep", {"seconds": 0}, pipeline="search-9-t1") for _ in range(2)]
+    assert queue.claim_next("w", ["cpu"], pipeline="nothing-queued") is None
+    assert Worker(burst=True, poll_interval=0.05, pipeline="search-9-t1").run() == 2
+    assert [queue.get_job(j.id).status.value for j in mine] == ["succeeded", "succeeded"]
+    assert queue.get_job(other.id).status.value == "queued"  # left to the other workers
+
+
+def test_every_point_of_the_space_is_a_pipeline_the_workbench_accepts(home):
+    """The space offers only what runs here, and each of its points is a recipe the pipeline checks accept."""
+    from jobs.runner.submit import Step, check_pipeline
+    from jobs.runtimes.devices import fast_bf16
+    from jobs.search import space
+    from jobs.search.goal import SearchGoal
+    from tests.support.rows import placeholder_dataset, placeholder_model
+
+    _, root = placeholder_model("m")
+    placeholder_dataset("d", labels=("negative", "neutral", "positive"))
+    full = space.default_space("cpu", quick=False)
+    assert not {"tensorrt-fp16", "pytorch-fp16"} & set(full["backend"])  # GPU backends: not on a CPU
+    assert ("pytorch-bf16" in full["backend"]) == fast_bf16("cpu")  # bf16 only where it is fast
+    points = space.points(full)
+    assert len(points) == space.size(full) and not any(space.is_baseline(p) for p in points)
+    assert len({space.key(p) for p in points}) == len(points)
+    first = space.wizard_point(full, "cpu")  # the wizard's recipe for this CPU is tried first
+    assert first is None or space.key(first) in {space.key(p) for p in points}
+    goal = SearchGoal(max_drop_points=1, budget_s=60)
+    for point in points:
+        for quick in (False, True):
+            steps = space.steps(point, goal, quick=quick, fusion_ok=True)
+            assert steps, point
+            check_pipeline([Step(s["kind"], s["params"]) for s in steps], variant=root.id, dataset="d")
