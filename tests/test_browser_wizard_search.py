@@ -6,22 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.browser import require_chromium, serve_app
+# the wizard browser test's app: its worker, a tiny classifier whose head fits the toy data, and the toy data
+from tests.test_browser_wizard import served  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-@pytest.fixture
-def served(home, tmp_path, minilm_dir):
-    require_chromium()
-    from jobs import api
-    from tests.support.data import write_sentiment_csv
-    from tests.support.tiny import tiny_classifier
-
-    api.add_model(api.ModelRequest(str(tiny_classifier(tmp_path / "tiny", minilm_dir)), name="tiny"))
-    api.add_dataset(api.DatasetRequest(str(write_sentiment_csv(tmp_path / "toy.csv")), name="toy"))
-    with serve_app(home) as url:
-        yield url
 
 
 def test_the_search_choice_shows_its_fields_and_its_step(page):
