@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from storage.orm import JobStatus
@@ -84,6 +85,13 @@ class Variant:
     dataset_id: int | None
     info: dict[str, Any]
     created_at: datetime
+
+    def ensure_local(self) -> Path:
+        """This variant's folder on this node, fetched first from a URL artifact root; ArtifactUnavailable
+        saying why not (what `jobs.runtimes.load_predictor` calls before loading a stored variant)."""
+        from storage.shared_artifacts import ensure_variant
+
+        return ensure_variant(self)
 
 
 @dataclass(frozen=True)

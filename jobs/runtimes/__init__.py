@@ -30,10 +30,9 @@ def load_predictor(variant: Any, device: str = "cpu", max_length: int | None = N
     `threads` caps CPU threads (torch intra-op threads for the whole process; the ONNX Runtime session's own).
     A runtime that cannot run on the CPU (TensorRT) runs on its own device when `device` is the default cpu.
     """
-    from storage.entities import Variant
-    from storage.shared_artifacts import ensure_variant
-
-    if isinstance(variant, Variant):  # a stored variant: on this node (fetched from a URL root), or why not
-        ensure_variant(variant)
+    # A stored variant fetches its files onto this node first (or says why it cannot); a deployment bundle's
+    # variant is already local. Asked by duck type, because a bundle carries this module but not `storage`.
+    if hasattr(variant, "ensure_local"):
+        variant.ensure_local()
     runtime = get_runtime(variant.runtime)
     return runtime.load(Path(variant.artifact_dir), runtime.device_for(device), max_length, threads)
