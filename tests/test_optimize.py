@@ -56,6 +56,9 @@ def lab(tmp_path_factory):
         after("structured", "prune", {"method": "structured", "head_ratio": 0.5, "ffn_ratio": 0.5}, tuned)
         after("half", "distill", {"student": "half-layers", "epochs": 2}, onnx_job)  # an ONNX teacher
         after("small", "distill", {"student": "small-4x256", "epochs": 1}, tuned)
+        # the search's recovery fine-tune: the pruned model trains on as it is, its smaller heads and FFN kept
+        jobs["structured-recovered"] = api.submit("finetune", {"epochs": 1, "max_length": 16, "max_val_examples": 20},
+                                                  depends_on=jobs["structured"].id, evaluation=EVAL)
         jobs["structured-onnx"] = api.submit("export-onnx", {"fusion": True, "optimization": "extended"},
                                              depends_on=jobs["structured"].id, evaluation=EVAL)
         lora = api.submit_pipeline(api.parse_steps("finetune:mode=lora,epochs=4,batch_size=8,max_length=16,learning_rate=0.002,keep_adapter=true,max_val_examples=20"),
@@ -73,7 +76,7 @@ def lab(tmp_path_factory):
 
 def test_every_variant_is_evaluated_and_none_is_left_pending(lab):
     tree = lab["api"].variant_tree()
-    assert len(tree) == 1 + 16  # the original and one variant per job that yields one
+    assert len(tree) == 1 + 17  # the original and one variant per job that yields one
     for row in tree[1:]:
         assert row.evaluation == "done", f"variant {row.id} {row.name}: {row.evaluation}"
         assert row.accuracy is not None and row.num_examples and row.num_examples > 0
@@ -244,6 +247,11 @@ def test_pruning(lab):
     assert facts["heads_after"] == facts["heads_before"] // 2
     assert facts["parameters_after"] < facts["parameters_before"] * 0.85
     assert structured.size_bytes < l1.size_bytes
+    recovered = produced(lab, "structured-recovered")
+    assert recovered.parent_id == structured.id and recovered.size_bytes == structured.size_bytes
+    assert json.loads((Path(recovered.artifact_dir) / "workbench.json").read_text())["kept_heads"] == \
+        json.loads((Path(structured.artifact_dir) / "workbench.json").read_text())["kept_heads"]
+    assert evaluation_of(lab, recovered) is not None
     onnx = produced(lab, "structured-onnx")  # pruned heads differ per layer; fusion and ORT optimization still apply
     assert onnx.info["export"]["parity"]["max_abs_diff"] < 1e-3
     assert onnx.info["export"]["optimization"] == "extended"

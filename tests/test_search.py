@@ -172,6 +172,28 @@ def test_a_degenerate_or_unsound_trial_is_never_picked(searched):
         assert all(t.problems for t in status.trials if t.state == "complete")
 
 
+def test_a_cell_unsound_by_noise_is_measured_again_and_never_made_a_fact(searched):
+    """With a sample floor no cell can reach, every cell is unsound only by how it was measured: the search measures
+    the baseline and the trial again (REMEASURES more times each, no more), and still picks nothing."""
+    from jobs.search.runner import REMEASURES
+
+    api = searched["api"]
+    job = api.submit_search("bare", "toy", max_drop_points=MAX_DROP, batch_size=1, seq_len=32, budget_s=BUDGET_S,
+                            space={"student": ["none"], "backend": ["pytorch-int8"]}, quick=True, n_trials=1)
+    floor = {"WORKBENCH_MIN_SAMPLES": "100000"}
+    run_cli("worker", "--burst", env=floor)
+    with pytest.MonkeyPatch.context() as mp:  # the reader's rules decide what is sound, as the search's did
+        mp.setenv(*next(iter(floor.items())))
+        status = api.search_status(job.id)
+    assert api.get_job(job.id).status.value == "succeeded", api.job_log(job.id)[-3000:]
+    for row in (status.baseline, *status.trials):
+        benchmarks = [api.get_job(i) for i in row.job_ids if api.get_job(i).kind == "benchmark"]
+        assert len(benchmarks) == 1 + REMEASURES and all(b.status.value == "succeeded" for b in benchmarks)
+        assert row.only_noisy and any(p.startswith("too few samples") for p in row.problems)
+    assert status.best is None and status.front == []
+    assert "measuring again (too few samples" in api.job_log(job.id)
+
+
 def test_the_front_equals_a_brute_force_computation(searched):
     status = searched["after"]
     eligible = [t for t in status.trials if t.state == "complete" and not t.problems]

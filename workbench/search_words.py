@@ -55,6 +55,8 @@ def point_words(point: dict[str, Any]) -> str:
     if prune != "none":
         amount = prune.rsplit("-", 1)[-1]
         words.append(f"{amount}% of heads and FFN pruned" if amount.isdigit() else f"pruned ({prune})")
+        if point.get("recovery") == "finetune":
+            words.append("recovery fine-tune")
     if point.get("ort_level") not in (None, "none"):
         words.append(f"graph optimization {point['ort_level']}")
     if point.get("reduce_range") == "on":
@@ -104,6 +106,8 @@ def recipe_words(steps: list[dict[str, Any]] | None) -> str:
                               f"{float(params.get('ffn_ratio', 0.25)):.0%} FFN")
             else:
                 extras.append(f"{float(params.get('amount', 0.3)):.0%} weights zeroed")
+        elif kind == "finetune":
+            extras.append("fine-tuned")
         if kind != "finetune" and params.get("max_length"):  # a fine-tune's max_length is its training length
             extras.append(f"max {params['max_length']} tokens")
     return ", ".join([f"{RUNTIME_NAMES.get(runtime, runtime)} {precision}", *dict.fromkeys(extras)])

@@ -49,7 +49,10 @@ def read(pipeline: str, start_variant_id: int | None, cell: tuple[int, int]) -> 
         if job.kind == "evaluate" and job.variant_id == variant_id and job.status.value == "succeeded" and variant_id:
             wanted = job.result.get("evaluation_id")
             evaluation = next((e for e in catalog.list_evaluations(variant_id) if e.id == wanted), None)
-    benchmark = next((j for j in reversed(jobs) if j.kind == "benchmark"), None)
+    # the newest benchmark that succeeded (a measurement again that the budget cut keeps the one before), else the newest
+    benchmarks = [j for j in jobs if j.kind == "benchmark"]
+    succeeded = [j for j in benchmarks if j.status.value == "succeeded"]
+    benchmark = (succeeded or benchmarks or [None])[-1]
     measurement = None
     if benchmark is not None and benchmark.status.value == "succeeded" and variant_id:
         measurement = next((m for m in catalog.list_measurements(variant_ids=[variant_id])

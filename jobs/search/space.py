@@ -18,6 +18,7 @@ from storage.errors import InvalidInput
 TRT_MAX_BATCH, TRT_MAX_SEQ = 32, 128
 STUDENTS = ("none", "half-layers", "third-layers", "small-4x256")
 PRUNINGS = {"none": None, "structured-25": 0.25, "structured-50": 0.5}
+RECOVERY = ("none", "finetune")  # after structured pruning: a short fine-tune that wins back accuracy
 ORT_LEVELS = ("none", "basic", "extended", "all")
 REDUCE_RANGE = ("auto", "off", "on")
 ONNX_INT8 = ("onnx-int8", "onnx-int8-static")
@@ -36,6 +37,7 @@ class Dimension:
 DIMENSIONS = (
     Dimension("student", STUDENTS, lambda p: True),
     Dimension("prune", tuple(PRUNINGS), lambda p: True),
+    Dimension("recovery", RECOVERY, lambda p: p["prune"] != "none"),
     Dimension("backend", BACKENDS, lambda p: True),
     Dimension("ort_level", ORT_LEVELS, lambda p: p["backend"].startswith("onnx-")),
     Dimension("reduce_range", REDUCE_RANGE, lambda p: p["backend"] in ONNX_INT8),
@@ -85,10 +87,10 @@ def default_space(device: str, quick: bool) -> dict[str, tuple[str, ...]]:
     structured pruning; `quick`: full or half depth, PyTorch int8 or ONNX Runtime dynamic int8."""
     if quick:
         backends = ("pytorch-fp32", "pytorch-int8", "onnx-int8") if device == "cpu" else ("pytorch-fp32", "pytorch-fp16")
-        return {"student": ("none", "half-layers"), "prune": ("none",), "backend": backends,
+        return {"student": ("none", "half-layers"), "prune": ("none",), "recovery": ("none",), "backend": backends,
                 "ort_level": ("basic",), "reduce_range": ("auto",)}
     missing = unavailable_backends(device)
-    return {"student": ("none", "half-layers", "third-layers"), "prune": tuple(PRUNINGS),
+    return {"student": ("none", "half-layers", "third-layers"), "prune": tuple(PRUNINGS), "recovery": RECOVERY,
             "backend": tuple(b for b in BACKENDS if b not in missing), "ort_level": ("basic", "extended", "all"),
             "reduce_range": ("off", "on")}
 
@@ -116,12 +118,18 @@ def build_space(device: str, quick: bool, restrict: dict[str, Any] | None) -> di
     return space
 
 
+def _choices(space: dict[str, tuple[str, ...]], dim: Dimension) -> tuple[str, ...]:
+    """The dimension's values in `space`; its first known value where the space predates the dimension (a search
+    recorded by an older version resumes with the choice it implicitly made)."""
+    return tuple(space.get(dim.name, dim.universe[:1]))
+
+
 def suggest(trial: Any, space: dict[str, tuple[str, ...]]) -> dict[str, str]:
     """Ask an Optuna trial for a point, dimension by dimension (define-by-run: only the dimensions that apply)."""
     point: dict[str, str] = {}
     for dim in DIMENSIONS:
         if dim.applies(point):
-            point[dim.name] = trial.suggest_categorical(dim.name, list(space[dim.name]))
+            point[dim.name] = trial.suggest_categorical(dim.name, list(_choices(space, dim)))
     return point
 
 
@@ -134,7 +142,7 @@ def points(space: dict[str, tuple[str, ...]]) -> list[dict[str, str]]:
     found: list[dict[str, str]] = [{}]
     for dim in DIMENSIONS:
         found = [dict(p, **({dim.name: v} if applies else {}))
-                 for p in found for applies in [dim.applies(p)] for v in (space[dim.name] if applies else (None,))]
+                 for p in found for applies in [dim.applies(p)] for v in (_choices(space, dim) if applies else (None,))]
     unique = {tuple(sorted(p.items())): p for p in found}
     return [p for p in unique.values() if not is_baseline(p)]
 
@@ -147,16 +155,29 @@ def size(space: dict[str, tuple[str, ...]]) -> int:
     return len(points(space))
 
 
+def training_caps(budget_s: float) -> dict[str, int]:
+    """What a trial's distillation or recovery fine-tune may train on, from the search's budget.
+
+    Uncapped, one distillation over a whole train split (tens of thousands of texts, three epochs) can take most
+    of an hour on a 2-core CPU, leaving the sampler one or two trials. About three training examples per second of
+    budget (at least 2,000) and two epochs keep a trial to a fraction of the budget; re-running the trial's recipe
+    from the Jobs tab without these caps trains on everything."""
+    return {"max_train_examples": int(max(2000, 3 * budget_s)), "max_val_examples": 1000, "epochs": 2}
+
+
 def steps(point: dict[str, str], goal: Any, *, quick: bool, fusion_ok: bool) -> list[dict[str, Any]]:
     """The job steps (kind + params) that make the point's variant from the fp32 start variant."""
     from jobs.runner.registry import get_kind
 
+    caps = {} if quick else training_caps(goal.budget_s)
     made: list[tuple[str, dict[str, Any]]] = []
     if point["student"] != "none":
-        made.append(("distill", {"student": point["student"]}))
+        made.append(("distill", {"student": point["student"], **caps}))
     ratio = PRUNINGS[point["prune"]]
     if ratio is not None:
         made.append(("prune", {"method": "structured", "head_ratio": ratio, "ffn_ratio": ratio}))
+        if point.get("recovery") == "finetune":  # one epoch at a low rate: recover what pruning lost, not re-learn
+            made.append(("finetune", {**caps, "epochs": 1, "learning_rate": 2e-5}))
     backend = point["backend"]
     if backend.startswith("onnx-") or backend == "tensorrt-fp16":
         export: dict[str, Any] = {}

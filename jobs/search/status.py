@@ -44,6 +44,12 @@ class TrialRow:
     started_s: float | None = None
     finished_s: float | None = None
     fingerprint: str | None = None
+    noise: tuple[str, ...] = ()  # the problems a new measurement may clear: busy, unstable, too few samples
+
+    @property
+    def only_noisy(self) -> bool:
+        """Sound but for how its cell was measured: another benchmark may make it eligible."""
+        return bool(self.noise) and len(self.noise) == len(self.problems)
 
     @property
     def eligible(self) -> bool:
@@ -80,14 +86,15 @@ def _row(number: int, state: str, params: dict, steps: list, outcome: Outcome, b
     problems = []
     if ev is not None and ev.degenerate:
         problems.append(f"degenerate: {ev.degenerate_reason}")
-    speedup = None
+    speedup, noise = None, ()
     if m is not None:
         point = Point(outcome.variant_id or 0, "", m.p95_ms, ev.accuracy if ev else None, m.p50_ms, m.p90_ms,
                       m.throughput_sps, job_id=m.job_id, samples=m.samples, stable=m.stable, spread=m.spread,
                       other_cpu_fraction=m.load.get("other_cpu_fraction") if m.load else None,
                       steal_fraction=m.load.get("steal_fraction") if m.load else None,
                       samples_ms=tuple(m.samples_ms) if m.samples_ms else None)
-        problems += cell_problems(point, rules)
+        noise = tuple(cell_problems(point, rules))
+        problems += noise
         if baseline is not None and baseline.fingerprint and baseline.fingerprint != m.fingerprint_hash:
             problems.append("measured on another machine or library set than the baseline (fingerprints differ)")
         elif baseline is not None and baseline.p50_ms and number != 0:
@@ -103,7 +110,8 @@ def _row(number: int, state: str, params: dict, steps: list, outcome: Outcome, b
         pipeline=record.pipeline if record else None, job_ids=outcome.job_ids,
         reason=reason if reason is not None else (record.reason if record else None),
         p95_ms=m.p95_ms if m else None, started_s=record.started_s if record else None,
-        finished_s=record.finished_s if record else None, fingerprint=m.fingerprint_hash if m else None)
+        finished_s=record.finished_s if record else None, fingerprint=m.fingerprint_hash if m else None,
+        noise=noise)
 
 
 def baseline_row(record: SearchRecord, cell: tuple[int, int], rules: Rules) -> TrialRow:
