@@ -275,6 +275,8 @@ def finetuned(args: argparse.Namespace) -> tuple[Any, Any]:
         print(f"fine-tuned already: job {done[0].id} ({done[0].duration_s or 0:.0f} s)")
         return model, dataset
     params = dict(get_kind("finetune").quick_params) if args.quick else {}
+    if args.train_examples:
+        params["max_train_examples"] = args.train_examples
     started = time.perf_counter()
     tune = api.submit("finetune", params, model=model.id, dataset=dataset.id)
     subprocess.run([sys.executable, "-m", "workbench", "worker", "--burst"], cwd=REPO, check=True,
@@ -431,6 +433,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget-min", type=float, default=60, help="the search's time budget in minutes")
     parser.add_argument("--quick", action="store_true", help="the search's quick mode (a smoke run: rough figures)")
+    parser.add_argument("--train-examples", type=int, default=0,
+                        help="fine-tune the baseline on this many training texts (0: the whole train split); outside "
+                             "the budget, to keep the whole run shorter")
     parser.add_argument("--max-drop", type=float, default=0.5, help="accuracy points the winner may lose")
     parser.add_argument("--rounds", type=int, default=6, help="interleaved timing rounds over every variant and batch")
     parser.add_argument("--home", help="data directory (default: a new temporary one)")

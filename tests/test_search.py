@@ -194,6 +194,23 @@ def test_a_cell_unsound_by_noise_is_measured_again_and_never_made_a_fact(searche
     assert "measuring again (too few samples" in api.job_log(job.id)
 
 
+def test_compare_shows_a_search_read_only_with_the_wizards_figures(searched):
+    """Compare's Searches section (what viewers get; the wizard is editors'): the newest search unless one is picked,
+    with the same budget line, best sentence and trial rows as the wizard's Search step."""
+    from workbench.tabs.compare_searches import searches_view
+    from workbench.tabs.wizard_search import views
+
+    job = searched["job"]
+    picker, budget, best, chart, table = searches_view(str(job.id), "accuracy")
+    assert picker["value"] == str(job.id) and str(job.id) in [v for _, v in picker["choices"]]
+    wizard = views(searched["api"].search_status(job.id), "accuracy")
+    assert (budget, best) == wizard[:2] and budget.startswith("**Budget:**")
+    assert table["visible"] and table["value"].equals(wizard[3]["value"]) and chart["visible"]
+    assert len(table["value"]) == len(searched["after"].trials)  # a row per trial
+    newest, *_ = searches_view(None)
+    assert newest["value"] == str(max(int(v) for _, v in newest["choices"]))  # nothing picked: the newest search
+
+
 def test_the_front_equals_a_brute_force_computation(searched):
     status = searched["after"]
     eligible = [t for t in status.trials if t.state == "complete" and not t.problems]

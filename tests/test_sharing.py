@@ -71,6 +71,7 @@ HANDLERS = {
     **{f"workbench.tabs.deploy_loadtest:{n}": E for n in ("start_load_test", "load_test_progress", "dataset_choices")},
     "workbench.tabs.compare_loadtest:load_tests_view": V,
     "workbench.tabs.compare_machines:machines_view": V,
+    "workbench.tabs.compare_searches:searches_view": V,
     # the tabs viewers do not get: model details (source paths), job details (logs), the wizard, the forms
     **{f"workbench.tabs.models:{n}": E for n in ("<lambda>", "add_builtin_model", "add_model_from_path",
                                                    "add_uploaded_model", "model_details", "models_frame")},

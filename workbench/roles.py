@@ -141,6 +141,7 @@ VIEWER_READABLE: dict[str, frozenset[str]] = {
     "workbench.tabs.deploy_canary": frozenset({"canary_view", "canary_choices"}),
     "workbench.tabs.compare_loadtest": frozenset({"load_tests_view"}),
     "workbench.tabs.compare_machines": frozenset({"machines_view"}),  # figures and a chart, no paths
+    "workbench.tabs.compare_searches": frozenset({"searches_view"}),  # a search's figures, chart and recipes
 }
 TAB_TITLES = {"ab": "A/B"}  # module name -> tab title, where .title() is wrong
 

@@ -13,7 +13,7 @@ from storage.errors import WorkbenchError
 from workbench import compare_charts
 from workbench.formatting import SWEET_SPOT, decision_table
 from workbench.report import CURRENCY, ReportSettings, build_report
-from workbench.tabs import compare_loadtest, compare_machines
+from workbench.tabs import compare_loadtest, compare_machines, compare_searches
 from workbench.ui import Refresh, fail
 
 ALL = ""
@@ -154,6 +154,7 @@ def build() -> Refresh:
     memory = gr.Plot(elem_id="chart-memory")
     compare_loadtest.build(fingerprint)  # deployments' load tests on the same hardware, apart from the decision
     compare_machines.build(dataset)  # the same cell on every machine, one column per hardware class
+    compare_searches.build()  # what a search tried and found, for viewers too (the wizard is editors')
     with gr.Accordion("Measurements at this cell (every cell: export the report)", open=False):
         rows = gr.Dataframe(interactive=False, elem_id="compare-rows")
     with gr.Row():

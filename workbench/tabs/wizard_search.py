@@ -141,7 +141,7 @@ def views(status, axis: str = "accuracy", trial: str | None = None):
             gr.update(value=pd.DataFrame(rows), visible=bool(rows)), gr.update(choices=choices, value=keep))
 
 
-def _search_choices() -> list[tuple[str, str]]:
+def search_choices() -> list[tuple[str, str]]:
     jobs = [j for j in api.list_jobs() if j.kind == "search"]
     return [(f"search job {j.id} · {j.status.value} · "
              + (j.created_at.strftime("%Y-%m-%d %H:%M") if j.created_at else ""), str(j.id)) for j in jobs]
@@ -164,7 +164,7 @@ def launch_search(goal: SearchGoal | None):
         return nothing[0], fail(str(exc)), *nothing[2:]
     message = ok(f"launched search job {job.id}; reopen it later from **Recent searches**")
     return (job.id, message, gr.update(value=budget_line_queued(goal)), gr.skip(), gr.skip(), gr.skip(),
-            gr.Timer(active=True), gr.update(choices=_search_choices(), value=str(job.id)))
+            gr.Timer(active=True), gr.update(choices=search_choices(), value=str(job.id)))
 
 
 def budget_line_queued(goal: SearchGoal) -> str:
@@ -222,7 +222,7 @@ def launch_rerun(job_id: int | None, trial: str | None):
 
 
 def search_list():
-    return gr.update(choices=_search_choices())
+    return gr.update(choices=search_choices())
 
 
 # ---- the step ----------------------------------------------------------------------------------------------------
