@@ -128,7 +128,7 @@ def test_busy_and_unstable_cells_are_marked_and_ratios_stay_within_a_column(meas
         busy = m.load["other_cpu_fraction"] + m.load["steal_fraction"]
         assert any(p.startswith("machine busy") for p in cell.problems) == (busy > 0)
         assert any(p.startswith("unstable") for p in cell.problems) == (not m.stable)
-    assert any(not c.sound for c in cells)  # a shared 2-core machine with a Ray cluster on it is never idle
+    # (whether any cell is busy depends on the machine's load then: the marks above are checked both ways instead)
     for column in strict.columns:
         base = strict.cell(strict.baseline_id, column.key)
         for variant_id, _ in strict.variants:
