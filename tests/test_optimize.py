@@ -56,6 +56,7 @@ def lab(tmp_path_factory):
         after("structured", "prune", {"method": "structured", "head_ratio": 0.5, "ffn_ratio": 0.5}, tuned)
         after("half", "distill", {"student": "half-layers", "epochs": 2}, onnx_job)  # an ONNX teacher
         after("small", "distill", {"student": "small-4x256", "epochs": 1}, tuned)
+        after("half-hidden", "distill", {"student": "half-layers", "epochs": 1, "hidden_weight": 1.0}, tuned)
         # the search's recovery fine-tune: the pruned model trains on as it is, its smaller heads and FFN kept
         jobs["structured-recovered"] = api.submit("finetune", {"epochs": 1, "max_length": 16, "max_val_examples": 20},
                                                   depends_on=jobs["structured"].id, evaluation=EVAL)
@@ -76,7 +77,7 @@ def lab(tmp_path_factory):
 
 def test_every_variant_is_evaluated_and_none_is_left_pending(lab):
     tree = lab["api"].variant_tree()
-    assert len(tree) == 1 + 17  # the original and one variant per job that yields one
+    assert len(tree) == 1 + 18  # the original and one variant per job that yields one
     for row in tree[1:]:
         assert row.evaluation == "done", f"variant {row.id} {row.name}: {row.evaluation}"
         assert row.accuracy is not None and row.num_examples and row.num_examples > 0
@@ -255,6 +256,20 @@ def test_pruning(lab):
     onnx = produced(lab, "structured-onnx")  # pruned heads differ per layer; fusion and ORT optimization still apply
     assert onnx.info["export"]["parity"]["max_abs_diff"] < 1e-3
     assert onnx.info["export"]["optimization"] == "extended"
+
+
+def test_intermediate_layer_distillation_learns_the_teachers_hidden_states(lab):
+    """Student layer j against teacher layer 2j: a real term of the loss (the training loss counts it), recorded."""
+    from storage.errors import InvalidInput
+
+    api = lab["api"]
+    hidden, plain = produced(lab, "half-hidden"), produced(lab, "half")
+    assert hidden.info["training"]["hidden_weight"] == 1.0 and plain.info["training"]["hidden_weight"] == 0.0
+    assert json.loads((Path(hidden.artifact_dir) / "config.json").read_text())["num_hidden_layers"] == 3
+    assert "student layer j against layer 2*j" in api.job_log(lab["jobs"]["half-hidden"].id)
+    assert evaluation_of(lab, hidden) is not None
+    with pytest.raises(InvalidInput, match="as wide as its teacher"):
+        api.submit("distill", {"student": "small-4x256", "hidden_weight": 1.0}, variant=hidden.id, dataset="toy")
 
 
 def test_distillation_from_an_onnx_teacher_and_a_small_student(lab):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from jobs.ml.artifacts import inherited_meta, save_pytorch_variant
 from jobs.ml.data import split_examples
@@ -41,10 +41,19 @@ class DistillParams:
     seed: int = field(default=42, metadata={"help": "seed for shuffling and initialisation"})
     mixed_precision: Literal["auto", "bf16", "off"] = field(default="auto", metadata={
         "help": "bf16 autocast while training; auto = on where bf16 is fast"})
+    hidden_weight: float = field(default=0.0, metadata={
+        "help": "intermediate-layer distillation: weight of the mean squared error between each student layer's "
+                "output and the teacher's at the same depth (every 2nd or 3rd layer); half-layers and third-layers "
+                "students only; 0 = off"})
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if self.hidden_weight < 0:
+            raise ValueError(f"hidden_weight must be 0 (off) or positive, got {self.hidden_weight}")
+        if self.hidden_weight and self.student == "small-4x256":
+            raise ValueError("hidden_weight needs a student as wide as its teacher (half-layers or third-layers); "
+                             "small-4x256 is 256 wide")
         if not 0 <= self.alpha <= 1:
             raise ValueError(f"alpha must be between 0 and 1, got {self.alpha}")
         for name in ("epochs", "batch_size", "patience"):
@@ -106,6 +115,38 @@ def build_student(params: DistillParams, teacher: Variant, labels: list[str], ct
     return model, tokenizer, meta
 
 
+def hidden_state_loss(teacher: Variant, params: DistillParams, ctx: JobContext) -> Callable[[Any, Any], Any]:
+    """The intermediate-layer term: the mean squared error between student layer j's output and teacher layer
+    k*j's (k = 2 for half-layers, 3 for third-layers: the depth the student's layer j stands for, as DistilBERT and
+    TinyBERT map layers), padding masked out, times `hidden_weight`. The teacher here is the nearest fp32 PyTorch
+    ancestor, run beside the student on each batch: hidden states are not what a Predictor returns."""
+    import torch
+
+    from jobs.runtimes.torch_runtime import load_torch_model
+
+    base = pytorch_ancestor(teacher)
+    shared_artifacts.ensure_variant(base)
+    model = load_torch_model(Path(base.artifact_dir), apply_quantization=False).eval()
+    for weight in model.parameters():
+        weight.requires_grad_(False)
+    step = 2 if params.student == "half-layers" else 3
+    ctx.log(f"intermediate-layer distillation: student layer j against layer {step}*j of variant {base.id}, "
+            f"weight {params.hidden_weight:g}")
+
+    def loss(student_states: Any, enc: Any) -> Any:
+        with torch.no_grad():
+            teacher_states = model(**enc, output_hidden_states=True).hidden_states
+        mask = enc["attention_mask"].unsqueeze(-1).float()
+        terms = []
+        for j in range(1, len(student_states)):
+            target = teacher_states[min(step * j, len(teacher_states) - 1)].float()
+            squared = (student_states[j].float() - target) ** 2 * mask
+            terms.append(squared.sum() / (mask.sum() * squared.shape[-1]))
+        return params.hidden_weight * torch.stack(terms).mean()
+
+    return loss
+
+
 @register("distill", DistillParams, summary="Distil any variant into a smaller student", needs_dataset=True,
           output_runtime=takes("distill", ("pytorch", "onnxruntime", "openvino", "tensorrt"), "pytorch"),
           quick_params={"epochs": 2, "max_train_examples": 1024, "max_val_examples": 128},  # as finetune's
@@ -148,14 +189,15 @@ def run(params: DistillParams, ctx: JobContext) -> JobResult:
     )
     outcome = train_classifier(model, tokenizer, (train.texts, train.label_ids(labels)),
                                (validation.texts, validation.label_ids(labels)), labels, settings, ctx,
-                               loss_fn=loss_fn, progress_span=(0.2, 0.9))
+                               loss_fn=loss_fn, progress_span=(0.2, 0.9),
+                               hidden_loss=hidden_state_loss(teacher, params, ctx) if params.hidden_weight else None)
     ctx.progress(0.92, "saving")
     meta["max_length"] = max_length
     out = save_pytorch_variant(model, tokenizer, ctx.work_dir / "student", meta)
     training = {"mode": f"distill-{params.student}", "history": outcome.history, "best_epoch": outcome.best_epoch,
                 "best_val_accuracy": outcome.best_accuracy, "stopped_early": outcome.stopped_early,
                 "train_examples": len(train), "seconds": outcome.seconds, "teacher_variant": teacher.id,
-                "temperature": t, "alpha": params.alpha,
+                "temperature": t, "alpha": params.alpha, "hidden_weight": params.hidden_weight,
                 "parameters": sum(p.numel() for p in model.parameters())}
     return ctx.output_variant(out, runtime="pytorch", precision="fp32", step=f"distill-{params.student}",
                               info={"training": training, "labels": labels, "max_length": max_length},

@@ -44,6 +44,7 @@ class TrainOutcome:
 
 # loss(student_logits, gold_label_ids, example_indices) -> scalar tensor
 LossFn = Callable[[Any, Any, Any], Any]
+HiddenLossFn = Callable[[Any, Any], Any]  # (the model's hidden states, the batch's encoding) -> a loss term
 
 
 def set_seed(seed: int) -> None:
@@ -85,9 +86,13 @@ def train_classifier(
     *,
     device: str = "cpu",
     loss_fn: LossFn | None = None,
+    hidden_loss: HiddenLossFn | None = None,
     progress_span: tuple[float, float] = (0.1, 0.9),
 ) -> TrainOutcome:
-    """Train `model` in place; on return it holds the weights of the best validation epoch."""
+    """Train `model` in place; on return it holds the weights of the best validation epoch.
+
+    `loss_fn(logits, gold, idx)` replaces cross-entropy; `hidden_loss(hidden_states, encoding)`, when given, is
+    added to it each step (the model then returns its hidden states: intermediate-layer distillation)."""
     import torch
     from transformers import get_linear_schedule_with_warmup
 
@@ -120,8 +125,10 @@ def train_classifier(
             enc = tokenizer([texts[i] for i in idx.tolist()], padding=True, truncation=True,
                             max_length=settings.max_length, return_tensors="pt").to(device)
             with _autocast(settings.bf16, device):
-                logits = model(**enc).logits
-            loss = loss_fn(logits.float(), labels[idx].to(device), idx)
+                outputs = model(**enc, output_hidden_states=hidden_loss is not None)
+            loss = loss_fn(outputs.logits.float(), labels[idx].to(device), idx)
+            if hidden_loss is not None:
+                loss = loss + hidden_loss(outputs.hidden_states, enc)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
