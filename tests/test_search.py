@@ -29,7 +29,7 @@ STALE_AFTER_S = 6.0
 # (it answers one class: a degenerate variant, for real), with and without int8.
 SPACE = {"student": ["none", "small-4x256"], "prune": ["none"], "backend": ["pytorch-fp32", "pytorch-int8"]}
 SEED = 10  # the sampler's first points with this seed: full-depth int8, then the small student in fp32
-TRIALS = 2
+TRIALS = 3  # the third, the small student in int8, starts from the second's distilled variant
 # The machine running the tests is shared by parallel test processes: "busy" cells (tested in test_compare.py) would
 # leave nothing to pick; unstable cells and degenerate variants are still excluded as always.
 WORKER_ENV = {"WORKBENCH_STALE_AFTER_S": str(STALE_AFTER_S), "WORKBENCH_HEARTBEAT_S": "0.5",
@@ -105,11 +105,16 @@ def test_the_search_ran_real_trials(searched):
         jobs = [api.get_job(i) for i in trial.job_ids]
         assert jobs and all(j.pipeline == trial.pipeline and j.status.finished for j in jobs)
         made = [j for j in jobs if j.kind not in ("evaluate", "benchmark")]
-        assert [j.kind for j in made] == [s["kind"] for s in trial.steps]  # the recipe is what ran
+        skipped = trial.reused["steps"] if trial.reused else 0  # made by an earlier trial: started from its variant
+        assert [j.kind for j in made] == [s["kind"] for s in trial.steps[skipped:]]  # the recipe is what ran
+        if trial.reused:
+            earlier = next(t for t in status.trials if t.number == trial.reused["trial"])
+            assert earlier.steps[:skipped] == trial.steps[:skipped] and earlier.number < trial.number
+            assert api.get_job(made[0].id).variant_id == trial.reused["variant_id"]
         cut = trial.reason == "budget spent before it finished"
         if cut:  # started in time, stopped by the budget: what had not run was cancelled
             assert trial.state == "pruned" and any(j.status.value == "cancelled" for j in jobs)
-        elif trial.state != "failed":
+        elif trial.state != "failed" and not (trial.reason or "").startswith("hopeless"):
             variant = api.get_variant(trial.variant_id)  # a real variant, made by the trial's last step
             assert variant.id == made[-1].produced_variant_id and variant.parent_id is not None
         if trial.state == "complete":
@@ -119,6 +124,11 @@ def test_the_search_ran_real_trials(searched):
         if trial.state == "pruned":
             assert not any(j.kind == "benchmark" and j.status.value == "succeeded" for j in jobs)  # never measured
     assert status.elapsed_s < BUDGET_S and status.space_size == 3
+    third = next(t for t in status.trials if t.number == 3)  # the same distillation is not made twice
+    assert third.reused == {"trial": 2, "steps": 1, "variant_id": third.reused["variant_id"]}, third
+    # and the degenerate student it starts from is far past the drop, with no training after it: stopped at once
+    assert third.state == "pruned" and third.reason.startswith("hopeless after step 1 (distill)"), third
+    assert all(api.get_job(i).status.value == "cancelled" for i in third.job_ids)
 
 
 def test_a_search_stops_when_its_budget_is_spent(searched):

@@ -51,6 +51,8 @@ def point_words(point: dict[str, Any]) -> str:
     student = point.get("student")
     if student and student != "none":
         words.append(STUDENT_WORDS.get(student, f"student {student}"))
+        if point.get("intermediate") == "on":
+            words.append("intermediate-layer distillation")
     prune = str(point.get("prune") or "none")
     if prune != "none":
         amount = prune.rsplit("-", 1)[-1]
@@ -98,7 +100,7 @@ def recipe_words(steps: list[dict[str, Any]] | None) -> str:
             student = params.get("student", "half-layers")
             depth = params.get("depth") or params.get("layers_fraction")
             extras.append(f"{_fraction(depth)} depth" if depth else STUDENT_WORDS.get(student, f"student {student}"))
-            if params.get("intermediate") or params.get("hidden_loss") or params.get("intermediate_layers"):
+            if params.get("hidden_weight") or params.get("intermediate"):
                 extras.append("intermediate-layer distillation")
         elif kind == "prune":
             if params.get("method") == "structured":
@@ -189,6 +191,9 @@ def trial_rows(status: Any) -> list[dict[str, Any]]:
     for trial in sorted(status.trials, key=lambda t: t.number):
         marks = (BEST if trial.number == best else "") + (FRONT if trial.number in front else "")
         recipe = trial_recipe(trial) + (" (baseline)" if trial.number == baseline else "")
+        reused = getattr(trial, "reused", None)
+        if reused:
+            recipe += f" (its first {reused['steps']} step(s) reused from trial {reused['trial']})"
         rows.append({
             "trial": f"{marks} {trial.number}".strip(), "state": f"{STATE_ICONS.get(trial.state, '')} {trial.state}",
             "recipe": recipe, "params": params_words(trial.params),

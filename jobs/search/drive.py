@@ -40,13 +40,14 @@ def cancel_pipeline(pipeline: str) -> None:
 
 
 def run_pipeline(pipeline: str, *, out_of_time: Callable[[], bool], cancelled: Callable[[], bool],
-                 shutting_down: Callable[[], bool]) -> str | None:
+                 shutting_down: Callable[[], bool], hopeless: Callable[[], str | None] | None = None) -> str | None:
     """Run the pipeline's jobs until all are finished. Returns None, or why it was stopped early ("budget spent",
-    "cancelled"); raises ShuttingDown when the worker running the search stops."""
+    "cancelled", or what `hopeless` said: a trial that can no longer be within the goal); raises ShuttingDown when
+    the worker running the search stops."""
     stopped: list[str] = []
 
     def check() -> None:
-        why = "cancelled" if cancelled() else "budget spent" if out_of_time() else None
+        why = "cancelled" if cancelled() else "budget spent" if out_of_time() else hopeless() if hopeless else None
         if why and not stopped:
             stopped.append(why)
             cancel_pipeline(pipeline)

@@ -44,11 +44,7 @@ def read(pipeline: str, start_variant_id: int | None, cell: tuple[int, int]) -> 
             failed = f"step {number} ({job.kind}) {job.status.value}: {job.message}"
             break
     variant_id = steps[-1].produced_variant_id if steps else start_variant_id
-    evaluation = None
-    for job in jobs:
-        if job.kind == "evaluate" and job.variant_id == variant_id and job.status.value == "succeeded" and variant_id:
-            wanted = job.result.get("evaluation_id")
-            evaluation = next((e for e in catalog.list_evaluations(variant_id) if e.id == wanted), None)
+    evaluation = evaluation_in(jobs, variant_id)
     # the newest benchmark that succeeded (a measurement again that the budget cut keeps the one before), else the newest
     benchmarks = [j for j in jobs if j.kind == "benchmark"]
     succeeded = [j for j in benchmarks if j.status.value == "succeeded"]
@@ -58,6 +54,16 @@ def read(pipeline: str, start_variant_id: int | None, cell: tuple[int, int]) -> 
         measurement = next((m for m in catalog.list_measurements(variant_ids=[variant_id])
                             if m.job_id == benchmark.id and (m.batch_size, m.seq_len) == cell), None)
     return Outcome(jobs, variant_id, evaluation, benchmark, measurement, failed, [j.id for j in jobs])
+
+
+def evaluation_in(jobs: list[Job], variant_id: int | None) -> Evaluation | None:
+    """The evaluation of `variant_id` by one of `jobs` (a pipeline's), when it has succeeded."""
+    evaluation = None
+    for job in jobs:
+        if job.kind == "evaluate" and job.variant_id == variant_id and job.status.value == "succeeded" and variant_id:
+            wanted = job.result.get("evaluation_id")
+            evaluation = next((e for e in catalog.list_evaluations(variant_id) if e.id == wanted), None)
+    return evaluation
 
 
 def evaluation_failed(outcome: Outcome) -> str | None:

@@ -35,6 +35,9 @@ class TrialRecord:
     state: str = "running"
     finished_s: float | None = None
     reason: str | None = None  # why it was pruned or failed
+    # {"trial", "steps", "variant_id"}: its first `steps` steps were an earlier trial's, whose variant it started
+    # from (its pipeline holds only the steps after them)
+    reused: dict[str, int] | None = None
 
     @property
     def duration_s(self) -> float | None:

@@ -22,7 +22,7 @@ from jobs.search import space as search_space
 from jobs.search import study as search_study
 from jobs.search.drive import ShuttingDown, run_pipeline
 from jobs.search.goal import SearchGoal
-from jobs.search.outcomes import Outcome, evaluation_failed, making_steps, read
+from jobs.search.outcomes import Outcome, evaluation_failed, evaluation_in, making_steps, read
 from jobs.search.record import CUT_BY_BUDGET, SearchRecord, TrialRecord, pipeline_name
 from jobs.search.status import DROP_EPSILON, TrialRow, best, front, trial_rows
 from storage import queue, settings
@@ -30,6 +30,10 @@ from storage.entities import Dataset, Variant
 from storage.errors import InvalidInput
 
 REMEASURES = 2  # benchmarks a variant may get beyond its first when noise made its cell unsound
+TRAINING_KINDS = ("finetune", "distill")  # steps that can win accuracy back
+# How far past the allowed drop a step's variant may be before a trial whose later steps only change precision or
+# runtime is stopped: a margin for an int8 or bf16 step that happens to gain a little, not a measured bound.
+MIDWAY_SLACK_POINTS = 1.0
 
 
 def goal_of(params: Any) -> SearchGoal:
@@ -109,9 +113,9 @@ class Search:
         self.ctx.log(f"[{fraction:4.0%}] {message}")
         queue.set_progress(self.ctx.job.id, fraction, message)
 
-    def _run_pipeline(self, pipeline: str) -> str | None:
+    def _run_pipeline(self, pipeline: str, hopeless: Callable[[], str | None] | None = None) -> str | None:
         return run_pipeline(pipeline, out_of_time=self.out_of_time, cancelled=self.ctx.cancelled,
-                            shutting_down=self.shutting_down)
+                            shutting_down=self.shutting_down, hopeless=hopeless)
 
     def shutting_down(self) -> bool:
         """SIGTERM without a cancel: the worker running the search is stopping (it re-queues the search)."""
@@ -193,6 +197,8 @@ class Search:
         """A finished trial's state and reason, from what its pipeline produced."""
         if stopped == "budget spent":
             return "pruned", CUT_BY_BUDGET
+        if stopped and stopped.startswith("hopeless"):
+            return "pruned", stopped
         if stopped:
             return "failed", stopped
         if outcome.failed:
@@ -218,20 +224,84 @@ class Search:
             return f"loses {drop:.2f} accuracy points, more than the {self.goal.max_drop_points:g} allowed"
         return None
 
+    def _made_prefixes(self, other: TrialRecord) -> dict[int, int]:
+        """Prefix length -> the variant an earlier trial made after that many of its steps (succeeded steps only)."""
+        offset = other.reused["steps"] if other.reused else 0
+        made = {offset: other.reused["variant_id"]} if other.reused else {}
+        for index, job in enumerate(making_steps(queue.pipeline_jobs(other.pipeline)), start=offset + 1):
+            if job.status.value != "succeeded" or not job.produced_variant_id:
+                break
+            made[index] = job.produced_variant_id
+        return made
+
+    def reusable(self, trial: TrialRecord) -> dict[str, int] | None:
+        """The longest proper prefix of this trial's steps that an earlier trial already made, as {"trial",
+        "steps", "variant_id"}: a distillation or a pruning with its recovery is minutes on a small CPU, and the
+        same steps from the same start make the same variant, so a trial that differs only later starts from it."""
+        found: dict[str, int] | None = None
+        for other in self.record.trials:
+            if other.number >= trial.number:
+                continue
+            for length, variant_id in self._made_prefixes(other).items():
+                if 0 < length < len(trial.steps) and other.steps[:length] == trial.steps[:length] \
+                        and (found is None or length > found["steps"]):
+                    found = {"trial": other.number, "steps": length, "variant_id": variant_id}
+        return found
+
+    def hopeless_midway(self, trial: TrialRecord, baseline: TrialRow) -> Callable[[], str | None]:
+        """For the pipeline watcher: why a running trial can no longer be within the goal, or None. A step's variant
+        that already loses more than the allowed drop plus MIDWAY_SLACK_POINTS, with no training step after it,
+        ends the trial there (pruned) instead of exporting, quantizing and evaluating what cannot be picked."""
+        offset = trial.reused["steps"] if trial.reused else 0
+
+        def made() -> list[tuple[int, str, Any]]:
+            """(step index, kind, evaluation or None) of each step's variant so far, the reused one first."""
+            out = []
+            if trial.reused:
+                earlier = queue.pipeline_jobs(self.record.trial(trial.reused["trial"]).pipeline)
+                out.append((offset - 1, trial.steps[offset - 1]["kind"],
+                            evaluation_in(earlier, trial.reused["variant_id"])))
+            jobs = queue.pipeline_jobs(trial.pipeline)
+            out += [(index, job.kind, evaluation_in(jobs, job.produced_variant_id))
+                    for index, job in enumerate(making_steps(jobs), start=offset)]
+            return out
+
+        def check() -> str | None:
+            if baseline.accuracy is None:
+                return None
+            for index, kind, evaluation in made():
+                later = trial.steps[index + 1:]
+                if evaluation is None or not later or any(step["kind"] in TRAINING_KINDS for step in later):
+                    continue  # the last step is judged whole; a later training step may win accuracy back
+                drop = (baseline.accuracy - evaluation.accuracy) * 100
+                if drop > self.goal.max_drop_points + MIDWAY_SLACK_POINTS:
+                    return (f"hopeless after step {index + 1} ({kind}): it loses {drop:.2f} accuracy points, "
+                            f"more than the {self.goal.max_drop_points:g} allowed, and no step after it trains")
+            return None
+
+        return check
+
     def run_trial(self, trial: TrialRecord, baseline: TrialRow) -> None:
         """Run (or, after a restart, re-attach to) one trial's pipeline until it is complete, pruned or failed."""
         self.progress(f"trial {trial.number}: " + " -> ".join(s["kind"] for s in trial.steps)
                       + f" ({', '.join(f'{k}={v}' for k, v in trial.params.items())})")
         if not queue.pipeline_jobs(trial.pipeline):
+            trial.reused = self.reusable(trial)
+            start, steps = self.baseline_variant_id, trial.steps
+            if trial.reused:
+                start, steps = trial.reused["variant_id"], trial.steps[trial.reused["steps"]:]
+                self.progress(f"trial {trial.number}: its first {trial.reused['steps']} step(s) are trial "
+                              f"{trial.reused['trial']}'s; starting from its variant #{start}")
+            self.save()  # the reuse is recorded before the jobs: a restart reads the pipeline as the steps after it
             try:
-                submit_pipeline([Step(s["kind"], dict(s["params"])) for s in trial.steps],
-                                variant=self.baseline_variant_id, dataset=self.dataset.id,
+                submit_pipeline([Step(s["kind"], dict(s["params"])) for s in steps],
+                                variant=start, dataset=self.dataset.id,
                                 evaluation=self.evaluation, pipeline=trial.pipeline)
             except InvalidInput as exc:  # a chain this installation refuses: a failed point, not a failed search
                 trial.state, trial.reason = "failed", f"not queued: {exc}"
         stopped = None
         if trial.state == "running":
-            stopped = self._run_pipeline(trial.pipeline)
+            stopped = self._run_pipeline(trial.pipeline, self.hopeless_midway(trial, baseline))
             outcome = read(trial.pipeline, None, self.goal.cell)
             state, reason = self._classify(outcome, stopped)
             if state == "running":

@@ -18,6 +18,8 @@ from storage.errors import InvalidInput
 TRT_MAX_BATCH, TRT_MAX_SEQ = 32, 128
 STUDENTS = ("none", "half-layers", "third-layers", "small-4x256")
 PRUNINGS = {"none": None, "structured-25": 0.25, "structured-50": 0.5}
+INTERMEDIATE = ("off", "on")  # a student also learns its teacher's hidden states at the matching depth
+HIDDEN_WEIGHT = 1.0  # the intermediate-layer term's weight (TinyBERT's: its MSE terms unweighted)
 RECOVERY = ("none", "finetune")  # after structured pruning: a short fine-tune that wins back accuracy
 ORT_LEVELS = ("none", "basic", "extended", "all")
 REDUCE_RANGE = ("auto", "off", "on")
@@ -36,6 +38,7 @@ class Dimension:
 
 DIMENSIONS = (
     Dimension("student", STUDENTS, lambda p: True),
+    Dimension("intermediate", INTERMEDIATE, lambda p: p["student"] in ("half-layers", "third-layers")),
     Dimension("prune", tuple(PRUNINGS), lambda p: True),
     Dimension("recovery", RECOVERY, lambda p: p["prune"] != "none"),
     Dimension("backend", BACKENDS, lambda p: True),
@@ -87,10 +90,11 @@ def default_space(device: str, quick: bool) -> dict[str, tuple[str, ...]]:
     structured pruning; `quick`: full or half depth, PyTorch int8 or ONNX Runtime dynamic int8."""
     if quick:
         backends = ("pytorch-fp32", "pytorch-int8", "onnx-int8") if device == "cpu" else ("pytorch-fp32", "pytorch-fp16")
-        return {"student": ("none", "half-layers"), "prune": ("none",), "recovery": ("none",), "backend": backends,
-                "ort_level": ("basic",), "reduce_range": ("auto",)}
+        return {"student": ("none", "half-layers"), "intermediate": ("off",), "prune": ("none",), "recovery": ("none",),
+                "backend": backends, "ort_level": ("basic",), "reduce_range": ("auto",)}
     missing = unavailable_backends(device)
-    return {"student": ("none", "half-layers", "third-layers"), "prune": tuple(PRUNINGS), "recovery": RECOVERY,
+    return {"student": ("none", "half-layers", "third-layers"), "intermediate": INTERMEDIATE,
+            "prune": tuple(PRUNINGS), "recovery": RECOVERY,
             "backend": tuple(b for b in BACKENDS if b not in missing), "ort_level": ("basic", "extended", "all"),
             "reduce_range": ("off", "on")}
 
@@ -172,7 +176,8 @@ def steps(point: dict[str, str], goal: Any, *, quick: bool, fusion_ok: bool) -> 
     caps = {} if quick else training_caps(goal.budget_s)
     made: list[tuple[str, dict[str, Any]]] = []
     if point["student"] != "none":
-        made.append(("distill", {"student": point["student"], **caps}))
+        hidden = {"hidden_weight": HIDDEN_WEIGHT} if point.get("intermediate") == "on" else {}
+        made.append(("distill", {"student": point["student"], **hidden, **caps}))
     ratio = PRUNINGS[point["prune"]]
     if ratio is not None:
         made.append(("prune", {"method": "structured", "head_ratio": ratio, "ffn_ratio": ratio}))

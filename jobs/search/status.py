@@ -45,6 +45,7 @@ class TrialRow:
     finished_s: float | None = None
     fingerprint: str | None = None
     noise: tuple[str, ...] = ()  # the problems a new measurement may clear: busy, unstable, too few samples
+    reused: dict[str, int] | None = None  # {"trial", "steps", "variant_id"}: steps made by an earlier trial
 
     @property
     def only_noisy(self) -> bool:
@@ -111,7 +112,7 @@ def _row(number: int, state: str, params: dict, steps: list, outcome: Outcome, b
         reason=reason if reason is not None else (record.reason if record else None),
         p95_ms=m.p95_ms if m else None, started_s=record.started_s if record else None,
         finished_s=record.finished_s if record else None, fingerprint=m.fingerprint_hash if m else None,
-        noise=noise)
+        noise=noise, reused=record.reused if record else None)
 
 
 def baseline_row(record: SearchRecord, cell: tuple[int, int], rules: Rules) -> TrialRow:
