@@ -158,7 +158,8 @@ def test_the_best_so_far_survives_a_killed_worker(searched):
     assert len(points) == len(set(points)), "a point was tried twice"
     assert [t.number for t in after.trials] == list(range(1, len(after.trials) + 1))
     pipelines = {j.pipeline for j in api.list_jobs(limit=500) if j.pipeline and j.pipeline.startswith(f"search-{job.id}-")}
-    assert pipelines == {t.pipeline for t in after.trials} | {after.baseline.pipeline}  # no orphan trial
+    confirming = {f"search-{job.id}-confirm"} if after.confirmation else set()  # the best measured again, at the end
+    assert pipelines == {t.pipeline for t in after.trials} | {after.baseline.pipeline} | confirming  # no orphan trial
     for trial in before.trials:  # what was measured before the kill is what the resumed search reads
         if trial.state == "complete":
             assert (by_number[trial.number].p50_ms, by_number[trial.number].accuracy) == (trial.p50_ms, trial.accuracy)
@@ -234,6 +235,26 @@ def test_the_front_equals_a_brute_force_computation(searched):
     within = [t for t in eligible if t.drop_points <= MAX_DROP + 1e-9]
     assert (status.best.number if status.best else None) == \
         (min(within, key=lambda t: t.p50_ms).number if within else None)
+
+
+def test_the_best_is_measured_again_with_the_baseline_in_one_job(searched):
+    """Once the search stops, its best and the baseline are benchmarked in one job of their own, interleaved: the
+    speed-up it ends with is also a same-run ratio, shown beside the best."""
+    from workbench.search_words import best_sentence
+
+    api, status = searched["api"], searched["after"]
+    again = status.confirmation
+    if status.best is None:  # nothing picked (a loaded machine can leave every cell unsound): nothing to confirm
+        assert again is None
+        return
+    assert again is not None and again.trial == status.best.number and again.state == "complete", again
+    job = api.get_job(again.job_id)
+    assert job.kind == "benchmark" and job.status.value == "succeeded"
+    assert sorted(job.result["variants"]) == sorted([status.best.variant_id, status.baseline.variant_id])
+    assert again.job_id not in [i for t in [status.baseline, *status.trials] for i in t.job_ids]
+    assert again.speedup == pytest.approx(again.baseline_p50_ms / again.best_p50_ms)
+    assert "in one job" in searched["job"].message
+    assert f"{again.speedup:.1f}x ({again.best_p50_ms:.2f} vs {again.baseline_p50_ms:.2f} ms p50)" in best_sentence(status)
 
 
 def test_front_and_best_equal_brute_force_on_many_random_trials():

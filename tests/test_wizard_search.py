@@ -202,6 +202,24 @@ def test_the_best_sentence_the_table_and_the_budget_line():
     assert best_sentence(replace(empty, best=None)).startswith("No trial within the goal yet (6 of 6")
 
 
+def test_the_best_sentence_says_the_same_job_measurement_and_whether_it_is_sound():
+    from dataclasses import replace
+
+    from jobs.search.confirm import Confirmation
+    from workbench.search_words import best_sentence
+
+    status = a_search(state="succeeded", stop_reason="budget spent")
+    sound = replace(status, confirmation=Confirmation(1, "complete", 12, 4.0, 12.4, 3.1))
+    assert best_sentence(sound).endswith("0.3 points lost. Measured again in one job with the baseline: "
+                                         "3.1x (4.00 vs 12.40 ms p50).")
+    busy = replace(sound, confirmation=replace(sound.confirmation, problems=("baseline: busy machine",)))
+    assert best_sentence(busy).endswith("3.1x (4.00 vs 12.40 ms p50), not sound: baseline: busy machine.")
+    running = replace(status, confirmation=Confirmation(1, "running", 12))
+    assert best_sentence(running).endswith("Measuring trial 1 and the baseline again in one job…")
+    failed = replace(status, confirmation=Confirmation(1, "failed", 12, reason="its benchmark job failed: boom"))
+    assert best_sentence(failed).endswith("Not measured again in one job with the baseline: its benchmark job failed: boom")
+
+
 # ---- launching, following and re-running through the real search kind ------------------------------------------
 
 

@@ -283,6 +283,10 @@ def _search_text(status) -> str:
             f"\n       out: {p}" for p in ([t.reason] if t.reason else []) + t.problems))
     lines.append(f"best: trial {status.best.number}, {status.best.speedup:.2f}x" if status.best and status.best.speedup
                  else "best: none yet (no sound trial within the drop)")
+    if status.confirmation is not None:
+        from workbench.search_words import confirmation_sentence
+
+        lines.append(confirmation_sentence(status))
     return "\n".join(lines)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from jobs.decisions.compare import Point
 from storage import catalog, queue
 from storage.entities import Evaluation, Job, Measurement
 
@@ -72,3 +73,12 @@ def evaluation_failed(outcome: Outcome) -> str | None:
         if job.kind == "evaluate" and job.variant_id == outcome.variant_id and job.status.value in ("failed", "cancelled"):
             return f"its evaluation (job {job.id}) {job.status.value}: {job.message}"
     return None
+
+
+def cell_point(m: Measurement, variant_id: int, accuracy: float | None = None) -> Point:
+    """A measurement as the decision rules read it (jobs.decisions.compare): figures, samples, stability, load."""
+    return Point(variant_id, "", m.p95_ms, accuracy, m.p50_ms, m.p90_ms, m.throughput_sps, job_id=m.job_id,
+                 samples=m.samples, stable=m.stable, spread=m.spread,
+                 other_cpu_fraction=m.load.get("other_cpu_fraction") if m.load else None,
+                 steal_fraction=m.load.get("steal_fraction") if m.load else None,
+                 samples_ms=tuple(m.samples_ms) if m.samples_ms else None)

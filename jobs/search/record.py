@@ -63,6 +63,8 @@ class SearchRecord:
     best: int | None = None
     front: list[int] = field(default_factory=list)
     restarts: int = 0
+    # {"trial", "variant_id", "baseline_variant_id", "pipeline"}: the same-job check of the best against the baseline
+    confirmation: dict[str, Any] | None = None
 
     def to_result(self) -> dict[str, Any]:
         return {RESULT_KEY: dataclasses.asdict(self)}

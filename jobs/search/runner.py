@@ -16,10 +16,13 @@ import threading
 import time
 from typing import Any, Callable
 
+from jobs.decisions.compare import Rules
 from jobs.runner.context import JobCancelled, JobContext, JobResult
 from jobs.runner.submit import Step, check_evaluation_params, check_pipeline, submit_pipeline
 from jobs.search import space as search_space
 from jobs.search import study as search_study
+from jobs.search.confirm import pipeline_name as confirm_pipeline
+from jobs.search.confirm import read_confirmation
 from jobs.search.drive import ShuttingDown, run_pipeline
 from jobs.search.goal import SearchGoal
 from jobs.search.outcomes import Outcome, evaluation_failed, evaluation_in, making_steps, read
@@ -123,8 +126,9 @@ class Search:
 
     # ---- the baseline ------------------------------------------------------------------------------------------
 
-    def _enqueue_benchmark(self, pipeline: str, variant_id: int, depends_on: int | None) -> None:
-        plan = check_pipeline([Step("benchmark", dict(self.bench_params))], variant=variant_id, dataset=self.dataset.id)
+    def _enqueue_benchmark(self, pipeline: str, variant_id: int, depends_on: int | None, **extra: Any) -> None:
+        plan = check_pipeline([Step("benchmark", {**self.bench_params, **extra})], variant=variant_id,
+                              dataset=self.dataset.id)
         queue.enqueue("benchmark", plan.params[0], device=self.goal.device, model_id=self.start.model_id,
                       variant_id=variant_id, dataset_id=self.dataset.id, depends_on_id=depends_on, pipeline=pipeline,
                       max_attempts=settings.get("WORKBENCH_MAX_ATTEMPTS"))
@@ -428,7 +432,32 @@ class Search:
         summary = (f"trial {chosen.number} is the fastest within {self.goal.max_drop_points:g} points: "
                    f"{chosen.speedup:.2f}x the baseline's speed" if chosen and chosen.speedup
                    else "no trial within the goal")
+        if chosen is not None and chosen.variant_id is not None:
+            summary += "; " + self.confirm(chosen)
         return JobResult(result=record.to_result(), message=f"{reason}; {len(record.trials)} trials; {summary}")
+
+    def confirm(self, chosen: TrialRow) -> str:
+        """Benchmark the best trial's variant and the baseline's in one job, interleaved (jobs/search/confirm.py),
+        after the budget if need be; a restart re-attaches to the job already queued. Returns it in words."""
+        asked = self.record.confirmation
+        if not asked or asked["trial"] != chosen.number:
+            asked = {"trial": chosen.number, "variant_id": chosen.variant_id,
+                     "baseline_variant_id": self.baseline_variant_id, "pipeline": confirm_pipeline(self.ctx.job.id)}
+            self.record.confirmation = asked
+            self.save()  # recorded before its job is queued, as a trial is
+        if not queue.pipeline_jobs(asked["pipeline"]):
+            self._enqueue_benchmark(asked["pipeline"], asked["variant_id"], None,
+                                    compare_with=(asked["baseline_variant_id"],))
+        self.progress(f"measuring trial {chosen.number} and the baseline again, in one benchmark job")
+        stopped = run_pipeline(asked["pipeline"], out_of_time=lambda: False, cancelled=self.ctx.cancelled,
+                               shutting_down=self.shutting_down)
+        if stopped == "cancelled":
+            raise JobCancelled(f"search job {self.ctx.job.id} cancelled")
+        confirmation = read_confirmation(self.record, self.goal.cell, Rules.from_settings())
+        if confirmation is None or confirmation.state != "complete":
+            return f"not measured again in one job: {confirmation.reason if confirmation else 'no job'}"
+        words = f"{confirmation.speedup:.2f}x in one job with the baseline"
+        return words + (f" ({'; '.join(confirmation.problems)})" if confirmation.problems else "")
 
 
 def run(params: Any, ctx: JobContext) -> JobResult:

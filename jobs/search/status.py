@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from jobs.decisions.compare import Point, Rules, cell_problems, pareto_front, sweet_spot
-from jobs.search.outcomes import Outcome, read
+from jobs.search.confirm import Confirmation, read_confirmation
+from jobs.search.outcomes import Outcome, cell_point, read
 from jobs.search.record import SearchRecord, TrialRecord
 from jobs.search.space import size
 from storage import queue
@@ -75,6 +76,8 @@ class SearchStatus:
     space_size: int = 0
     start_variant_id: int | None = None
     restarts: int = 0
+    # the best and the baseline benchmarked again in one job once the search stopped (jobs/search/confirm.py)
+    confirmation: Confirmation | None = None
 
 
 def _point(row: TrialRow) -> Point:
@@ -89,12 +92,7 @@ def _row(number: int, state: str, params: dict, steps: list, outcome: Outcome, b
         problems.append(f"degenerate: {ev.degenerate_reason}")
     speedup, noise = None, ()
     if m is not None:
-        point = Point(outcome.variant_id or 0, "", m.p95_ms, ev.accuracy if ev else None, m.p50_ms, m.p90_ms,
-                      m.throughput_sps, job_id=m.job_id, samples=m.samples, stable=m.stable, spread=m.spread,
-                      other_cpu_fraction=m.load.get("other_cpu_fraction") if m.load else None,
-                      steal_fraction=m.load.get("steal_fraction") if m.load else None,
-                      samples_ms=tuple(m.samples_ms) if m.samples_ms else None)
-        noise = tuple(cell_problems(point, rules))
+        noise = tuple(cell_problems(cell_point(m, outcome.variant_id or 0, ev.accuracy if ev else None), rules))
         problems += noise
         if baseline is not None and baseline.fingerprint and baseline.fingerprint != m.fingerprint_hash:
             problems.append("measured on another machine or library set than the baseline (fingerprints differ)")
@@ -122,11 +120,15 @@ def baseline_row(record: SearchRecord, cell: tuple[int, int], rules: Rules) -> T
                    finished_s=record.baseline_finished_s)
 
 
+def goal_cell(goal: dict[str, Any]) -> tuple[int, int]:
+    """The (batch size, seq len) cell a search's goal names; seq len 0 for real traffic."""
+    return int(goal["batch_size"]), 0 if goal.get("traffic") == "real" else int(goal.get("seq_len", 128))
+
+
 def trial_rows(record: SearchRecord, rules: Rules | None = None) -> tuple[TrialRow, list[TrialRow]]:
     """The baseline's row and every trial's, read from their pipelines now."""
     rules = rules or Rules.from_settings()
-    goal = record.goal
-    cell = (int(goal["batch_size"]), 0 if goal.get("traffic") == "real" else int(goal.get("seq_len", 128)))
+    cell = goal_cell(record.goal)
     baseline = baseline_row(record, cell, rules)
     rows = [_row(t.number, t.state, t.params, t.steps, read(t.pipeline, None, cell), baseline, rules, t)
             for t in record.trials]
@@ -172,4 +174,4 @@ def status(search_job_id: int) -> SearchStatus:
         job.id, job.status.value, goal_view, round(elapsed, 1), budget, stop, rows, front(rows),
         best(rows, baseline, float(goal.get("max_drop_points", 0))), baseline, job.message,
         {k: list(v) for k, v in record.space.items()}, size({k: tuple(v) for k, v in record.space.items()}),
-        record.start_variant_id, record.restarts)
+        record.start_variant_id, record.restarts, read_confirmation(record, goal_cell(record.goal), Rules.from_settings()))
