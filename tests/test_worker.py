@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -336,6 +337,26 @@ def test_a_sigkilled_serve_takes_its_worker_and_job_with_it(home, tmp_path):
     done = queue.get_job(job.id)
     assert done.status is JobStatus.SUCCEEDED and done.attempts == 2, done
     assert len(list(marker.iterdir())) == 2
+
+
+def test_a_signal_stops_the_worker_without_waiting_on_a_lock_its_thread_holds(home):
+    """A signal handler runs in the main thread between two bytecodes, possibly inside the loop's Event.wait(),
+    which holds the Event's lock. The handler setting that Event waited on it forever: CI saw a sigkilled serve's
+    worker hang so (its stack: Worker.stop -> Event.set -> Condition.__enter__ under Event.wait)."""
+    worker = Worker(poll_interval=0.05)
+    handled = threading.Event()
+
+    def signal_inside_wait() -> None:
+        with worker._stop._cond:  # what the main thread holds inside Event.wait (CPython's Event)
+            worker.on_signal()
+        handled.set()
+
+    threading.Thread(target=signal_inside_wait, daemon=True).start()
+    assert handled.wait(10), "the signal handler waited on the lock its own thread holds"
+    assert worker.stopping()
+    started = time.monotonic()
+    worker._pause(30)  # a paused loop sees the flag at once
+    assert time.monotonic() - started < 5
 
 
 def test_a_worker_whose_server_is_gone_stops(home):

@@ -29,6 +29,7 @@ TERMINATE_GRACE_S = 5.0
 # `workbench serve` names itself here when it starts its worker: the worker stops when that process is gone
 PARENT_PID_ENV = "WORKBENCH_WORKER_PARENT_PID"
 ERROR_BACKOFF_S = 2.0
+PAUSE_STEP_S = 0.1  # how soon a paused loop sees a signal's stop flag
 
 
 class Worker:
@@ -48,7 +49,8 @@ class Worker:
         self.cancel_sent_at: dict[int, float] = {}  # when each cancelled job was asked to stop (monotonic)
         self.heartbeat_s = settings.get("WORKBENCH_HEARTBEAT_S")
         self.stale_after_s = settings.get("WORKBENCH_STALE_AFTER_S")
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # stop() from another thread (a search's pipeline watcher) wakes the loop
+        self._signalled = False  # SIGTERM/SIGINT: a plain flag, see on_signal
         self.info = detect()
         # the devices it claims jobs for: this machine's, or (Ray) those of the cluster its executor runs jobs on
         self.devices = self.executor.claimable_devices(self.info["devices"])
@@ -56,8 +58,26 @@ class Worker:
 
     # ---- lifecycle ----------------------------------------------------------------------------------------
 
-    def stop(self, *_args) -> None:
+    def stop(self) -> None:
         self._stop.set()
+
+    def on_signal(self, *_args) -> None:
+        """SIGTERM/SIGINT. Only a flag: the handler runs in the main thread between two bytecodes, possibly while
+        that thread holds the stop Event's lock inside wait(), and Event.set() would then wait on it forever (a
+        sigkilled `serve` left its worker hung that way). The loop sees the flag within one PAUSE_STEP_S."""
+        self._signalled = True
+
+    def stopping(self) -> bool:
+        return self._signalled or self._stop.is_set()
+
+    def _pause(self, seconds: float) -> None:
+        """Wait `seconds`, or less once stopped (by stop() at once; by a signal within one step)."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._stop.wait(min(left, PAUSE_STEP_S))
 
     def _parent_died(self) -> bool:
         return self.parent_pid is not None and os.getppid() != self.parent_pid
@@ -70,7 +90,7 @@ class Worker:
         """
         if not self._parent_died():
             return False
-        if not self._stop.is_set():
+        if not self.stopping():
             self._log(f"its server (process {self.parent_pid}) is gone; stopping")
             self._stop.set()
         self.server_lost = True
@@ -90,7 +110,7 @@ class Worker:
         processed = 0
         last_beat = last_sweep = time.monotonic()
         try:
-            while not self._stop.is_set() and not self.parent_gone():
+            while not self.stopping() and not self.parent_gone():
                 try:
                     processed += self._reap()
                     self._stop_cancelled()
@@ -107,8 +127,8 @@ class Worker:
                     self._flush_logs()
                 except OperationalError as exc:  # e.g. "database is locked" past the busy timeout: try again
                     self._log(f"database error, retrying: {str(exc).splitlines()[0]}")
-                    self._stop.wait(ERROR_BACKOFF_S)
-                self._stop.wait(self.poll_interval)
+                    self._pause(ERROR_BACKOFF_S)
+                self._pause(self.poll_interval)
         finally:
             self._shutdown()
         return processed
@@ -117,7 +137,7 @@ class Worker:
 
     def _claim(self) -> bool:
         claimed = False
-        while len(self.running) < self.concurrency and not self._stop.is_set():
+        while len(self.running) < self.concurrency and not self.stopping():
             job = queue.claim_next(self.id, self.devices, self.executor.places_hardware_classes, pipeline=self.pipeline)
             if job is None:
                 break
@@ -208,6 +228,6 @@ def run_worker(concurrency: int = 1, burst: bool = False, poll_interval: float =
     parent = os.environ.pop(PARENT_PID_ENV, "")  # not passed on to job processes
     worker = Worker(concurrency=concurrency, burst=burst, poll_interval=poll_interval,
                     parent_pid=int(parent) if parent.isdigit() else None)
-    signal.signal(signal.SIGTERM, worker.stop)
-    signal.signal(signal.SIGINT, worker.stop)
+    signal.signal(signal.SIGTERM, worker.on_signal)
+    signal.signal(signal.SIGINT, worker.on_signal)
     return worker.run()
