@@ -26,10 +26,11 @@ TIGHT_BUDGET_S = 3.0  # shorter than any machine takes to start, evaluate and be
 MAX_DROP = 10.0  # a 40-example test split: one answer is 2.5 points
 STALE_AFTER_S = 6.0
 # Full depth PyTorch int8 (a sound, complete trial), and a fresh small student trained for seconds on 140 examples
-# (it answers one class: a degenerate variant, for real), with and without int8.
-SPACE = {"student": ["none", "small-4x256"], "prune": ["none"], "backend": ["pytorch-fp32", "pytorch-int8"]}
-SEED = 10  # the sampler's first points with this seed: full-depth int8, then the small student in fp32
-TRIALS = 3  # the third, the small student in int8, starts from the second's distilled variant
+# (it answers one class: a degenerate variant, for real), in OpenVINO fp32, PyTorch int8 and PyTorch fp32.
+SPACE = {"student": ["none", "small-4x256"], "prune": ["none"],
+         "backend": ["pytorch-fp32", "pytorch-int8", "openvino-fp32"]}
+SEED = 235  # the sampler's first points with this seed: full-depth int8, then the small student in OpenVINO fp32
+TRIALS = 5  # the whole space: the small student in PyTorch int8 and fp32 reuse its distillation (a prefix, all)
 # The machine running the tests is shared by parallel test processes: "busy" cells (tested in test_compare.py) would
 # leave nothing to pick; unstable cells and degenerate variants are still excluded as always.
 WORKER_ENV = {"WORKBENCH_STALE_AFTER_S": str(STALE_AFTER_S), "WORKBENCH_HEARTBEAT_S": "0.5",
@@ -103,32 +104,48 @@ def test_the_search_ran_real_trials(searched):
         assert trial.started_s < BUDGET_S, f"trial {trial.number} started after the budget ({trial.started_s} s)"
         assert trial.state in ("complete", "pruned", "failed"), trial
         jobs = [api.get_job(i) for i in trial.job_ids]
-        assert jobs and all(j.pipeline == trial.pipeline and j.status.finished for j in jobs)
+        assert jobs or trial.reused_whole and trial.state == "pruned"  # ruled out by an earlier trial's evaluation
+        assert all(j.pipeline == trial.pipeline and j.status.finished for j in jobs)
         made = [j for j in jobs if j.kind not in ("evaluate", "benchmark")]
         skipped = trial.reused["steps"] if trial.reused else 0  # made by an earlier trial: started from its variant
         assert [j.kind for j in made] == [s["kind"] for s in trial.steps[skipped:]]  # the recipe is what ran
         if trial.reused:
             earlier = next(t for t in status.trials if t.number == trial.reused["trial"])
             assert earlier.steps[:skipped] == trial.steps[:skipped] and earlier.number < trial.number
-            assert api.get_job(made[0].id).variant_id == trial.reused["variant_id"]
+            first = (made or jobs)[0] if jobs else None  # a whole recipe reused: an evaluation of its variant
+            assert (first.variant_id if first else trial.variant_id) == trial.reused["variant_id"]
         cut = trial.reason == "budget spent before it finished"
         if cut:  # started in time, stopped by the budget: what had not run was cancelled
             assert trial.state == "pruned" and any(j.status.value == "cancelled" for j in jobs)
         elif trial.state != "failed" and not (trial.reason or "").startswith("hopeless"):
             variant = api.get_variant(trial.variant_id)  # a real variant, made by the trial's last step
-            assert variant.id == made[-1].produced_variant_id and variant.parent_id is not None
+            assert variant.id == (made[-1].produced_variant_id if made else trial.reused["variant_id"])
+            assert variant.parent_id is not None
         if trial.state == "complete":
             bench = next(j for j in jobs if j.kind == "benchmark")
             assert bench.status.value == "succeeded" and trial.p50_ms > 0 and trial.speedup is not None
             assert trial.speedup == pytest.approx(status.baseline.p50_ms / trial.p50_ms)
         if trial.state == "pruned":
             assert not any(j.kind == "benchmark" and j.status.value == "succeeded" for j in jobs)  # never measured
-    assert status.elapsed_s < BUDGET_S and status.space_size == 3
-    third = next(t for t in status.trials if t.number == 3)  # the same distillation is not made twice
-    assert third.reused == {"trial": 2, "steps": 1, "variant_id": third.reused["variant_id"]}, third
-    # and the degenerate student it starts from is far past the drop, with no training after it: stopped at once
-    assert third.state == "pruned" and third.reason.startswith("hopeless after step 1 (distill)"), third
-    assert all(api.get_job(i).status.value == "cancelled" for i in third.job_ids)
+    assert status.elapsed_s < BUDGET_S and status.space_size == TRIALS
+    smalls = [t for t in status.trials if t.params["student"] != "none"]
+    fresh, *later = smalls  # the first small student is distilled; the others start from it
+    assert len(smalls) == 3 and not fresh.reused and fresh.state == "pruned", smalls
+    # its student is degenerate, far past the drop: stopped after the distillation when steps follow it
+    assert fresh.reason.startswith("hopeless after step 1 (distill)" if len(fresh.steps) > 1 else "degenerate"), fresh
+    distilled = api.get_job(fresh.job_ids[0])
+    assert distilled.kind == "distill" and distilled.produced_variant_id
+    for trial in later:  # the same distillation is not made twice
+        assert trial.reused == {"trial": fresh.number, "steps": 1, "variant_id": distilled.produced_variant_id}, trial
+        assert trial.state == "pruned", trial
+        if trial.reused_whole:  # its whole recipe is that distillation: ruled out by the fresh trial's evaluation
+            assert trial.job_ids == [] and trial.variant_id == distilled.produced_variant_id, trial
+            assert trial.reason.startswith("degenerate") and f"as evaluated in trial {fresh.number}" in trial.reason
+        else:  # started from that student, whose evaluation is known: stopped at once, its own jobs never ran
+            assert trial.reason.startswith("hopeless after step 1 (distill)"), trial
+            assert all(api.get_job(i).status.value == "cancelled" for i in trial.job_ids)
+    # with this seed the student in OpenVINO fp32 comes first: both kinds of reuse are exercised
+    assert sorted(t.reused_whole for t in later) == [False, True], [(t.number, t.params) for t in smalls]
 
 
 def test_a_search_stops_when_its_budget_is_spent(searched):
@@ -159,7 +176,8 @@ def test_the_best_so_far_survives_a_killed_worker(searched):
     assert [t.number for t in after.trials] == list(range(1, len(after.trials) + 1))
     pipelines = {j.pipeline for j in api.list_jobs(limit=500) if j.pipeline and j.pipeline.startswith(f"search-{job.id}-")}
     confirming = {f"search-{job.id}-confirm"} if after.confirmation else set()  # the best measured again, at the end
-    assert pipelines == {t.pipeline for t in after.trials} | {after.baseline.pipeline} | confirming  # no orphan trial
+    trials = {t.pipeline for t in after.trials if t.job_ids}  # one ruled out by an earlier evaluation has no job
+    assert pipelines == trials | {after.baseline.pipeline} | confirming  # no orphan trial
     for trial in before.trials:  # what was measured before the kill is what the resumed search reads
         if trial.state == "complete":
             assert (by_number[trial.number].p50_ms, by_number[trial.number].accuracy) == (trial.p50_ms, trial.accuracy)

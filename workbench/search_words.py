@@ -211,7 +211,8 @@ def trial_rows(status: Any) -> list[dict[str, Any]]:
         recipe = trial_recipe(trial) + (" (baseline)" if trial.number == baseline else "")
         reused = getattr(trial, "reused", None)
         if reused:
-            recipe += f" (its first {reused['steps']} step(s) reused from trial {reused['trial']})"
+            which = "all its steps" if getattr(trial, "reused_whole", False) else f"its first {reused['steps']} step(s)"
+            recipe += f" ({which} reused from trial {reused['trial']})"
         rows.append({
             "trial": f"{marks} {trial.number}".strip(), "state": f"{STATE_ICONS.get(trial.state, '')} {trial.state}",
             "recipe": recipe, "params": params_words(trial.params),

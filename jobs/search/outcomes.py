@@ -59,12 +59,12 @@ def read(pipeline: str, start_variant_id: int | None, cell: tuple[int, int]) -> 
 
 def evaluation_in(jobs: list[Job], variant_id: int | None) -> Evaluation | None:
     """The evaluation of `variant_id` by one of `jobs` (a pipeline's), when it has succeeded."""
-    evaluation = None
-    for job in jobs:
-        if job.kind == "evaluate" and job.variant_id == variant_id and job.status.value == "succeeded" and variant_id:
-            wanted = job.result.get("evaluation_id")
-            evaluation = next((e for e in catalog.list_evaluations(variant_id) if e.id == wanted), None)
-    return evaluation
+    done = [job for job in jobs if job.kind == "evaluate" and job.variant_id == variant_id
+            and job.status.value == "succeeded"]
+    if not variant_id or not done:
+        return None
+    wanted = done[-1].result.get("evaluation_id")  # the newest; the catalog is read once, not once per job
+    return next((e for e in catalog.list_evaluations(variant_id) if e.id == wanted), None)
 
 
 def evaluation_failed(outcome: Outcome) -> str | None:

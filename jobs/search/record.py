@@ -25,6 +25,12 @@ def pipeline_name(search_job_id: int, trial: int | None) -> str:
     return f"search-{search_job_id}-{'base' if trial is None else f't{trial}'}"
 
 
+def reused_whole(reused: dict[str, int] | None, steps: list[dict[str, Any]]) -> bool:
+    """Every step was an earlier trial's: the trial's pipeline only evaluates and benchmarks that trial's variant
+    (or holds nothing when that trial's evaluation of it already rules it out)."""
+    return bool(reused) and reused["steps"] == len(steps)
+
+
 @dataclass
 class TrialRecord:
     number: int
@@ -35,13 +41,22 @@ class TrialRecord:
     state: str = "running"
     finished_s: float | None = None
     reason: str | None = None  # why it was pruned or failed
-    # {"trial", "steps", "variant_id"}: its first `steps` steps were an earlier trial's, whose variant it started
-    # from (its pipeline holds only the steps after them)
+    # {"trial", "steps", "variant_id"}: its first `steps` steps (possibly all) were an earlier trial's, whose variant
+    # it started from (its pipeline holds only the steps after them)
     reused: dict[str, int] | None = None
 
     @property
     def duration_s(self) -> float | None:
         return None if self.finished_s is None else self.finished_s - self.started_s
+
+    @property
+    def reused_whole(self) -> bool:
+        return reused_whole(self.reused, self.steps)
+
+    @property
+    def start_variant_id(self) -> int | None:
+        """The variant its pipeline starts from when that is not the search's baseline (see `reused`)."""
+        return self.reused["variant_id"] if self.reused else None
 
 
 @dataclass

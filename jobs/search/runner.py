@@ -28,8 +28,8 @@ from jobs.search.goal import SearchGoal
 from jobs.search.outcomes import Outcome, evaluation_failed, evaluation_in, making_steps, read
 from jobs.search.record import CUT_BY_BUDGET, SearchRecord, TrialRecord, pipeline_name
 from jobs.search.status import DROP_EPSILON, TrialRow, best, front, trial_rows
-from storage import queue, settings
-from storage.entities import Dataset, Variant
+from storage import catalog, queue, settings
+from storage.entities import Dataset, Evaluation, Variant
 from storage.errors import InvalidInput
 
 REMEASURES = 2  # benchmarks a variant may get beyond its first when noise made its cell unsound
@@ -73,7 +73,9 @@ class Search:
         else:
             record.restarts += 1
         self.record = record
-        self.terminated = threading.Event()  # SIGTERM: a cancel, or the worker shutting down
+        # SIGTERM: a cancel, or the worker shutting down. A plain flag, not an Event: a signal handler must take no
+        # lock the interrupted main thread may hold (see Worker.on_signal)
+        self.terminated = False
         self.baseline_variant_id: int | None = None
         from jobs.decisions.wizard import _fusion_ok
         from jobs.runner.registry import get_kind
@@ -122,7 +124,7 @@ class Search:
 
     def shutting_down(self) -> bool:
         """SIGTERM without a cancel: the worker running the search is stopping (it re-queues the search)."""
-        return self.terminated.is_set() and not self.ctx.cancelled()
+        return self.terminated and not self.ctx.cancelled()
 
     # ---- the baseline ------------------------------------------------------------------------------------------
 
@@ -131,6 +133,15 @@ class Search:
                               dataset=self.dataset.id)
         queue.enqueue("benchmark", plan.params[0], device=self.goal.device, model_id=self.start.model_id,
                       variant_id=variant_id, dataset_id=self.dataset.id, depends_on_id=depends_on, pipeline=pipeline,
+                      max_attempts=settings.get("WORKBENCH_MAX_ATTEMPTS"))
+
+    def _enqueue_evaluation(self, pipeline: str, variant: Any) -> None:
+        from jobs.kinds.evaluate import EVALUATION_PRIORITY
+        from jobs.runtimes import get_runtime
+
+        queue.enqueue("evaluate", self.evaluation, device=get_runtime(variant.runtime).default_device,
+                      model_id=variant.model_id, variant_id=variant.id, dataset_id=self.dataset.id,
+                      pipeline=pipeline, priority=EVALUATION_PRIORITY,
                       max_attempts=settings.get("WORKBENCH_MAX_ATTEMPTS"))
 
     def _measure_again(self, pipeline: str, row_of: Callable[[], TrialRow], what: str) -> str | None:
@@ -152,19 +163,14 @@ class Search:
     def baseline(self) -> None:
         """Evaluate and benchmark the fp32 start variant in this search (fine-tuned first when it has no head for the
         dataset's labels), so every speed-up is against a baseline measured here, on the same fingerprint."""
-        from jobs.kinds.evaluate import EVALUATION_PRIORITY
         from jobs.ml.lineage import classifies
         from jobs.runner.registry import get_kind
-        from jobs.runtimes import get_runtime
 
         record, pipeline = self.record, self.record.baseline_pipeline
         if not queue.pipeline_jobs(pipeline):
             record.baseline_started_s = round(self.elapsed(), 2)
             if classifies(self.start, list(self.dataset.labels)):
-                queue.enqueue("evaluate", self.evaluation, device=get_runtime(self.start.runtime).default_device,
-                              model_id=self.start.model_id, variant_id=self.start.id, dataset_id=self.dataset.id,
-                              pipeline=pipeline, priority=EVALUATION_PRIORITY,
-                              max_attempts=settings.get("WORKBENCH_MAX_ATTEMPTS"))
+                self._enqueue_evaluation(pipeline, self.start)
                 self._enqueue_benchmark(pipeline, self.start.id, None)
             else:
                 finetune = dict(get_kind("finetune").quick_params) if self.params.quick else {}
@@ -218,9 +224,8 @@ class Search:
             return "failed", "its benchmark measured nothing at the goal's cell"
         return "complete", None
 
-    def _hopeless(self, outcome: Outcome, baseline: TrialRow) -> str | None:
+    def _hopeless(self, ev: Evaluation, baseline: TrialRow) -> str | None:
         """Why an evaluated trial is not worth benchmarking (it could never be picked), or None."""
-        ev = outcome.evaluation
         if ev.degenerate:
             return f"degenerate: {ev.degenerate_reason}"
         drop = (baseline.accuracy - ev.accuracy) * 100
@@ -239,15 +244,16 @@ class Search:
         return made
 
     def reusable(self, trial: TrialRecord) -> dict[str, int] | None:
-        """The longest proper prefix of this trial's steps that an earlier trial already made, as {"trial",
-        "steps", "variant_id"}: a distillation or a pruning with its recovery is minutes on a small CPU, and the
-        same steps from the same start make the same variant, so a trial that differs only later starts from it."""
+        """The longest prefix of this trial's steps (all of them, at best) that an earlier trial already made, as
+        {"trial", "steps", "variant_id"}: a distillation or a pruning with its recovery is minutes on a small CPU,
+        and the same steps from the same start make the same variant, so a trial that differs only later starts
+        from it, and one whose whole recipe was made already only evaluates and benchmarks it."""
         found: dict[str, int] | None = None
         for other in self.record.trials:
             if other.number >= trial.number:
                 continue
             for length, variant_id in self._made_prefixes(other).items():
-                if 0 < length < len(trial.steps) and other.steps[:length] == trial.steps[:length] \
+                if 0 < length <= len(trial.steps) and other.steps[:length] == trial.steps[:length] \
                         and (found is None or length > found["steps"]):
                     found = {"trial": other.number, "steps": length, "variant_id": variant_id}
         return found
@@ -257,17 +263,21 @@ class Search:
         that already loses more than the allowed drop plus MIDWAY_SLACK_POINTS, with no training step after it,
         ends the trial there (pruned) instead of exporting, quantizing and evaluating what cannot be picked."""
         offset = trial.reused["steps"] if trial.reused else 0
+        found: dict[int, Any] = {}  # step index -> its variant's evaluation, once there (it never changes after)
 
         def made() -> list[tuple[int, str, Any]]:
             """(step index, kind, evaluation or None) of each step's variant so far, the reused one first."""
             out = []
             if trial.reused:
-                earlier = queue.pipeline_jobs(self.record.trial(trial.reused["trial"]).pipeline)
-                out.append((offset - 1, trial.steps[offset - 1]["kind"],
-                            evaluation_in(earlier, trial.reused["variant_id"])))
+                if offset - 1 not in found:
+                    earlier = queue.pipeline_jobs(self.record.trial(trial.reused["trial"]).pipeline)
+                    found[offset - 1] = evaluation_in(earlier, trial.reused["variant_id"])
+                out.append((offset - 1, trial.steps[offset - 1]["kind"], found[offset - 1]))
             jobs = queue.pipeline_jobs(trial.pipeline)
-            out += [(index, job.kind, evaluation_in(jobs, job.produced_variant_id))
-                    for index, job in enumerate(making_steps(jobs), start=offset)]
+            for index, job in enumerate(making_steps(jobs), start=offset):
+                if found.get(index) is None:
+                    found[index] = evaluation_in(jobs, job.produced_variant_id)
+                out.append((index, job.kind, found[index]))
             return out
 
         def check() -> str | None:
@@ -285,37 +295,56 @@ class Search:
 
         return check
 
+    def _queue_trial(self, trial: TrialRecord, baseline: TrialRow) -> None:
+        """Queue a new trial's jobs: its steps after the longest prefix an earlier trial made. When that trial made
+        them all, only an evaluation and a benchmark of its variant; none when its evaluation there already rules
+        it out (the same variant judged on the same split twice gives the same verdict)."""
+        trial.reused = self.reusable(trial)
+        start, steps = self.baseline_variant_id, trial.steps
+        if trial.reused:
+            start, steps = trial.reused["variant_id"], trial.steps[trial.reused["steps"]:]
+            words = "all its steps" if trial.reused_whole else f"its first {trial.reused['steps']} step(s)"
+            self.progress(f"trial {trial.number}: {words} are trial {trial.reused['trial']}'s; "
+                          f"starting from its variant #{start}")
+        self.save()  # the reuse is recorded before the jobs: a restart reads the pipeline as the steps after it
+        if trial.reused_whole:
+            earlier = queue.pipeline_jobs(self.record.trial(trial.reused["trial"]).pipeline)
+            known = evaluation_in(earlier, start)
+            verdict = self._hopeless(known, baseline) if known is not None else None
+            if verdict:
+                trial.state, trial.reason = "pruned", f"{verdict} (its variant #{start}, as evaluated in trial " \
+                                                      f"{trial.reused['trial']})"
+            else:
+                self._enqueue_evaluation(trial.pipeline, catalog.get_variant(start))
+            return
+        try:
+            submit_pipeline([Step(s["kind"], dict(s["params"])) for s in steps],
+                            variant=start, dataset=self.dataset.id,
+                            evaluation=self.evaluation, pipeline=trial.pipeline)
+        except InvalidInput as exc:  # a chain this installation refuses: a failed point, not a failed search
+            trial.state, trial.reason = "failed", f"not queued: {exc}"
+
     def run_trial(self, trial: TrialRecord, baseline: TrialRow) -> None:
         """Run (or, after a restart, re-attach to) one trial's pipeline until it is complete, pruned or failed."""
         self.progress(f"trial {trial.number}: " + " -> ".join(s["kind"] for s in trial.steps)
                       + f" ({', '.join(f'{k}={v}' for k, v in trial.params.items())})")
-        if not queue.pipeline_jobs(trial.pipeline):
-            trial.reused = self.reusable(trial)
-            start, steps = self.baseline_variant_id, trial.steps
-            if trial.reused:
-                start, steps = trial.reused["variant_id"], trial.steps[trial.reused["steps"]:]
-                self.progress(f"trial {trial.number}: its first {trial.reused['steps']} step(s) are trial "
-                              f"{trial.reused['trial']}'s; starting from its variant #{start}")
-            self.save()  # the reuse is recorded before the jobs: a restart reads the pipeline as the steps after it
-            try:
-                submit_pipeline([Step(s["kind"], dict(s["params"])) for s in steps],
-                                variant=start, dataset=self.dataset.id,
-                                evaluation=self.evaluation, pipeline=trial.pipeline)
-            except InvalidInput as exc:  # a chain this installation refuses: a failed point, not a failed search
-                trial.state, trial.reason = "failed", f"not queued: {exc}"
+        if trial.state == "running" and not queue.pipeline_jobs(trial.pipeline):
+            self._queue_trial(trial, baseline)
         stopped = None
         if trial.state == "running":
             stopped = self._run_pipeline(trial.pipeline, self.hopeless_midway(trial, baseline))
-            outcome = read(trial.pipeline, None, self.goal.cell)
+            outcome = read(trial.pipeline, trial.start_variant_id, self.goal.cell)
             state, reason = self._classify(outcome, stopped)
             if state == "running":
-                reason = self._hopeless(outcome, baseline)
+                reason = self._hopeless(outcome.evaluation, baseline)
                 if reason:
                     state = "pruned"
                 else:
-                    self._enqueue_benchmark(trial.pipeline, outcome.variant_id, making_steps(outcome.jobs)[-1].id)
+                    made = making_steps(outcome.jobs)
+                    self._enqueue_benchmark(trial.pipeline, outcome.variant_id, made[-1].id if made else None)
                     stopped = self._run_pipeline(trial.pipeline)
-                    state, reason = self._classify(read(trial.pipeline, None, self.goal.cell), stopped)
+                    state, reason = self._classify(read(trial.pipeline, trial.start_variant_id, self.goal.cell),
+                                                   stopped)
             if state == "complete":  # within the drop: worth a sound measurement
                 stopped = self._measure_again(trial.pipeline, lambda: self._row(trial.number), f"trial {trial.number}")
             trial.state, trial.reason = state, reason
@@ -349,7 +378,7 @@ class Search:
     # ---- the whole search ----------------------------------------------------------------------------------------
 
     def _on_sigterm(self, *_args: Any) -> None:
-        self.terminated.set()  # only a flag here: the pipeline watcher tells a cancel from a shutdown
+        self.terminated = True  # only a flag here: the pipeline watcher tells a cancel from a shutdown
 
     def run(self) -> JobResult:
         previous = signal.signal(signal.SIGTERM, self._on_sigterm) \

@@ -17,7 +17,7 @@ from typing import Any
 from jobs.decisions.compare import Point, Rules, cell_problems, pareto_front, sweet_spot
 from jobs.search.confirm import Confirmation, read_confirmation
 from jobs.search.outcomes import Outcome, cell_point, read
-from jobs.search.record import SearchRecord, TrialRecord
+from jobs.search.record import SearchRecord, TrialRecord, reused_whole
 from jobs.search.space import size
 from storage import queue
 from storage.errors import InvalidInput
@@ -47,6 +47,10 @@ class TrialRow:
     fingerprint: str | None = None
     noise: tuple[str, ...] = ()  # the problems a new measurement may clear: busy, unstable, too few samples
     reused: dict[str, int] | None = None  # {"trial", "steps", "variant_id"}: steps made by an earlier trial
+
+    @property
+    def reused_whole(self) -> bool:
+        return reused_whole(self.reused, self.steps)
 
     @property
     def only_noisy(self) -> bool:
@@ -130,7 +134,7 @@ def trial_rows(record: SearchRecord, rules: Rules | None = None) -> tuple[TrialR
     rules = rules or Rules.from_settings()
     cell = goal_cell(record.goal)
     baseline = baseline_row(record, cell, rules)
-    rows = [_row(t.number, t.state, t.params, t.steps, read(t.pipeline, None, cell), baseline, rules, t)
+    rows = [_row(t.number, t.state, t.params, t.steps, read(t.pipeline, t.start_variant_id, cell), baseline, rules, t)
             for t in record.trials]
     return baseline, rows
 
