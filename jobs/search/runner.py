@@ -27,7 +27,7 @@ from jobs.search.drive import ShuttingDown, run_pipeline
 from jobs.search.goal import SearchGoal
 from jobs.search.outcomes import Outcome, evaluation_failed, evaluation_in, making_steps, read
 from jobs.search.record import CUT_BY_BUDGET, SearchRecord, TrialRecord, pipeline_name
-from jobs.search.status import DROP_EPSILON, TrialRow, best, front, trial_rows
+from jobs.search.status import DROP_EPSILON, TrialRow, best, front, trial_row, trial_rows
 from storage import catalog, queue, settings
 from storage.entities import Dataset, Evaluation, Variant
 from storage.errors import InvalidInput
@@ -103,7 +103,7 @@ class Search:
         return trial_rows(self.record)
 
     def _row(self, number: int) -> TrialRow:
-        return next(r for r in self.rows()[1] if r.number == number)
+        return trial_row(self.record, number)
 
     def refresh_best(self) -> TrialRow | None:
         baseline, rows = self.rows()

@@ -134,9 +134,18 @@ def trial_rows(record: SearchRecord, rules: Rules | None = None) -> tuple[TrialR
     rules = rules or Rules.from_settings()
     cell = goal_cell(record.goal)
     baseline = baseline_row(record, cell, rules)
-    rows = [_row(t.number, t.state, t.params, t.steps, read(t.pipeline, t.start_variant_id, cell), baseline, rules, t)
-            for t in record.trials]
-    return baseline, rows
+    return baseline, [_trial_row(t, cell, baseline, rules) for t in record.trials]
+
+
+def trial_row(record: SearchRecord, number: int, rules: Rules | None = None) -> TrialRow:
+    """One trial's row, read from its pipeline (and the baseline's) now, without reading every other trial's."""
+    rules = rules or Rules.from_settings()
+    cell = goal_cell(record.goal)
+    return _trial_row(record.trial(number), cell, baseline_row(record, cell, rules), rules)
+
+
+def _trial_row(t: TrialRecord, cell: tuple[int, int], baseline: TrialRow, rules: Rules) -> TrialRow:
+    return _row(t.number, t.state, t.params, t.steps, read(t.pipeline, t.start_variant_id, cell), baseline, rules, t)
 
 
 def front(rows: list[TrialRow]) -> list[int]:
