@@ -391,3 +391,9 @@ def test_every_point_of_the_space_is_a_pipeline_the_workbench_accepts(home):
             steps = space.steps(point, goal, quick=quick, fusion_ok=True)
             assert steps, point
             check_pipeline([Step(s["kind"], s["params"]) for s in steps], variant=root.id, dataset="d")
+    # a student is made once and reused by later trials, and needs the data: it trains on more than a recovery
+    hour = SearchGoal(max_drop_points=1, budget_s=3600)
+    recovered = next(p for p in points if p["student"] != "none" and p.get("recovery") == "finetune")
+    caps = {s["kind"]: s["params"]["max_train_examples"]
+            for s in space.steps(recovered, hour, quick=False, fusion_ok=True) if s["kind"] in ("distill", "finetune")}
+    assert caps["distill"] > caps["finetune"] >= 2000, caps
