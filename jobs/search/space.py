@@ -175,7 +175,8 @@ def distill_caps(budget_s: float) -> dict[str, int]:
     A student is made once and reused by every later trial that starts with it, and it is data-hungry: on the
     tweet-sentiment split here a half-depth MiniLM student distilled on 10,800 texts lost 0.63 points against its
     teacher (77.57 % vs 78.20 %), and on all 30,526 it gained 0.68 (78.88 %), two epochs each (one run each, 2-core
-    Xeon). The price is time: about 20 minutes for that student on that machine, a third of a 60-minute budget."""
+    Xeon). The price is time: about 25 minutes for that student alone on that machine (an epoch took 700 s), over a
+    third of a 60-minute budget."""
     return {**training_caps(budget_s), "max_train_examples": int(max(2000, 8 * budget_s))}
 
 
