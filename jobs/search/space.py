@@ -184,12 +184,12 @@ def steps(point: dict[str, str], goal: Any, *, quick: bool, fusion_ok: bool) -> 
     """The job steps (kind + params) that make the point's variant from the fp32 start variant."""
     from jobs.runner.registry import get_kind
 
-    caps = {} if quick else training_caps(goal.budget_s)
+    caps = {} if quick else training_caps(goal.budget_s)  # a recovery fine-tune's
+    student_caps = {} if quick else distill_caps(goal.budget_s)
     made: list[tuple[str, dict[str, Any]]] = []
     if point["student"] != "none":
         hidden = {"hidden_weight": HIDDEN_WEIGHT} if point.get("intermediate") == "on" else {}
-        made.append(("distill", {"student": point["student"], **hidden,
-                                 **({} if quick else distill_caps(goal.budget_s))}))
+        made.append(("distill", {"student": point["student"], **hidden, **student_caps}))
     ratio = PRUNINGS[point["prune"]]
     if ratio is not None:
         made.append(("prune", {"method": "structured", "head_ratio": ratio, "ffn_ratio": ratio}))
