@@ -8,31 +8,17 @@ padding is a property of the batches, not a timing; grid and real-traffic rows a
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
-import random
 
 import numpy as np
 import pytest
 
 from jobs.bench.traffic import REAL_TRAFFIC_SEQ, form_batches, sample_texts, texts_for
+from tests.support.data import write_mixed_lengths_csv
 
 TEXTS, BATCH, MAX_LENGTH, SEED = 16, 4, 48, 3
 FAST_RULE = {"warmup": 1, "window": 4, "min_samples": 8, "max_seconds": 1.0, "threads": 1}
-
-
-def write_mixed_lengths_csv(path, rows: int = 200, seed: int = 5):
-    """Short and long texts mixed (2-4 words or 25-60 words): arrival-order batches pad short texts a lot."""
-    rng = random.Random(seed)
-    words = ["good", "bad", "table", "great", "awful", "chair", "train", "happy", "sad", "paper"]
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["text", "label"])
-        for i in range(rows):
-            n = rng.randint(2, 4) if rng.random() < 0.6 else rng.randint(25, 60)
-            writer.writerow([" ".join(rng.choice(words) for _ in range(n)), ("negative", "neutral", "positive")[i % 3]])
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -359,7 +359,8 @@ def test_every_registered_kind_has_a_test():
     from jobs.runner.registry import all_kinds
 
     # build-tensorrt: tests/test_tensorrt.py (skips without a GPU, with the reason); benchmark: tests/test_benchmark.py;
-    # loadtest: tests/test_loadtest.py; export-openvino: tests/test_openvino.py; search: tests/test_search.py
-    covered = KINDS_RUN_HERE | {"build-tensorrt", "benchmark", "loadtest", "export-openvino", "search"}
+    # loadtest: tests/test_loadtest.py; export-openvino: tests/test_openvino.py; search: tests/test_search.py;
+    # truncate: tests/test_truncate.py
+    covered = KINDS_RUN_HERE | {"build-tensorrt", "benchmark", "loadtest", "export-openvino", "search", "truncate"}
     missing = {k.name for k in all_kinds()} - covered - {"test-sleep"}
     assert not missing, f"job kinds without a test: {sorted(missing)}"

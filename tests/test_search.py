@@ -397,3 +397,41 @@ def test_every_point_of_the_space_is_a_pipeline_the_workbench_accepts(home):
     caps = {s["kind"]: s["params"]["max_train_examples"]
             for s in space.steps(recovered, hour, quick=False, fusion_ok=True) if s["kind"] in ("distill", "finetune")}
     assert caps["distill"] > caps["finetune"] >= 2000, caps
+
+
+def test_on_real_traffic_the_space_also_tries_a_shorter_maximum_length(home):
+    """A maximum length (a fraction of the variant's own) is a dimension on real traffic only; a truncated point's
+    recipe is the same point's at full length plus one truncate step, which the pipeline checks accept."""
+    from jobs.runner.submit import Step, check_pipeline
+    from jobs.search import space
+    from jobs.search.goal import SearchGoal
+    from storage.errors import InvalidInput
+    from tests.support.rows import placeholder_dataset, placeholder_model
+    from workbench.search_words import point_words
+
+    _, root = placeholder_model("m")
+    placeholder_dataset("d", labels=("negative", "neutral", "positive"))
+    grid, real = space.build_space("cpu", False, None), space.build_space("cpu", False, None, "real")
+    assert "max_length" not in grid and real["max_length"] == ("full", "3/4", "1/2")
+    grid_points, real_points = space.points(grid), space.points(real)
+    # every grid point (and the baseline) at three lengths, less the baseline at full length
+    assert len(real_points) == 3 * (len(grid_points) + 1) - 1
+    assert {space.key(p) for p in grid_points} == {space.key({k: v for k, v in p.items() if k != "max_length"})
+                                                   for p in real_points if p["max_length"] == "full"}
+    first = space.wizard_point(real, "cpu")  # the wizard's recipe, at the length it was trained at
+    assert first is None or (first["max_length"] == "full" and space.key(first) in {space.key(p) for p in real_points})
+    goal = SearchGoal(max_drop_points=1, budget_s=60, traffic="real")
+    for point in real_points:
+        steps = space.steps(point, goal, quick=False, fusion_ok=True)
+        full = space.steps({**point, "max_length": "full"}, goal, quick=False, fusion_ok=True)
+        if point["max_length"] == "full":
+            assert all(s["kind"] != "truncate" for s in steps)
+        else:  # last, so it reuses the whole recipe of the point at full length
+            assert steps[:-1] == full and steps[-1] == {"kind": "truncate", "params": {
+                "fraction": space.TRUNCATIONS[point["max_length"]]}}
+            assert "truncated to" in point_words(point)
+        check_pipeline([Step(s["kind"], s["params"]) for s in steps], variant=root.id, dataset="d")
+    # a grid cell sets its own length: a shorter maximum could only lose accuracy there
+    with pytest.raises(InvalidInput, match="real traffic only"):
+        space.build_space("cpu", False, {"max_length": ["full", "1/2"]})
+    assert "max_length" in space.build_space("cpu", False, {"max_length": ["full"]})

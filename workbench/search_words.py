@@ -63,6 +63,8 @@ def point_words(point: dict[str, Any]) -> str:
         words.append(f"graph optimization {point['ort_level']}")
     if point.get("reduce_range") == "on":
         words.append("7-bit weights")
+    if point.get("max_length") not in (None, "full"):
+        words.append(f"truncated to {point['max_length']} of its length")
     return ", ".join(words)
 
 
@@ -110,6 +112,8 @@ def recipe_words(steps: list[dict[str, Any]] | None) -> str:
                 extras.append(f"{float(params.get('amount', 0.3)):.0%} weights zeroed")
         elif kind == "finetune":
             extras.append("fine-tuned")
+        elif kind == "truncate" and params.get("fraction"):
+            extras.append(f"truncated to {_fraction(params['fraction'])} of its length")
         if kind != "finetune" and params.get("max_length"):  # a fine-tune's max_length is its training length
             extras.append(f"max {params['max_length']} tokens")
     return ", ".join([f"{RUNTIME_NAMES.get(runtime, runtime)} {precision}", *dict.fromkeys(extras)])

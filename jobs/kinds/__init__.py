@@ -13,4 +13,5 @@ from jobs.kinds import (  # noqa: F401
     prune,
     quantize,
     search,
+    truncate,
 )

@@ -65,7 +65,8 @@ class Search:
         self.dataset: Dataset = ctx.require_dataset()
         record = SearchRecord.from_result(ctx.job.result)
         if record is None:
-            space = search_space.build_space(self.goal.device, params.quick, parse_space(params.space))
+            space = search_space.build_space(self.goal.device, params.quick, parse_space(params.space),
+                                             self.goal.traffic)
             record = SearchRecord(
                 started_at=time.time(), goal=self.goal.as_dict(), space={k: list(v) for k, v in space.items()},
                 quick=params.quick, seed=params.seed, start_variant_id=self.start.id,

@@ -3,8 +3,10 @@
 A point is a dict of categorical choices, asked dimension by dimension (a dimension that does not apply, e.g. the
 ONNX graph optimization level of a PyTorch point, is not asked). The choices offered are those this installation
 and this device can run: bf16 only where the CPU has AMX or AVX-512 BF16 (elsewhere it is slower than fp32),
-OpenVINO and NNCF only when installed, TensorRT only where its kind is available. `quick` is a small space with
-the kinds' quick params, for a first look and for tests.
+OpenVINO and NNCF only when installed, TensorRT only where its kind is available. A maximum sequence length (the
+variant truncated to a fraction of the length it was trained at) is offered only on real traffic: on a fixed batch x
+length cell the cell sets the length, so truncation could only lose accuracy. `quick` is a small space with the
+kinds' quick params, for a first look and for tests.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ RECOVERY = ("none", "finetune")  # after structured pruning: a short fine-tune t
 ORT_LEVELS = ("none", "basic", "extended", "all")
 REDUCE_RANGE = ("auto", "off", "on")
 ONNX_INT8 = ("onnx-int8", "onnx-int8-static")
+# A variant's maximum length as a fraction of its own (the 95th percentile of its training texts' token counts)
+TRUNCATIONS = {"full": None, "3/4": 0.75, "1/2": 0.5}
 BACKENDS = ("pytorch-fp32", "pytorch-int8", "pytorch-bf16", "pytorch-fp16", "onnx-fp32", "onnx-int8",
             "onnx-int8-static", "openvino-fp32", "openvino-bf16", "openvino-int8", "tensorrt-fp16")
 FP32 = "pytorch-fp32"
@@ -34,6 +38,7 @@ class Dimension:
     name: str
     universe: tuple[str, ...]  # every value the workbench knows for it
     applies: Callable[[dict[str, Any]], bool]  # from the choices asked before it
+    optional: bool = False  # asked only when the space has it (a space without it implicitly takes its first value)
 
 
 DIMENSIONS = (
@@ -44,6 +49,7 @@ DIMENSIONS = (
     Dimension("backend", BACKENDS, lambda p: True),
     Dimension("ort_level", ORT_LEVELS, lambda p: p["backend"].startswith("onnx-")),
     Dimension("reduce_range", REDUCE_RANGE, lambda p: p["backend"] in ONNX_INT8),
+    Dimension("max_length", tuple(TRUNCATIONS), lambda p: True, optional=True),
 )
 BY_NAME = {d.name: d for d in DIMENSIONS}
 
@@ -85,24 +91,29 @@ def unavailable_backends(device: str) -> dict[str, str]:
     return out
 
 
-def default_space(device: str, quick: bool) -> dict[str, tuple[str, ...]]:
+def default_space(device: str, quick: bool, traffic: str = "grid") -> dict[str, tuple[str, ...]]:
     """The choices a search tries by default here: every available backend, 1/2 and 1/3 depth students and
-    structured pruning; `quick`: full or half depth, PyTorch int8 or ONNX Runtime dynamic int8."""
+    structured pruning, and on real traffic 3/4 and 1/2 of the maximum length; `quick`: full or half depth, PyTorch
+    int8 or ONNX Runtime dynamic int8."""
     if quick:
         backends = ("pytorch-fp32", "pytorch-int8", "onnx-int8") if device == "cpu" else ("pytorch-fp32", "pytorch-fp16")
         return {"student": ("none", "half-layers"), "intermediate": ("off",), "prune": ("none",), "recovery": ("none",),
                 "backend": backends, "ort_level": ("basic",), "reduce_range": ("auto",)}
     missing = unavailable_backends(device)
-    return {"student": ("none", "half-layers", "third-layers"), "intermediate": INTERMEDIATE,
-            "prune": tuple(PRUNINGS), "recovery": RECOVERY,
-            "backend": tuple(b for b in BACKENDS if b not in missing), "ort_level": ("basic", "extended", "all"),
-            "reduce_range": ("off", "on")}
+    space = {"student": ("none", "half-layers", "third-layers"), "intermediate": INTERMEDIATE,
+             "prune": tuple(PRUNINGS), "recovery": RECOVERY,
+             "backend": tuple(b for b in BACKENDS if b not in missing), "ort_level": ("basic", "extended", "all"),
+             "reduce_range": ("off", "on")}
+    if traffic == "real":
+        space["max_length"] = tuple(TRUNCATIONS)
+    return space
 
 
-def build_space(device: str, quick: bool, restrict: dict[str, Any] | None) -> dict[str, tuple[str, ...]]:
+def build_space(device: str, quick: bool, restrict: dict[str, Any] | None,
+                traffic: str = "grid") -> dict[str, tuple[str, ...]]:
     """The default space with the user's restrictions (dimension -> allowed values), checked against what exists
     and what runs here; a restriction may also name a known value the default leaves out (e.g. small-4x256)."""
-    space = default_space(device, quick)
+    space = default_space(device, quick, traffic)
     missing = unavailable_backends(device)
     for name, values in (restrict or {}).items():
         if name not in BY_NAME:
@@ -111,6 +122,9 @@ def build_space(device: str, quick: bool, restrict: dict[str, Any] | None) -> di
         unknown = [v for v in values if v not in BY_NAME[name].universe]
         if unknown or not values:
             raise InvalidInput(f"{name} takes {', '.join(BY_NAME[name].universe)}, not {', '.join(map(str, unknown)) or 'nothing'}")
+        if name == "max_length" and traffic != "real" and set(values) != {"full"}:
+            raise InvalidInput("max_length applies to real traffic only: a batch x length cell sets the length itself, "
+                               "so a shorter maximum could only lose accuracy there")
         if name == "backend":
             blocked = [f"{v} ({missing[v]})" for v in values if v in missing]
             if blocked:
@@ -120,6 +134,10 @@ def build_space(device: str, quick: bool, restrict: dict[str, Any] | None) -> di
         raise InvalidInput("the search space has no point besides the fp32 baseline: allow another backend, "
                            "student or pruning")
     return space
+
+
+def _asked(dim: Dimension, point: dict[str, str], space: dict[str, tuple[str, ...]]) -> bool:
+    return dim.applies(point) and (not dim.optional or dim.name in space)
 
 
 def _choices(space: dict[str, tuple[str, ...]], dim: Dimension) -> tuple[str, ...]:
@@ -132,13 +150,14 @@ def suggest(trial: Any, space: dict[str, tuple[str, ...]]) -> dict[str, str]:
     """Ask an Optuna trial for a point, dimension by dimension (define-by-run: only the dimensions that apply)."""
     point: dict[str, str] = {}
     for dim in DIMENSIONS:
-        if dim.applies(point):
+        if _asked(dim, point, space):
             point[dim.name] = trial.suggest_categorical(dim.name, list(_choices(space, dim)))
     return point
 
 
 def is_baseline(point: dict[str, str]) -> bool:
-    return point.get("student") == "none" and point.get("prune") == "none" and point.get("backend") == FP32
+    return point.get("student") == "none" and point.get("prune") == "none" and point.get("backend") == FP32 \
+        and point.get("max_length", "full") == "full"
 
 
 def points(space: dict[str, tuple[str, ...]]) -> list[dict[str, str]]:
@@ -146,7 +165,7 @@ def points(space: dict[str, tuple[str, ...]]) -> list[dict[str, str]]:
     found: list[dict[str, str]] = [{}]
     for dim in DIMENSIONS:
         found = [dict(p, **({dim.name: v} if applies else {}))
-                 for p in found for applies in [dim.applies(p)] for v in (_choices(space, dim) if applies else (None,))]
+                 for p in found for applies in [_asked(dim, p, space)] for v in (_choices(space, dim) if applies else (None,))]
     unique = {tuple(sorted(p.items())): p for p in found}
     return [p for p in unique.values() if not is_baseline(p)]
 
@@ -219,6 +238,9 @@ def steps(point: dict[str, str], goal: Any, *, quick: bool, fusion_ok: bool) -> 
         made.append(("build-tensorrt", {
             "precision": "fp16", "opt_batch": goal.batch_size, "max_batch": max(goal.batch_size, TRT_MAX_BATCH),
             "opt_seq": goal.seq_len, "max_seq": max(goal.seq_len, TRT_MAX_SEQ)}))
+    fraction = TRUNCATIONS.get(point.get("max_length", "full"))
+    if fraction:  # last: a truncated trial reuses the whole recipe of the same point at full length
+        made.append(("truncate", {"fraction": fraction}))
     return [{"kind": kind, "params": {**get_kind(kind).quick_params, **params} if quick else params}
             for kind, params in made]
 
@@ -248,6 +270,8 @@ def wizard_point(space: dict[str, tuple[str, ...]], device: str) -> dict[str, st
     target = "nvidia-gpu" if device == "cuda" else detected_target({**detect(), "devices": ["cpu"]})
     backend = WIZARD_BACKENDS.get(OPTIONS[target][0].key)
     point = {"student": "none", "prune": "none", "backend": backend or ""}
+    if "max_length" in space:
+        point["max_length"] = "full"
     if backend == "onnx-int8":
         point.update(ort_level="basic" if "basic" in space["ort_level"] else space["ort_level"][0],
                      reduce_range="on" if target == "cpu-avx2" else "off")

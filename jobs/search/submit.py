@@ -31,7 +31,7 @@ def submit_search(model: int | str, dataset: int | str, *, max_drop_points: floa
     if n_trials is not None and n_trials < 1:
         raise InvalidInput(f"the number of trials must be at least 1, got {n_trials}")
     model_entity, dataset_entity = catalog.get_model(model), catalog.get_dataset(dataset)
-    build_space(goal.device, quick, space)
+    build_space(goal.device, quick, space, goal.traffic)
     start, _, _ = _start(model_entity, dataset_entity)
     if not is_plain_fp32(start):
         raise InvalidInput(f"variant #{start.id} is {start.runtime} {start.precision}: a search starts from an fp32 "
