@@ -107,16 +107,24 @@ def submit(
 
 
 def parse_steps(text: str) -> list[Step]:
-    """`finetune:mode=full,epochs=1 -> export-onnx -> quantize:method=ort-dynamic-int8` as steps."""
+    """`finetune:mode=full,epochs=1 -> export-onnx -> quantize:method=ort-dynamic-int8` as steps.
+
+    A comma separates parameters and also a list's items: a piece without `=` continues the value before it, so
+    `benchmark:batch_sizes=1,16,seq_lens=128` gives batch_sizes "1,16" (read as a list by the kind's params)."""
     steps = []
     for chunk in filter(None, (c.strip() for c in text.split("->"))):
         name, _, rest = chunk.partition(":")
         params: dict[str, Any] = {}
+        key = None
         for pair in filter(None, (p.strip() for p in rest.split(","))):
+            if "=" not in pair and key is not None:
+                params[key] = f"{params[key]},{pair}"
+                continue
             key, eq, value = pair.partition("=")
             if not eq:
                 raise InvalidInput(f"step {name.strip()!r}: expected key=value, got {pair!r}")
-            params[key.strip()] = value.strip()
+            key = key.strip()
+            params[key] = value.strip()
         steps.append(Step(name.strip(), params))
     if not steps:
         raise InvalidInput("a pipeline needs at least one step, e.g. 'finetune -> export-onnx -> quantize'")
