@@ -435,3 +435,30 @@ def test_on_real_traffic_the_space_also_tries_a_shorter_maximum_length(home):
     with pytest.raises(InvalidInput, match="real traffic only"):
         space.build_space("cpu", False, {"max_length": ["full", "1/2"]})
     assert "max_length" in space.build_space("cpu", False, {"max_length": ["full"]})
+
+
+def test_a_distillation_trains_on_what_this_machine_can_train_in_its_share_of_the_budget():
+    """Eight examples per second of budget, but never more than DISTILL_SHARE of the budget at the speed this
+    machine fine-tuned the baseline (a slower CPU gets less data, not a distillation the budget cuts short)."""
+    from jobs.search import space
+    from jobs.search.goal import SearchGoal
+
+    def record(mode, examples, seconds):
+        return {"training": {"mode": mode, "train_examples": examples, "history": [{"seconds": s} for s in seconds]}}
+
+    assert space.training_rate(record("full", 600, [10.0, 30.0, 20.0])) == 30.0  # the median epoch
+    assert space.training_rate(record("lora", 600, [10.0])) is None  # LoRA trains faster than a distillation can
+    assert space.training_rate({"training": {"mode": "full", "train_examples": 600, "history": []}}) is None
+    assert space.training_rate(None) is None and space.training_rate({}) is None
+    hour = 3600.0
+    assert space.distill_caps(hour)["max_train_examples"] == 28_800
+    epochs = space.distill_caps(hour)["epochs"]
+    slow = space.distill_caps(hour, 15.0)["max_train_examples"]
+    assert slow == int(space.DISTILL_SHARE * hour * 15.0 / epochs) < 28_800
+    assert slow * epochs / 15.0 <= space.DISTILL_SHARE * hour  # it fits in its share at that speed
+    assert space.distill_caps(hour, 1000.0)["max_train_examples"] == 28_800  # a fast machine: the usual cap
+    assert space.distill_caps(60.0, 0.1)["max_train_examples"] == 2000  # never below the floor
+    goal = SearchGoal(max_drop_points=1, budget_s=hour)
+    point = {"student": "half-layers", "intermediate": "off", "prune": "none", "backend": "pytorch-fp32"}
+    distill = space.steps(point, goal, quick=False, fusion_ok=True, train_rate=15.0)[0]
+    assert distill["kind"] == "distill" and distill["params"]["max_train_examples"] == slow

@@ -78,6 +78,7 @@ class Search:
         # lock the interrupted main thread may hold (see Worker.on_signal)
         self.terminated = False
         self.baseline_variant_id: int | None = None
+        self.train_rate: float | None = None  # the baseline's fine-tune here, in examples/s (see space.distill_caps)
         from jobs.decisions.wizard import _fusion_ok
         from jobs.runner.registry import get_kind
 
@@ -395,6 +396,18 @@ class Search:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
 
+    def _note_training_rate(self) -> None:
+        """How fast this machine trained the baseline, which caps what a distillation may train on."""
+        variant = catalog.get_variant(self.baseline_variant_id) if self.baseline_variant_id else None
+        self.train_rate = search_space.training_rate(variant.info if variant else None)
+        if self.record.quick:
+            return
+        caps = search_space.distill_caps(self.goal.budget_s, self.train_rate)["max_train_examples"]
+        self.progress(f"a distillation trains on at most {caps:,} examples: "
+                      + (f"this machine fine-tuned the baseline at {self.train_rate:.1f} examples/s, and one "
+                         f"distillation may take {search_space.DISTILL_SHARE:.0%} of the budget" if self.train_rate
+                         else "the baseline was not fine-tuned here, so its speed is not known"))
+
     def _run(self) -> JobResult:
         record = self.record
         self.save()
@@ -410,6 +423,7 @@ class Search:
                 self.save()
                 raise InvalidInput("the budget was spent before the baseline was measured: give the search more time")
             raise InvalidInput(f"the baseline could not be measured: {record.baseline_reason}")
+        self._note_training_rate()
         study = search_study.new_study(record)
         baseline, rows = self.rows()
         outcomes: dict[tuple, dict[str, Any]] = {
@@ -443,7 +457,7 @@ class Search:
             optuna_trial, point = picked
             number = len(record.trials) + 1
             trial = TrialRecord(number, point, search_space.steps(point, self.goal, quick=record.quick,
-                                                                  fusion_ok=self.fusion_ok),
+                                                                  fusion_ok=self.fusion_ok, train_rate=self.train_rate),
                                 pipeline_name(self.ctx.job.id, number), started_s=round(self.elapsed(), 2))
             record.trials.append(trial)
             self.save()  # recorded before its jobs are queued: a restart finds it and queues them once

@@ -22,6 +22,10 @@ STUDENTS = ("none", "half-layers", "third-layers", "small-4x256")
 PRUNINGS = {"none": None, "structured-25": 0.25, "structured-50": 0.5}
 INTERMEDIATE = ("off", "on")  # a student also learns its teacher's hidden states at the matching depth
 HIDDEN_WEIGHT = 1.0  # the intermediate-layer term's weight (TinyBERT's: its MSE terms unweighted)
+# The most of a search's budget one distillation may take at this machine's measured training speed: a student is
+# the way to large speed-ups and is reused by every later trial that starts with it, but two of them (1/2 and 1/3
+# depth) must still fit with room for the quick quantization trials.
+DISTILL_SHARE = 0.4
 RECOVERY = ("none", "finetune")  # after structured pruning: a short fine-tune that wins back accuracy
 ORT_LEVELS = ("none", "basic", "extended", "all")
 REDUCE_RANGE = ("auto", "off", "on")
@@ -188,23 +192,49 @@ def training_caps(budget_s: float) -> dict[str, int]:
     return {"max_train_examples": int(max(2000, 3 * budget_s)), "max_val_examples": 1000, "epochs": 2}
 
 
-def distill_caps(budget_s: float) -> dict[str, int]:
-    """A distillation's caps: about eight examples per second of budget, more than a recovery fine-tune's three.
+def distill_caps(budget_s: float, train_rate: float | None = None) -> dict[str, int]:
+    """A distillation's caps: about eight examples per second of budget, more than a recovery fine-tune's three,
+    and no more than this machine can train in DISTILL_SHARE of the budget.
 
     A student is made once and reused by every later trial that starts with it, and it is data-hungry: on the
     tweet-sentiment split here a half-depth MiniLM student distilled on 10,800 texts lost 0.63 points against its
     teacher (77.57 % vs 78.20 %), and on all 30,526 it gained 0.68 (78.88 %), two epochs each (one run each, 2-core
-    Xeon). The price is time: about 25 minutes for that student alone on that machine (an epoch took 700 s), over a
-    third of a 60-minute budget."""
-    return {**training_caps(budget_s), "max_train_examples": int(max(2000, 8 * budget_s))}
+    Xeon). The price is time: about 25 minutes for that student alone on that machine (an epoch took 700 s).
+
+    Machines differ: the 2-core AMD EPYC here fine-tunes about three times slower than that Xeon, and eight examples
+    per second of budget would be a distillation the budget cuts short, which leaves no student at all. So with
+    `train_rate` (training examples per second of a full-depth fine-tune epoch on this machine, its validation
+    included: `training_rate`) the data is also capped at what DISTILL_SHARE of the budget trains. A half-depth
+    distillation step (the full teacher's forward pass, the student's forward and backward) costs about 0.8 of a
+    full fine-tune step, so the cap errs on the short side."""
+    caps = {**training_caps(budget_s), "max_train_examples": int(max(2000, 8 * budget_s))}
+    if train_rate:
+        affordable = int(DISTILL_SHARE * budget_s * train_rate / caps["epochs"])
+        caps["max_train_examples"] = max(2000, min(caps["max_train_examples"], affordable))
+    return caps
 
 
-def steps(point: dict[str, str], goal: Any, *, quick: bool, fusion_ok: bool) -> list[dict[str, Any]]:
-    """The job steps (kind + params) that make the point's variant from the fp32 start variant."""
+def training_rate(info: dict[str, Any] | None) -> float | None:
+    """Training examples per second of a variant's own fine-tune here (its median epoch, validation included), from
+    its training record; None when it was not trained by the workbench or the record says too little."""
+    import statistics
+
+    training = (info or {}).get("training") or {}
+    seconds = [e.get("seconds") for e in training.get("history") or [] if e.get("seconds")]
+    examples = training.get("train_examples")
+    if not seconds or not examples or training.get("mode") not in ("full", None):
+        return None
+    return examples / statistics.median(seconds)
+
+
+def steps(point: dict[str, str], goal: Any, *, quick: bool, fusion_ok: bool,
+          train_rate: float | None = None) -> list[dict[str, Any]]:
+    """The job steps (kind + params) that make the point's variant from the fp32 start variant; `train_rate`: see
+    `distill_caps`."""
     from jobs.runner.registry import get_kind
 
     caps = {} if quick else training_caps(goal.budget_s)  # a recovery fine-tune's
-    student_caps = {} if quick else distill_caps(goal.budget_s)
+    student_caps = {} if quick else distill_caps(goal.budget_s, train_rate)
     made: list[tuple[str, dict[str, Any]]] = []
     if point["student"] != "none":
         hidden = {"hidden_weight": HIDDEN_WEIGHT} if point.get("intermediate") == "on" else {}
