@@ -68,7 +68,8 @@ def approach_radio() -> gr.Radio:
 def traffic_and_budget() -> tuple[gr.Radio, gr.Number]:
     with gr.Row():
         traffic = gr.Radio(TRAFFIC, value="grid", label="Measure at", elem_id="wizard-traffic",
-                           info="real traffic: batches drawn from the test split, each padded to its longest text")
+                           info="real traffic: batches drawn from the test split, each padded to its longest text; "
+                                "the search then also tries reading 3/4 or 1/2 of the tokens the model was trained on")
         budget = gr.Number(DEFAULT_BUDGET_MIN, label="Time budget (minutes)", minimum=1, precision=1, visible=False,
                            elem_id="wizard-budget", info="the search stops when the goal is met or this is spent")
     return traffic, budget
