@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import run_cli
-from tests.support.lab import evaluation_of, produced
+from tests.support.lab import evaluation_of, produced, tiny_lab
 
 pytestmark = pytest.mark.slow
 
@@ -29,19 +29,10 @@ BENCH = {"batch_sizes": [1, 4], "seq_lens": [16], "warmup": 2, "window": 5,
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, minilm_dir):
     from jobs import api
-    from storage import db
     from tests.support.data import write_sentiment_csv
-    from tests.support.tiny import tiny_classifier
 
     root = tmp_path_factory.mktemp("openvino")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("WORKBENCH_HOME", str(root / "home"))
-        mp.delenv("WORKBENCH_DB_URL", raising=False)
-        db.dispose_all()
-        db.upgrade()
-        model = tiny_classifier(root / "tiny", minilm_dir, init_range=0.5)
-        original = api.add_model(api.ModelRequest(str(model), name="tiny")).variant
-        api.add_dataset(api.DatasetRequest(str(write_sentiment_csv(root / "toy.csv")), name="toy"))
+    with tiny_lab(root, minilm_dir, write_sentiment_csv(root / "toy.csv"), "toy") as original:
         jobs = {"fp32": api.submit("export-openvino", {"parity_examples": 16}, model="tiny", dataset="toy",
                                    evaluation=EVAL)}
         jobs["int8"] = api.submit("quantize", {"method": "nncf-int8", "calibration_examples": 32},
@@ -57,7 +48,6 @@ def lab(tmp_path_factory, minilm_dir):
         run_cli("worker", "--burst")
         yield {"api": api, "jobs": {name: api.get_job(job.id) for name, job in jobs.items()}, "original": original,
                "root": root}
-        db.dispose_all()
 
 
 def test_fp32_ir_answers_what_pytorch_answers_at_any_batch_and_length(lab):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import run_cli
-from tests.support.lab import evaluation_of, produced
+from tests.support.lab import evaluation_of, produced, tiny_lab
 
 pytestmark = pytest.mark.slow
 
@@ -29,19 +29,10 @@ LONG_TEXT = " ".join(["the table was great but the chair was awful"] * 6)
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, minilm_dir):
     from jobs import api
-    from storage import db
     from tests.support.data import write_mixed_lengths_csv
-    from tests.support.tiny import tiny_classifier
 
     root = tmp_path_factory.mktemp("truncate")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("WORKBENCH_HOME", str(root / "home"))
-        mp.delenv("WORKBENCH_DB_URL", raising=False)
-        db.dispose_all()
-        db.upgrade()
-        model = tiny_classifier(root / "tiny", minilm_dir, init_range=0.5)
-        original = api.add_model(api.ModelRequest(str(model), name="tiny")).variant
-        api.add_dataset(api.DatasetRequest(str(write_mixed_lengths_csv(root / "mixed.csv")), name="mixed"))
+    with tiny_lab(root, minilm_dir, write_mixed_lengths_csv(root / "mixed.csv"), "mixed") as original:
         jobs = {"short": api.submit("truncate", {"max_length": SHORT}, model="tiny", dataset="mixed", evaluation=EVAL)}
         jobs["onnx"] = api.submit("export-onnx", {}, model="tiny", dataset="mixed")
         jobs["onnx-half"] = api.submit("truncate", {"fraction": 0.5}, depends_on=jobs["onnx"].id, evaluation=EVAL)
@@ -49,7 +40,6 @@ def lab(tmp_path_factory, minilm_dir):
         jobs["benchmark"] = api.submit("benchmark", REAL_TRAFFIC, depends_on=jobs["short"].id, dataset="mixed")
         run_cli("worker", "--burst")
         yield {"api": api, "jobs": {name: api.get_job(job.id) for name, job in jobs.items()}, "original": original}
-        db.dispose_all()
 
 
 def test_a_truncated_variant_reads_fewer_tokens_with_its_parents_weights(lab):
