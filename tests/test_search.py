@@ -418,6 +418,11 @@ def test_on_real_traffic_the_space_also_tries_a_shorter_maximum_length(home):
     assert len(real_points) == 3 * (len(grid_points) + 1) - 1
     assert {space.key(p) for p in grid_points} == {space.key({k: v for k, v in p.items() if k != "max_length"})
                                                    for p in real_points if p["max_length"] == "full"}
+    # the baseline as the sampler names it in each space: never a trial
+    assert space.baseline_point(grid) == {"student": "none", "prune": "none", "backend": "pytorch-fp32"}
+    assert space.baseline_point(real) == {**space.baseline_point(grid), "max_length": "full"}
+    assert space.is_baseline(space.baseline_point(real))
+    assert space.key(space.baseline_point(real)) not in {space.key(p) for p in real_points}
     first = space.wizard_point(real, "cpu")  # the wizard's recipe, at the length it was trained at
     assert first is None or (first["max_length"] == "full" and space.key(first) in {space.key(p) for p in real_points})
     goal = SearchGoal(max_drop_points=1, budget_s=60, traffic="real")
@@ -462,3 +467,74 @@ def test_a_distillation_trains_on_what_this_machine_can_train_in_its_share_of_th
     point = {"student": "half-layers", "intermediate": "off", "prune": "none", "backend": "pytorch-fp32"}
     distill = space.steps(point, goal, quick=False, fusion_ok=True, train_rate=15.0)[0]
     assert distill["kind"] == "distill" and distill["params"]["max_train_examples"] == slow
+
+
+def test_a_real_traffic_search_measures_a_truncated_variant_at_its_shorter_length(tmp_path, monkeypatch, minilm_dir):
+    """The smallest real-traffic space with a length dimension: fp32 at full length is the baseline, so the one
+    trial is that model read at half its length, made by a truncate job, evaluated and measured on real traffic."""
+    from jobs import api
+    from jobs.runtimes.base import read_variant_meta
+    from storage import catalog, db
+    from tests.conftest import use_database
+    from tests.support.tiny import tiny_encoder
+
+    monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))
+    use_database(monkeypatch, None)
+    for name, value in WORKER_ENV.items():
+        monkeypatch.setenv(name, value)
+    db.dispose_all()
+    db.upgrade()
+    try:
+        api.add_model(api.ModelRequest(str(tiny_encoder(tmp_path / "bare", minilm_dir)), name="bare"))
+        api.add_dataset(api.DatasetRequest(str(write_sentiment_csv(tmp_path / "toy.csv")), name="toy"))
+        api.submit("finetune", {"epochs": 8, "learning_rate": 0.003, "max_length": 16, "max_val_examples": 20},
+                   model="bare", dataset="toy", evaluation={"max_examples": 0})
+        run_cli("worker", "--burst")
+        job = api.submit_search("bare", "toy", max_drop_points=100, traffic="real", budget_s=BUDGET_S, quick=True,
+                                space={"student": ["none"], "prune": ["none"], "backend": ["pytorch-fp32"],
+                                       "max_length": ["full", "1/2"]})
+        run_cli("worker", "--burst")
+        assert api.get_job(job.id).status.value == "succeeded", api.job_log(job.id)[-3000:]
+        status = api.search_status(job.id)
+        assert status.stop_reason == "space exhausted"
+        assert [t.params for t in status.trials] == [{"student": "none", "prune": "none", "backend": "pytorch-fp32",
+                                                      "max_length": "1/2"}]
+        trial = status.trials[0]
+        assert trial.state == "complete" and [s["kind"] for s in trial.steps] == ["truncate"], trial
+        assert read_variant_meta(catalog.get_variant(trial.variant_id).artifact_dir)["max_length"] == 8
+        measured = [m for m in catalog.list_measurements(variant_ids=[trial.variant_id]) if m.traffic]
+        assert measured and all(m.traffic["token_lengths"]["max"] <= 8 for m in measured)
+    finally:
+        db.dispose_all()
+
+
+def test_the_fastest_runtime_is_tried_next_on_a_smaller_model_already_made():
+    """What the 60-minute run on the AMD EPYC missed: a half-depth student within the drop and ONNX Runtime int8
+    the fastest on the full model, never tried together. Their combination is the next trial, once."""
+    from jobs.search import space
+    from jobs.search.combine import next_combination
+    from jobs.search.status import TrialRow
+
+    full = space.default_space("cpu", quick=False)
+    ort = {"student": "none", "prune": "none", "backend": "onnx-int8", "ort_level": "basic", "reduce_range": "on"}
+    student = {"student": "half-layers", "intermediate": "off", "prune": "none"}
+
+    def row(number, params, speedup, drop, state="complete", problems=()):
+        return TrialRow(number, state, params, [], number + 10, 0.78, drop, 10.0, 100.0, speedup, list(problems),
+                        f"p{number}", [])
+
+    rows = [row(1, ort, 2.33, 0.39), row(2, {**student, "backend": "openvino-int8"}, 1.41, 0.08),
+            row(3, {**student, "backend": "pytorch-int8"}, 1.8, 0.60),  # past the drop: not a model to build on
+            row(4, {"student": "third-layers", "intermediate": "off", "prune": "none", "backend": "pytorch-fp32"},
+                2.9, 0.2, problems=("unstable",))]  # unsound: not a model to build on either
+    tried = {space.key(r.params) for r in rows}
+    assert next_combination(rows, 0.5, full, tried) == {**student, **{k: v for k, v in ort.items()
+                                                                       if k not in ("student", "prune")}}
+    assert next_combination(rows, 0.5, full, tried | {space.key({**student, **ort, **student})}) is None  # once
+    assert next_combination(rows[:1], 0.5, full, tried) is None  # no smaller model yet
+    assert next_combination(rows, 0.05, full, tried) is None  # nothing within a tighter drop
+    # a smaller model that is itself the fastest: nothing to combine (its own point is tried)
+    assert next_combination([row(2, {**student, "backend": "openvino-int8"}, 3.0, 0.08)], 0.5, full, tried) is None
+    # a runtime this space does not hold is never proposed
+    narrow = {**full, "backend": tuple(b for b in full["backend"] if b != "onnx-int8")}
+    assert next_combination(rows, 0.5, narrow, tried) is None

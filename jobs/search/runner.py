@@ -21,6 +21,7 @@ from jobs.runner.context import JobCancelled, JobContext, JobResult
 from jobs.runner.submit import Step, check_evaluation_params, check_pipeline, submit_pipeline
 from jobs.search import space as search_space
 from jobs.search import study as search_study
+from jobs.search.combine import next_combination
 from jobs.search.confirm import pipeline_name as confirm_pipeline
 from jobs.search.confirm import read_confirmation
 from jobs.search.drive import ShuttingDown, run_pipeline
@@ -79,6 +80,7 @@ class Search:
         self.terminated = False
         self.baseline_variant_id: int | None = None
         self.train_rate: float | None = None  # the baseline's fine-tune here, in examples/s (see space.distill_caps)
+        self.latest_rows: list[TrialRow] = []  # as of the last refresh_best
         from jobs.decisions.wizard import _fusion_ok
         from jobs.runner.registry import get_kind
 
@@ -109,6 +111,7 @@ class Search:
 
     def refresh_best(self) -> TrialRow | None:
         baseline, rows = self.rows()
+        self.latest_rows = rows
         chosen = best(rows, baseline, self.goal.max_drop_points)
         self.record.best = chosen.number if chosen else None
         self.record.front = front(rows)
@@ -426,8 +429,9 @@ class Search:
         self._note_training_rate()
         study = search_study.new_study(record)
         baseline, rows = self.rows()
-        outcomes: dict[tuple, dict[str, Any]] = {
-            search_space.key({"student": "none", "prune": "none", "backend": search_space.FP32}):
+        space = {k: tuple(v) for k, v in record.space.items()}
+        outcomes: dict[tuple, dict[str, Any]] = {  # the baseline is tried: the sampler never makes it a trial
+            search_space.key(search_space.baseline_point(space)):
                 search_study.outcome_kwargs(baseline, "complete", self.goal.max_drop_points)}
         by_number = {r.number: r for r in rows}
         for trial in record.trials:
@@ -437,7 +441,6 @@ class Search:
             told = search_study.outcome_kwargs(by_number[trial.number], trial.state, self.goal.max_drop_points)
             search_study.add_finished(study, trial.params, record, told)
             outcomes[search_space.key(trial.params)] = told
-        space = {k: tuple(v) for k, v in record.space.items()}
         total = search_space.size(space)
         first = search_space.wizard_point(space, self.goal.device) if not record.trials else None
         if first is not None:
@@ -450,6 +453,11 @@ class Search:
             if len(outcomes) - 1 >= total:
                 reason = "space exhausted"
                 break
+            combined = next_combination(self.latest_rows, self.goal.max_drop_points, space, set(outcomes))
+            if combined is not None:  # the best runtime on a smaller model already made: a cheap trial, tried first
+                self.progress(f"next: {', '.join(f'{k}={v}' for k, v in combined.items())}, the fastest runtime so "
+                              "far on a smaller model made within the drop")
+                study.enqueue_trial(combined)
             picked = search_study.next_point(study, record, outcomes)
             if picked is None:
                 reason = "space exhausted"

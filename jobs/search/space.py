@@ -159,6 +159,13 @@ def suggest(trial: Any, space: dict[str, tuple[str, ...]]) -> dict[str, str]:
     return point
 
 
+def baseline_point(space: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    """The fp32 baseline as `suggest` names it in `space` (an optional dimension there at its first value, "full")."""
+    point = {"student": "none", "prune": "none", "backend": FP32}
+    point.update({dim.name: dim.universe[0] for dim in DIMENSIONS if dim.optional and dim.name in space})
+    return point
+
+
 def is_baseline(point: dict[str, str]) -> bool:
     return point.get("student") == "none" and point.get("prune") == "none" and point.get("backend") == FP32 \
         and point.get("max_length", "full") == "full"
