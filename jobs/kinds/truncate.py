@@ -19,7 +19,13 @@ from typing import Any
 from jobs.ml.artifacts import fresh_dir
 from jobs.runner.context import JobContext, JobResult
 from jobs.runner.registry import register
-from jobs.runtimes.base import VARIANT_META, capped_max_length, read_variant_meta, write_variant_meta
+from jobs.runtimes.base import (
+    VARIANT_META,
+    capped_max_length,
+    load_tokenizer,
+    read_variant_meta,
+    write_variant_meta,
+)
 from storage.errors import InvalidInput
 
 MIN_TOKENS = 8  # [CLS], [SEP] and a few words: below this a text classifier reads next to nothing
@@ -41,11 +47,12 @@ class TruncateParams:
 
 
 def own_max_length(model_dir: Path) -> int:
-    """The length the variant reads today: its workbench.json's, capped by its positions (as a predictor loads it)."""
+    """The length the variant reads today: its workbench.json's, capped by its positions and its tokenizer's limit,
+    as a predictor loads it (jobs.runtimes.base.Predictor)."""
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False, local_files_only=True)
-    return capped_max_length(read_variant_meta(model_dir).get("max_length"), config)
+    return capped_max_length(read_variant_meta(model_dir).get("max_length"), config, load_tokenizer(model_dir))
 
 
 def new_length(params: TruncateParams, own: int) -> int:

@@ -27,17 +27,17 @@ def _shaped(params: dict[str, Any]) -> bool:
     return params.get("student", "none") != "none" or params.get("prune", "none") != "none"
 
 
-def next_combination(rows: list[TrialRow], max_drop_points: float, space: dict[str, tuple[str, ...]],
+def next_combination(rows: list[TrialRow], max_drop_points: float, valid: set[tuple],
                      tried: set[tuple]) -> dict[str, str] | None:
     """The fastest within-drop trial's runtime dimensions on the smaller model of another within-drop trial (the
-    fastest such trial first), when that point is in the space and not tried yet; else None."""
+    fastest such trial first), when that point is one of the space's (`valid`: their keys, `space.key`) and not
+    tried yet; else None."""
     within = [r for r in rows if r.eligible and r.speedup and r.drop_points is not None
               and r.drop_points <= max_drop_points + DROP_EPSILON]
     if not within:
         return None
     fastest = max(within, key=lambda r: r.speedup or 0.0)
     runtime = {k: v for k, v in fastest.params.items() if k not in SHAPE_DIMS}
-    valid = {search_space.key(p) for p in search_space.points(space)}
     for row in sorted((r for r in within if _shaped(r.params)), key=lambda r: -(r.speedup or 0.0)):
         point = {**{k: v for k, v in row.params.items() if k in SHAPE_DIMS}, **runtime}
         key = search_space.key(point)

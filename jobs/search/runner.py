@@ -441,7 +441,8 @@ class Search:
             told = search_study.outcome_kwargs(by_number[trial.number], trial.state, self.goal.max_drop_points)
             search_study.add_finished(study, trial.params, record, told)
             outcomes[search_space.key(trial.params)] = told
-        total = search_space.size(space)
+        valid = {search_space.key(p) for p in search_space.points(space)}  # read once: the space never changes
+        total = len(valid)
         first = search_space.wizard_point(space, self.goal.device) if not record.trials else None
         if first is not None:
             study.enqueue_trial(first)  # the wizard's recipe for this machine is the first trial
@@ -453,7 +454,7 @@ class Search:
             if len(outcomes) - 1 >= total:
                 reason = "space exhausted"
                 break
-            combined = next_combination(self.latest_rows, self.goal.max_drop_points, space, set(outcomes))
+            combined = next_combination(self.latest_rows, self.goal.max_drop_points, valid, set(outcomes))
             if combined is not None:  # the best runtime on a smaller model already made: a cheap trial, tried first
                 self.progress(f"next: {', '.join(f'{k}={v}' for k, v in combined.items())}, the fastest runtime so "
                               "far on a smaller model made within the drop")
