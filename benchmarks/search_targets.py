@@ -270,9 +270,11 @@ def finetuned(args: argparse.Namespace) -> tuple[Any, Any]:
         api.add_model(api.ModelRequest("builtin:minilm-l6"))
         api.add_dataset(api.DatasetRequest("builtin:tweet-sentiment"))
     model, dataset = api.list_models()[-1], api.list_datasets()[-1]
-    done = [j for j in api.list_jobs(status="succeeded") if j.kind == "finetune" and j.model_id == model.id]
-    if done:
-        print(f"fine-tuned already: job {done[0].id} ({done[0].duration_s or 0:.0f} s)")
+    done = [j for j in api.list_jobs(status="succeeded", limit=100_000)
+            if j.kind == "finetune" and j.model_id == model.id]
+    if done:  # the first: later fine-tunes of this model are a search's recovery steps
+        first = min(done, key=lambda j: j.id)
+        print(f"fine-tuned already: job {first.id} ({first.duration_s or 0:.0f} s)")
         return model, dataset
     params = dict(get_kind("finetune").quick_params) if args.quick else {}
     if args.train_examples:
