@@ -148,6 +148,21 @@ def test_the_search_ran_real_trials(searched):
     assert sorted(t.reused_whole for t in later) == [False, True], [(t.number, t.params) for t in smalls]
 
 
+def test_a_student_counts_as_made_from_its_own_evaluation(searched):
+    """The smaller models the combination rule builds on include a student read from the evaluation of the trial's
+    first step, whatever the trial did after. Here the one fresh student is degenerate: judged once (the trials
+    that reused it are not asked again), and left out by a judge that rules it out."""
+    from jobs.search.combine import students_within
+
+    api, status = searched["api"], searched["after"]
+    fresh = next(t for t in status.trials if t.params["student"] != "none" and not t.reused)
+    judged = []
+    assert students_within(status.trials, judged.append) == [{"student": "small-4x256", "prune": "none"}]
+    assert [e.variant_id for e in judged] == [api.get_job(fresh.job_ids[0]).produced_variant_id]
+    assert judged[0].degenerate
+    assert students_within(status.trials, lambda e: "degenerate" if e.degenerate else None) == []
+
+
 def test_a_search_stops_when_its_budget_is_spent(searched):
     """A budget too small for even the baseline: its jobs are stopped at the budget and no trial starts after it."""
     api, job, status = searched["api"], searched["tight"], searched["tight_status"]
@@ -512,7 +527,7 @@ def test_the_fastest_runtime_is_tried_next_on_a_smaller_model_already_made():
     """What the 60-minute run on the AMD EPYC missed: a half-depth student within the drop and ONNX Runtime int8
     the fastest on the full model, never tried together. Their combination is the next trial, once."""
     from jobs.search import space
-    from jobs.search.combine import next_combination
+    from jobs.search.combine import next_combination, runtime_gain
     from jobs.search.status import TrialRow
 
     full = space.default_space("cpu", quick=False)
@@ -541,3 +556,27 @@ def test_the_fastest_runtime_is_tried_next_on_a_smaller_model_already_made():
     # a runtime this space does not hold is never proposed
     narrow = {**full, "backend": tuple(b for b in full["backend"] if b != "onnx-int8")}
     assert next_combination(rows, 0.5, keys(narrow), tried) is None
+    # the EPYC run at 21 minutes: a half-depth student within the drop by its own evaluation, in a trial whose pruning
+    # then lost 20 points; ONNX Runtime int8 the fastest complete trial. The student alone is a smaller model made.
+    pruned = row(2, {**student, "prune": "structured-50", "recovery": "none", "backend": "onnx-int8", "ort_level": "all"},
+                 None, None, state="pruned")
+    early = [rows[0], pruned]
+    combined = {**student, **{k: v for k, v in ort.items() if k not in ("student", "prune")}}
+    assert next_combination(early, 0.5, keys(full), tried) is None  # the trials alone offer no smaller model
+    assert next_combination(early, 0.5, keys(full), tried, [student]) == combined
+    # a smaller model of a complete trial comes before a student read from a step
+    third = {"student": "third-layers", "intermediate": "on", "prune": "none"}
+    assert next_combination(rows, 0.5, keys(full), tried, [third]) == combined
+    assert next_combination(rows, 0.5, keys(full), tried | {space.key(combined)}, [third]) == \
+        {**third, **{k: v for k, v in ort.items() if k not in ("student", "prune")}}
+    # the second EPYC run at 48 minutes: a student in PyTorch fp32 measured faster (3.48x) than ONNX Runtime int8 of
+    # the full model (2.72x), by its smaller model, not its runtime. The runtime tried next is still ONNX Runtime int8:
+    # it ran the full model 2.72x faster than fp32, while OpenVINO int8 ran the other student 0.95x as fast as fp32.
+    inter = {**student, "intermediate": "on"}
+    second = [row(1, ort, 2.72, 0.39), row(4, {**inter, "backend": "pytorch-fp32"}, 3.48, 0.47),
+              row(6, {**student, "backend": "openvino-int8"}, 2.31, 0.08),
+              row(7, {**student, "backend": "pytorch-fp32"}, 2.43, -0.05)]
+    assert next_combination(second, 0.5, keys(full), {space.key(r.params) for r in second}) == \
+        {**inter, **{k: v for k, v in ort.items() if k not in ("student", "prune")}}
+    assert runtime_gain(second[2], second) == pytest.approx(2.31 / 2.43)
+    assert runtime_gain(row(2, {**student, "backend": "openvino-int8"}, 3.0, 0.08), rows) is None  # no fp32 of it

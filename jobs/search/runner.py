@@ -21,7 +21,7 @@ from jobs.runner.context import JobCancelled, JobContext, JobResult
 from jobs.runner.submit import Step, check_evaluation_params, check_pipeline, submit_pipeline
 from jobs.search import space as search_space
 from jobs.search import study as search_study
-from jobs.search.combine import next_combination
+from jobs.search.combine import next_combination, students_within
 from jobs.search.confirm import pipeline_name as confirm_pipeline
 from jobs.search.confirm import read_confirmation
 from jobs.search.drive import ShuttingDown, run_pipeline
@@ -454,7 +454,8 @@ class Search:
             if len(outcomes) - 1 >= total:
                 reason = "space exhausted"
                 break
-            combined = next_combination(self.latest_rows, self.goal.max_drop_points, valid, set(outcomes))
+            combined = next_combination(self.latest_rows, self.goal.max_drop_points, valid, set(outcomes),
+                                        students_within(self.latest_rows, lambda ev: self._hopeless(ev, baseline)))
             if combined is not None:  # the best runtime on a smaller model already made: a cheap trial, tried first
                 self.progress(f"next: {', '.join(f'{k}={v}' for k, v in combined.items())}, the fastest runtime so "
                               "far on a smaller model made within the drop")
