@@ -457,8 +457,8 @@ class Search:
             combined = next_combination(self.latest_rows, self.goal.max_drop_points, valid, set(outcomes),
                                         students_within(self.latest_rows, lambda ev: self._hopeless(ev, baseline)))
             if combined is not None:  # the best runtime on a smaller model already made: a cheap trial, tried first
-                self.progress(f"next: {', '.join(f'{k}={v}' for k, v in combined.items())}, the fastest runtime so "
-                              "far on a smaller model made within the drop")
+                self.progress(f"next: {', '.join(f'{k}={v}' for k, v in combined.items())}, the runtime that gained "
+                              "most over fp32 so far, on a smaller model made within the drop")
                 study.enqueue_trial(combined)
             picked = search_study.next_point(study, record, outcomes)
             if picked is None:
