@@ -51,7 +51,7 @@ def students_within(rows: list[TrialRow], hopeless: Callable[[Evaluation], str |
     does not rule out (`hopeless(evaluation)` gives why it would, or None), whatever the trial did with them after."""
     shapes: list[dict[str, str]] = []
     for row in rows:
-        if row.number == 0 or row.params.get("student", "none") == "none" or row.reused or not row.pipeline:
+        if row.params.get("student", "none") == "none" or row.reused or not row.pipeline:
             continue  # a reused student counts once, in the trial that made it
         jobs = queue.pipeline_jobs(row.pipeline)
         made = making_steps(jobs)
