@@ -387,6 +387,11 @@ def report(status: Any, peaks: dict[str, tuple[float, str]], args: argparse.Name
         print(f"  why: in the search it was {best.speedup or 0:.2f}x the baseline at batch 1 x {SEQ} with {drop:+.2f} "
               f"points (limit {args.max_drop:g}), the fastest "
               + ("sound trial within the goal" if chosen_by_search else "complete trial within the drop"))
+        again = status.confirmation
+        if again is not None and again.state == "complete":
+            print("  the run-off (one job, interleaved): " + ", ".join(
+                f"trial {e.trial} {e.speedup:.2f}x" if e.speedup else f"trial {e.trial} not measured"
+                for e in again.entrants) + (f"; {again.why}" if again.why else "; the search's pick stood"))
     print("matmul peaks again, just before the timing (the best of both runs counts):")
     peaks = best_peaks(peaks, matmul_peaks())
     with tempfile.TemporaryDirectory(prefix="search-targets-") as tmp:

@@ -205,7 +205,7 @@ def test_the_best_sentence_the_table_and_the_budget_line():
 def test_the_best_sentence_says_the_same_job_measurement_and_whether_it_is_sound():
     from dataclasses import replace
 
-    from jobs.search.confirm import Confirmation
+    from jobs.search.confirm import Confirmation, Entrant
     from workbench.search_words import best_sentence
 
     status = a_search(state="succeeded", stop_reason="budget spent")
@@ -216,6 +216,15 @@ def test_the_best_sentence_says_the_same_job_measurement_and_whether_it_is_sound
     assert best_sentence(busy).endswith("3.1x (4.00 vs 12.40 ms p50), not sound: baseline: busy machine.")
     running = replace(status, confirmation=Confirmation(1, "running", 12))
     assert best_sentence(running).endswith("Measuring trial 1 and the baseline again in one job…")
+    entrants = (Entrant(1, 7), Entrant(3, 9))
+    running = replace(status, confirmation=Confirmation(1, "running", 12, entrants=entrants))
+    assert best_sentence(running).endswith("Measuring trial 1, its runners-up and the baseline again in one job…")
+    won = replace(sound, confirmation=replace(sound.confirmation, winner=3, entrants=entrants,
+                                              why="trial 3 ran 1.20x as fast as trial 1 in the same job (95% interval "
+                                                  "1.10-1.30)"))
+    assert best_sentence(won).endswith("Picked in the run-off: trial 3 ran 1.20x as fast as trial 1 in the same job "
+                                       "(95% interval 1.10-1.30). Measured again in one job with the baseline: 3.1x "
+                                       "(4.00 vs 12.40 ms p50).")
     failed = replace(status, confirmation=Confirmation(1, "failed", 12, reason="its benchmark job failed: boom"))
     assert best_sentence(failed).endswith("Not measured again in one job with the baseline: its benchmark job failed: boom")
 

@@ -22,6 +22,7 @@ from jobs.runner.submit import Step, check_evaluation_params, check_pipeline, su
 from jobs.search import space as search_space
 from jobs.search import study as search_study
 from jobs.search.combine import next_combination, students_within
+from jobs.search.confirm import candidates as confirm_candidates
 from jobs.search.confirm import pipeline_name as confirm_pipeline
 from jobs.search.confirm import read_confirmation
 from jobs.search.drive import ShuttingDown, run_pipeline
@@ -491,18 +492,24 @@ class Search:
         return JobResult(result=record.to_result(), message=f"{reason}; {len(record.trials)} trials; {summary}")
 
     def confirm(self, chosen: TrialRow) -> str:
-        """Benchmark the best trial's variant and the baseline's in one job, interleaved (jobs/search/confirm.py),
-        after the budget if need be; a restart re-attaches to the job already queued. Returns it in words."""
+        """The run-off (jobs/search/confirm.py): the best trial's variant, its runners-up within the drop and the
+        baseline's in one benchmark job, interleaved, after the budget if need be; a restart re-attaches to the job
+        already queued. The record's best becomes the run-off's winner. Returns it in words."""
         asked = self.record.confirmation
         if not asked or asked["trial"] != chosen.number:
-            asked = {"trial": chosen.number, "variant_id": chosen.variant_id,
+            within = [r for r in self.latest_rows if r.eligible and r.drop_points is not None
+                      and r.drop_points <= self.goal.max_drop_points + DROP_EPSILON]
+            entrants = confirm_candidates(chosen, within)
+            asked = {"trial": chosen.number, "variant_id": chosen.variant_id, "runoff": entrants,
                      "baseline_variant_id": self.baseline_variant_id, "pipeline": confirm_pipeline(self.ctx.job.id)}
             self.record.confirmation = asked
             self.save()  # recorded before its job is queued, as a trial is
+        others = [v for _, v in asked.get("runoff", [])[1:]]
         if not queue.pipeline_jobs(asked["pipeline"]):
             self._enqueue_benchmark(asked["pipeline"], asked["variant_id"], None,
-                                    compare_with=(asked["baseline_variant_id"],))
-        self.progress(f"measuring trial {chosen.number} and the baseline again, in one benchmark job")
+                                    compare_with=(asked["baseline_variant_id"], *others))
+        runners_up = f", {len(others)} runner{'s' if len(others) > 1 else ''}-up" if others else ""
+        self.progress(f"measuring trial {chosen.number}{runners_up} and the baseline again, in one benchmark job")
         stopped = run_pipeline(asked["pipeline"], out_of_time=lambda: False, cancelled=self.ctx.cancelled,
                                shutting_down=self.shutting_down)
         if stopped == "cancelled":
@@ -511,6 +518,10 @@ class Search:
         if confirmation is None or confirmation.state != "complete":
             return f"not measured again in one job: {confirmation.reason if confirmation else 'no job'}"
         words = f"{confirmation.speedup:.2f}x in one job with the baseline"
+        if confirmation.why:
+            self.record.best = confirmation.picked
+            self.save()
+            words = f"{confirmation.why}, so trial {confirmation.picked} is the pick: {words}"
         return words + (f" ({'; '.join(confirmation.problems)})" if confirmation.problems else "")
 
 

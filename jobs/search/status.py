@@ -80,7 +80,8 @@ class SearchStatus:
     space_size: int = 0
     start_variant_id: int | None = None
     restarts: int = 0
-    # the best and the baseline benchmarked again in one job once the search stopped (jobs/search/confirm.py)
+    # the run-off: the best, its runners-up and the baseline benchmarked in one job once the search stopped
+    # (jobs/search/confirm.py); `best` is its winner once it is complete
     confirmation: Confirmation | None = None
 
 
@@ -162,6 +163,13 @@ def best(rows: list[TrialRow], baseline: TrialRow, max_drop_points: float) -> Tr
     return next((r for r in eligible if chosen is not None and r.number == chosen.variant_id), None)
 
 
+def after_runoff(chosen: TrialRow | None, rows: list[TrialRow], confirmation: Confirmation | None) -> TrialRow | None:
+    """The search's pick, or the runner-up its run-off found faster beyond doubt (jobs/search/confirm.py)."""
+    if chosen is None or confirmation is None or confirmation.state != "complete" or confirmation.trial != chosen.number:
+        return chosen
+    return next((r for r in rows if r.number == confirmation.picked and r.eligible), chosen)
+
+
 def status(search_job_id: int) -> SearchStatus:
     """Where search job `search_job_id` is: trials, front and best, read from the database now."""
     job = queue.get_job(search_job_id)
@@ -183,8 +191,9 @@ def status(search_job_id: int) -> SearchStatus:
         elapsed = record.elapsed_s
     stop = record.stop_reason or ("cancelled" if job.status.value == "cancelled" else None)
 
+    confirmation = read_confirmation(record, goal_cell(record.goal), Rules.from_settings())
+    chosen = after_runoff(best(rows, baseline, float(goal.get("max_drop_points", 0))), rows, confirmation)
     return SearchStatus(
-        job.id, job.status.value, goal_view, round(elapsed, 1), budget, stop, rows, front(rows),
-        best(rows, baseline, float(goal.get("max_drop_points", 0))), baseline, job.message,
-        {k: list(v) for k, v in record.space.items()}, size({k: tuple(v) for k, v in record.space.items()}),
-        record.start_variant_id, record.restarts, read_confirmation(record, goal_cell(record.goal), Rules.from_settings()))
+        job.id, job.status.value, goal_view, round(elapsed, 1), budget, stop, rows, front(rows), chosen, baseline,
+        job.message, {k: list(v) for k, v in record.space.items()}, size({k: tuple(v) for k, v in record.space.items()}),
+        record.start_variant_id, record.restarts, confirmation)
