@@ -319,20 +319,33 @@ def test_a_runner_up_wins_the_run_off_only_when_faster_beyond_doubt():
     rng = np.random.default_rng(0)
     samples = {}
 
-    def entrant(trial, centre, spread=0.2, problems=()):
+    def entrant(trial, centre, spread=0.2, problems=(), drop=None):
         samples[trial] = tuple(rng.normal(centre, spread, 40))
-        return Entrant(trial, trial * 10, centre, None, problems)
+        return Entrant(trial, trial * 10, centre, None, problems, drop)
 
     pick = entrant(1, 10.0)
     assert runoff_winner(pick, [], samples) == (pick, "")
     winner, how = runoff_winner(pick, [entrant(2, 9.95, 0.5), entrant(3, 8.0), entrant(4, 7.0)], samples)
     assert winner.trial == 4 and how.startswith("trial 4 ran 1.4") and "as fast as trial 1 in the same job" in how
     assert runoff_winner(pick, [entrant(2, 9.9, 1.0)], samples) == (pick, "")  # within noise: the pick stays
+    # 4 % faster with a tight interval: within the benchmark's 5 % resolution, so not beyond doubt; at 1 % it is
+    assert runoff_winner(pick, [entrant(2, 9.6, 0.05)], samples) == (pick, "")
+    assert runoff_winner(pick, [entrant(2, 9.6, 0.05)], samples, resolution=0.01)[0].trial == 2
     assert runoff_winner(pick, [entrant(2, 11.0)], samples) == (pick, "")  # slower
     assert runoff_winner(pick, [entrant(2, 5.0, problems=("unstable",))], samples) == (pick, "")
     assert runoff_winner(pick, [Entrant(5, 50, problems=("not measured at the goal's cell",))], samples) == (pick, "")
     unsound = entrant(1, 10.0, problems=("machine busy",))
     assert runoff_winner(unsound, [entrant(2, 5.0)], samples) == (unsound, "")
+    # a tie in speed goes to the more accurate; speed first
+    pick = entrant(1, 10.0, drop=0.37)
+    winner, how = runoff_winner(pick, [entrant(2, 10.4, 0.05, drop=0.13)], samples)  # 4 % slower: as fast
+    assert winner.trial == 2 and how.startswith("trial 2 ran as fast as trial 1 in the same job (trial 1: 1.04x")
+    assert how.endswith("not beyond the benchmark's 5% resolution) and loses 0.13 points, not 0.37")
+    assert runoff_winner(pick, [entrant(2, 10.0, drop=0.45)], samples) == (pick, "")  # level, less accurate
+    assert runoff_winner(pick, [entrant(2, 10.0)], samples) == (pick, "")  # its accuracy unknown: no tie broken
+    assert runoff_winner(pick, [entrant(2, 7.0, drop=0.45)], samples)[0].trial == 2  # faster beyond doubt
+    winner, how = runoff_winner(pick, [entrant(2, 7.0, drop=0.45), entrant(3, 7.0, drop=0.2)], samples)
+    assert winner.trial == 3 and how  # whichever of the two level ones the interval puts first
 
     def row(number, variant, p50, eligible=True):
         return TrialRow(number, "complete" if eligible else "failed", {}, [], variant, 0.8, 0.0, p50, None, None, [],

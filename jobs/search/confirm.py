@@ -2,8 +2,9 @@
 benchmarked once more in one job, interleaved at the goal's cell. The trials' speed-ups divide measurements taken
 minutes apart (a machine that got busier or quieter in between moves every ratio); these share conditions.
 
-The search's pick stays the pick unless a runner-up is faster in this job beyond doubt: the bootstrap 95 % interval of
-the pick's p50 over the runner-up's (`jobs.decisions.compare.speedup_interval`) lies wholly above 1. On the 2-core
+The search's pick stays the pick unless a runner-up is faster in this job beyond doubt (the bootstrap 95 % interval of
+the pick's p50 over the runner-up's, `jobs.decisions.compare.speedup_interval`, lies wholly above 1 plus the
+benchmark's resolution), or is as fast and loses fewer points (`runoff_winner`). On the 2-core
 AMD EPYC here a 60-minute search picked a half-depth student in PyTorch fp32 at 3.48x that measured 1.88x in the
 same job as the baseline, while the full model in ONNX Runtime int8 (2.72x in the search) was never measured beside
 it; the same-run timing afterwards put the two level. Measuring only the pick again can say the pick was flattered;
@@ -25,6 +26,7 @@ from jobs.search.record import SearchRecord
 from storage import catalog, queue
 
 RUNOFF_SIZE = 3  # the pick and up to two runners-up: a minute or two of benchmark after the budget
+DEFAULT_RESOLUTION = 0.05  # the benchmark kind's default rel_spread
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Entrant:
     p50_ms: float | None = None
     speedup: float | None = None  # the baseline's p50 over its own, same job
     problems: tuple[str, ...] = ()
+    drop_points: float | None = None  # accuracy points it loses against the baseline, as the search evaluated it
 
 
 @dataclass(frozen=True)
@@ -77,57 +80,83 @@ def candidates(best: Any, within: Sequence[Any]) -> list[tuple[int, int]]:
     return picked
 
 
-def runoff_winner(pick: Entrant, others: Sequence[Entrant],
-                  samples_ms: Mapping[int, Sequence[float]]) -> tuple[Entrant, str]:
-    """The runner-up faster than the pick beyond doubt (the bootstrap 95 % interval of pick p50 / its p50 wholly
-    above 1; the largest such ratio), with how, or the pick and "". `samples_ms`: each entrant's latencies, by trial.
-    A cell with problems (busy, unstable, too few samples) neither wins nor is beaten: its figures are not stood
-    behind."""
+def runoff_winner(pick: Entrant, others: Sequence[Entrant], samples_ms: Mapping[int, Sequence[float]],
+                  resolution: float = DEFAULT_RESOLUTION) -> tuple[Entrant, str]:
+    """The run-off's winner, with how it beat the search's pick, or the pick and "". `samples_ms`: each entrant's
+    latencies in the run-off's job, by trial; `resolution`: the benchmark's own (its `rel_spread`).
+
+    One variant is faster than another beyond doubt when the bootstrap 95 % interval of the ratio of their p50s lies
+    wholly above 1 + `resolution`. The interval alone is not enough: each variant's cell is measured in one block,
+    and the samples of a block share the machine's state, so the bootstrap (which takes them as independent) is
+    too sure. In an EPYC run-off two students of one architecture in one runtime measured 1.04x apart (interval
+    1.02-1.07); the benchmark itself calls a cell stable when its window medians agree within `resolution`.
+
+    The fastest is the runner-up faster than the pick beyond doubt (the largest ratio), else the pick. Then a tie
+    goes to accuracy: an entrant the fastest is not faster than beyond doubt, that loses fewer points, wins (the
+    fewest). A cell with problems (busy, unstable, too few samples) neither wins nor is beaten: its figures are not
+    stood behind."""
     if pick.problems or not samples_ms.get(pick.trial):
         return pick, ""
-    best, how, best_ratio = pick, "", 1.0
-    for other in others:
-        if other.problems or not samples_ms.get(other.trial):
-            continue
+    sound = [e for e in others if not e.problems and samples_ms.get(e.trial)]
+    within = f"the benchmark's {resolution:.0%} resolution"
+    fastest, how, best_ratio = pick, "", 1.0
+    for other in sound:
         ratio, low, high = speedup_interval(samples_ms[pick.trial], samples_ms[other.trial])
-        if low > 1.0 and ratio > best_ratio:
-            best, best_ratio = other, ratio
+        if low > 1.0 + resolution and ratio > best_ratio:
+            fastest, best_ratio = other, ratio
             how = (f"trial {other.trial} ran {ratio:.2f}x as fast as trial {pick.trial} in the same job "
-                   f"(95% interval {low:.2f}-{high:.2f})")
-    return best, how
+                   f"(95% interval {low:.2f}-{high:.2f}, beyond {within})")
+    level = []
+    for entrant in [pick, *sound]:
+        if entrant is fastest or entrant.drop_points is None or fastest.drop_points is None \
+                or entrant.drop_points >= fastest.drop_points:
+            continue
+        ratio, low, high = speedup_interval(samples_ms[entrant.trial], samples_ms[fastest.trial])
+        if low <= 1.0 + resolution:
+            level.append((entrant, ratio, low, high))
+    if level:
+        entrant, ratio, low, high = min(level, key=lambda e: e[0].drop_points)
+        return entrant, (f"trial {entrant.trial} ran as fast as trial {fastest.trial} in the same job (trial "
+                         f"{fastest.trial}: {ratio:.2f}x, 95% interval {low:.2f}-{high:.2f}, not beyond {within}) "
+                         f"and loses {entrant.drop_points:.2f} points, not {fastest.drop_points:.2f}")
+    return fastest, how
 
 
-def read_confirmation(record: SearchRecord, cell: tuple[int, int], rules: Rules) -> Confirmation | None:
-    """The run-off the search asked for, as far as it has got; None when it asked for none."""
+def read_confirmation(record: SearchRecord, cell: tuple[int, int], rules: Rules,
+                      drops: Mapping[int, float | None] | None = None) -> Confirmation | None:
+    """The run-off the search asked for, as far as it has got; None when it asked for none. `drops`: the accuracy
+    points each trial loses, by number (a tie in speed goes to the more accurate; unknown: no tie is broken)."""
     asked = record.confirmation
     if not asked:
         return None
     trial = int(asked["trial"])
-    entered = [(int(t), int(v)) for t, v in asked.get("runoff") or [(trial, asked["variant_id"])]]
+    drops = drops or {}
+    entered = [(int(t), int(v), drops.get(int(t))) for t, v in asked.get("runoff") or [(trial, asked["variant_id"])]]
     jobs = [j for j in queue.pipeline_jobs(asked["pipeline"]) if j.kind == "benchmark"]
     if not jobs or not jobs[-1].status.finished:
         return Confirmation(trial, "running", jobs[-1].id if jobs else None,
-                            entrants=tuple(Entrant(t, v) for t, v in entered))
+                            entrants=tuple(Entrant(t, v, drop_points=d) for t, v, d in entered))
     job = jobs[-1]
     if job.status.value != "succeeded":
         return Confirmation(trial, "failed", job.id, reason=f"its benchmark job {job.status.value}: {job.message}")
     baseline_id = int(asked["baseline_variant_id"])
-    cells = {m.variant_id: m for m in catalog.list_measurements(variant_ids=[v for _, v in entered] + [baseline_id])
+    cells = {m.variant_id: m for m in catalog.list_measurements(variant_ids=[v for _, v, _ in entered] + [baseline_id])
              if m.job_id == job.id and (m.batch_size, m.seq_len) == cell}
     if entered[0][1] not in cells or baseline_id not in cells:
         return Confirmation(trial, "failed", job.id, reason="its benchmark measured nothing at the goal's cell for "
                                                             "the best or the baseline; see its log")
     baseline = cells[baseline_id]
     entrants, samples = [], {}
-    for number, variant_id in entered:
+    for number, variant_id, drop in entered:
         m = cells.get(variant_id)
         if m is None:
-            entrants.append(Entrant(number, variant_id, problems=("not measured at the goal's cell",)))
+            entrants.append(Entrant(number, variant_id, problems=("not measured at the goal's cell",), drop_points=drop))
             continue
         problems = tuple(cell_problems(cell_point(m, variant_id), rules))
-        entrants.append(Entrant(number, variant_id, m.p50_ms, baseline.p50_ms / m.p50_ms, problems))
+        entrants.append(Entrant(number, variant_id, m.p50_ms, baseline.p50_ms / m.p50_ms, problems, drop))
         samples[number] = m.samples_ms or ()
-    winner, why = runoff_winner(entrants[0], entrants[1:], samples)
+    resolution = float((job.params or {}).get("rel_spread", DEFAULT_RESOLUTION))
+    winner, why = runoff_winner(entrants[0], entrants[1:], samples, resolution)
     problems = tuple([f"trial {winner.trial}: {p}" for p in winner.problems]
                      + [f"baseline: {p}" for p in cell_problems(cell_point(baseline, baseline_id), rules)])
     return Confirmation(trial, "complete", job.id, winner.p50_ms, baseline.p50_ms, winner.speedup, problems,

@@ -514,7 +514,8 @@ class Search:
                                shutting_down=self.shutting_down)
         if stopped == "cancelled":
             raise JobCancelled(f"search job {self.ctx.job.id} cancelled")
-        confirmation = read_confirmation(self.record, self.goal.cell, Rules.from_settings())
+        confirmation = read_confirmation(self.record, self.goal.cell, Rules.from_settings(),
+                                         {r.number: r.drop_points for r in self.latest_rows})
         if confirmation is None or confirmation.state != "complete":
             return f"not measured again in one job: {confirmation.reason if confirmation else 'no job'}"
         words = f"{confirmation.speedup:.2f}x in one job with the baseline"

@@ -191,7 +191,8 @@ def status(search_job_id: int) -> SearchStatus:
         elapsed = record.elapsed_s
     stop = record.stop_reason or ("cancelled" if job.status.value == "cancelled" else None)
 
-    confirmation = read_confirmation(record, goal_cell(record.goal), Rules.from_settings())
+    confirmation = read_confirmation(record, goal_cell(record.goal), Rules.from_settings(),
+                                     {r.number: r.drop_points for r in rows})
     chosen = after_runoff(best(rows, baseline, float(goal.get("max_drop_points", 0))), rows, confirmation)
     return SearchStatus(
         job.id, job.status.value, goal_view, round(elapsed, 1), budget, stop, rows, front(rows), chosen, baseline,
