@@ -25,7 +25,7 @@ from typing import Any
 
 from jobs.search import space as search_space
 from jobs.search.outcomes import evaluation_in, making_steps
-from jobs.search.status import DROP_EPSILON, TrialRow
+from jobs.search.status import TrialRow, within_drop
 from storage import queue
 from storage.entities import Evaluation
 
@@ -86,8 +86,7 @@ def next_combination(rows: list[TrialRow], max_drop_points: float, valid: set[tu
     when that point is one of the space's (`valid`: their keys, `space.key`) and not tried yet; else None. The
     smaller models: those of the within-drop trials (the fastest first), then `students` (shapes, `student_shape`):
     students distilled within the drop by their own evaluation, in trials that went on to lose more."""
-    within = [r for r in rows if r.eligible and r.speedup and r.drop_points is not None
-              and r.drop_points <= max_drop_points + DROP_EPSILON]
+    within = [r for r in within_drop(rows, max_drop_points) if r.speedup]
     if not within:
         return None
     gains = {r.number: gain for r in within if (gain := runtime_gain(r, rows)) is not None}

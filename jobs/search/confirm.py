@@ -98,14 +98,14 @@ def runoff_winner(pick: Entrant, others: Sequence[Entrant], samples_ms: Mapping[
     if pick.problems or not samples_ms.get(pick.trial):
         return pick, ""
     sound = [e for e in others if not e.problems and samples_ms.get(e.trial)]
-    within = f"the benchmark's {resolution:.0%} resolution"
+    beyond_noise = f"the benchmark's {resolution:.0%} resolution"
     fastest, how, best_ratio = pick, "", 1.0
     for other in sound:
         ratio, low, high = speedup_interval(samples_ms[pick.trial], samples_ms[other.trial])
         if low > 1.0 + resolution and ratio > best_ratio:
             fastest, best_ratio = other, ratio
             how = (f"trial {other.trial} ran {ratio:.2f}x as fast as trial {pick.trial} in the same job "
-                   f"(95% interval {low:.2f}-{high:.2f}, beyond {within})")
+                   f"(95% interval {low:.2f}-{high:.2f}, beyond {beyond_noise})")
     level = []
     for entrant in [pick, *sound]:
         if entrant is fastest or entrant.drop_points is None or fastest.drop_points is None \
@@ -117,7 +117,7 @@ def runoff_winner(pick: Entrant, others: Sequence[Entrant], samples_ms: Mapping[
     if level:
         entrant, ratio, low, high = min(level, key=lambda e: e[0].drop_points)
         return entrant, (f"trial {entrant.trial} ran as fast as trial {fastest.trial} in the same job (trial "
-                         f"{fastest.trial}: {ratio:.2f}x, 95% interval {low:.2f}-{high:.2f}, not beyond {within}) "
+                         f"{fastest.trial}: {ratio:.2f}x, 95% interval {low:.2f}-{high:.2f}, not beyond {beyond_noise}) "
                          f"and loses {entrant.drop_points:.2f} points, not {fastest.drop_points:.2f}")
     return fastest, how
 

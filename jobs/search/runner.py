@@ -29,7 +29,7 @@ from jobs.search.drive import ShuttingDown, run_pipeline
 from jobs.search.goal import SearchGoal
 from jobs.search.outcomes import Outcome, evaluation_failed, evaluation_in, making_steps, read
 from jobs.search.record import CUT_BY_BUDGET, SearchRecord, TrialRecord, pipeline_name
-from jobs.search.status import DROP_EPSILON, TrialRow, best, front, trial_row, trial_rows
+from jobs.search.status import DROP_EPSILON, TrialRow, best, front, trial_row, trial_rows, within_drop
 from storage import catalog, queue, settings
 from storage.entities import Dataset, Evaluation, Variant
 from storage.errors import InvalidInput
@@ -497,9 +497,7 @@ class Search:
         already queued. The record's best becomes the run-off's winner. Returns it in words."""
         asked = self.record.confirmation
         if not asked or asked["trial"] != chosen.number:
-            within = [r for r in self.latest_rows if r.eligible and r.drop_points is not None
-                      and r.drop_points <= self.goal.max_drop_points + DROP_EPSILON]
-            entrants = confirm_candidates(chosen, within)
+            entrants = confirm_candidates(chosen, within_drop(self.latest_rows, self.goal.max_drop_points))
             asked = {"trial": chosen.number, "variant_id": chosen.variant_id, "runoff": entrants,
                      "baseline_variant_id": self.baseline_variant_id, "pipeline": confirm_pipeline(self.ctx.job.id)}
             self.record.confirmation = asked

@@ -154,6 +154,12 @@ def front(rows: list[TrialRow]) -> list[int]:
     return [p.variant_id for p in pareto_front([_point(r) for r in rows if r.eligible])]
 
 
+def within_drop(rows: list[TrialRow], max_drop_points: float) -> list[TrialRow]:
+    """The eligible rows that lose at most `max_drop_points` against the baseline."""
+    return [r for r in rows if r.eligible and r.drop_points is not None
+            and r.drop_points <= max_drop_points + DROP_EPSILON]
+
+
 def best(rows: list[TrialRow], baseline: TrialRow, max_drop_points: float) -> TrialRow | None:
     """The fastest eligible trial within the drop; None while the baseline itself is not sound and evaluated."""
     if baseline.accuracy is None or baseline.problems or baseline.p50_ms is None:
