@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -38,4 +39,9 @@ def run(params: SleepParams, ctx: JobContext) -> JobResult:
         ctypes.string_at(0)
     if params.outcome == "exit":
         os._exit(3)
-    return JobResult(result={"slept": params.seconds, "pid": os.getpid()})
+    import numpy as np
+
+    # what its process was given: whether torch came imported (a fork server's child), by whom, and a random draw
+    return JobResult(result={"slept": params.seconds, "pid": os.getpid(), "parent": os.getppid(),
+                             "torch_imported": "torch" in sys.modules, "cwd": os.getcwd(),
+                             "mark": os.environ.get("WORKBENCH_TEST_MARK"), "draw": float(np.random.random())})

@@ -1,7 +1,12 @@
-"""The local executor: each job in its own child process on this machine (`python -m jobs.runner.child`).
+"""The local executor: each job in its own child process on this machine.
 
 A crash, an out-of-memory kill or a segfault ends that process only; its exit status says why. A reader thread
 per child only moves output lines into a buffer that the worker's loop drains into the job's log.
+
+The child is forked from the executor's fork server (jobs/runner/fork_server.py), which has imported torch and
+transformers once, so a job does not spend seconds importing them. Until the server is ready (its first seconds),
+when it has stopped, or for a job whose environment could change what those imports did, the child is started
+the plain way instead: `python -m jobs.runner.child`.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from jobs.runner.executors import Executor, JobEnd, strip_ansi
+from jobs.runner.fork_server import ForkedProcess, ForkServer, import_time_env
 
 LOG_TAIL_LINES = 20
 # Logs are read by people: no tqdm bars redrawn in place, no tokenizer fork warnings.
@@ -28,7 +34,7 @@ class RunningJob:
     """A job's child process and what it printed: the local executor's handle."""
 
     job_id: int
-    process: subprocess.Popen
+    process: subprocess.Popen | ForkedProcess
     lines: deque = field(default_factory=deque)
     tail: deque = field(default_factory=lambda: deque(maxlen=LOG_TAIL_LINES))
     reader: threading.Thread | None = None
@@ -126,11 +132,14 @@ def spawn_child(job_id: int) -> subprocess.Popen:
 
 
 class LocalExecutor(Executor[RunningJob]):
-    """Each job in a child process of the worker, which it dies with (see jobs.runner.child)."""
+    """Each job in a child process of the worker (or of its fork server), which it dies with."""
+
+    def __init__(self) -> None:
+        self.fork_server: ForkServer | None = None  # started with the first job, so an idle worker costs nothing
 
     def start(self, job_id: int) -> RunningJob:
         oom_at_start = oom_kills()
-        process = spawn_child(job_id)
+        process = self._fork(job_id) or spawn_child(job_id)
         handle = RunningJob(job_id, process, oom_kills_at_start=oom_at_start)
         handle.start_reader()
         return handle
@@ -159,6 +168,26 @@ class LocalExecutor(Executor[RunningJob]):
 
     def kill(self, handle: RunningJob) -> None:
         handle.process.kill()
+
+    def close(self) -> None:
+        if self.fork_server is not None:
+            self.fork_server.close()
+            self.fork_server = None
+
+    def _fork(self, job_id: int) -> ForkedProcess | None:
+        """The job's process forked from the fork server, or None where it must be started the plain way."""
+        env = {**os.environ, **CHILD_ENV}
+        if self.fork_server is None or self.fork_server.gone:
+            self.close()
+            self.fork_server = ForkServer(env)
+            return None  # it imports for some seconds; this job does not wait for it
+        if not self.fork_server.ready or import_time_env(env) != import_time_env(self.fork_server.env):
+            return None
+        try:
+            return self.fork_server.spawn(job_id, env, os.getcwd())
+        except OSError:  # no answer, or a wrong one: let this server go (its children with it), start another later
+            self.close()
+            return None
 
     @staticmethod
     def _ended(handle: RunningJob, returncode: int) -> JobEnd:
