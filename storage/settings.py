@@ -66,6 +66,10 @@ SETTINGS: dict[str, Setting] = {
                 "How a worker runs each job it claims; local: a child process on the worker's machine; ray: a Ray "
                 "task on the cluster at RAY_ADDRESS, on a node with the resources the job needs (`make install` "
                 "installs ray)."),
+        Setting("WORKBENCH_FORK_SERVER", "on",
+                "on: the local executor forks each job's process from one that has imported torch and "
+                "transformers once, so a job starts in about 0.1 s rather than after seconds of imports; off: each "
+                "job's process imports them itself."),
         Setting("RAY_ADDRESS", "",
                 "The Ray cluster a ray executor runs jobs on (host:port of its head, as `ray start --head` prints); "
                 "empty means a cluster started on this machine."),
@@ -120,6 +124,18 @@ def get(env: str):
         from storage.errors import InvalidInput
 
         raise InvalidInput(f"{env}={raw!r} is not a valid {setting.kind.__name__}: {setting.help}") from None
+
+
+def flag(env: str) -> bool:
+    """An on/off setting (on, 1, true, yes / off, 0, false, no); anything else is refused with the setting's help."""
+    value = str(get(env)).strip().lower()
+    if value in ("on", "1", "true", "yes"):
+        return True
+    if value in ("off", "0", "false", "no"):
+        return False
+    from storage.errors import InvalidInput
+
+    raise InvalidInput(f"{env}={value!r}: use on or off ({SETTINGS[env].help})")
 
 
 def home() -> Path:

@@ -9,6 +9,7 @@ import os
 import signal
 
 import psutil
+import pytest
 
 from jobs.runner.executors.local import LocalExecutor
 from jobs.runner.fork_server import ForkedProcess, import_time_env
@@ -96,3 +97,19 @@ def test_jobs_fork_from_a_server_with_torch_imported_and_end_as_processes_do(hom
         replacement = worker.executor.fork_server.process
     # the worker's stop ends its server
     assert replacement.wait(timeout=30) is not None
+
+
+def test_the_fork_server_can_be_turned_off_and_a_wrong_setting_stops_the_worker_at_start(home, monkeypatch):
+    from jobs.runner.worker import Worker
+    from storage.errors import InvalidInput
+
+    monkeypatch.setenv("WORKBENCH_FORK_SERVER", "off")
+    jobs = [sleep_job(seconds=0) for _ in range(2)]
+    worker = Worker(burst=True, poll_interval=0.05)
+    assert worker.run() == 2 and worker.executor.fork_server is None
+    for job in jobs:
+        result = queue.get_job(job.id).result
+        assert result["parent"] == os.getpid() and not result["torch_imported"]
+    monkeypatch.setenv("WORKBENCH_FORK_SERVER", "sometimes")
+    with pytest.raises(InvalidInput, match="WORKBENCH_FORK_SERVER='sometimes': use on or off"):
+        Worker(burst=True)

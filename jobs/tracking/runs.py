@@ -44,14 +44,7 @@ TRACKER_DRAIN_S = 60.0
 
 
 def enabled() -> bool:
-    value = str(settings.get("WORKBENCH_MLFLOW")).strip().lower()
-    if value in ("on", "1", "true", "yes"):
-        return True
-    if value in ("off", "0", "false", "no"):
-        return False
-    from storage.errors import InvalidInput
-
-    raise InvalidInput(f"WORKBENCH_MLFLOW={value!r}: use on or off")
+    return settings.flag("WORKBENCH_MLFLOW")
 
 
 def default_db() -> Path:

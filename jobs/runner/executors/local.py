@@ -5,8 +5,8 @@ per child only moves output lines into a buffer that the worker's loop drains in
 
 The child is forked from the executor's fork server (jobs/runner/fork_server.py), which has imported torch and
 transformers once, so a job does not spend seconds importing them. Until the server is ready (its first seconds),
-when it has stopped, or for a job whose environment could change what those imports did, the child is started
-the plain way instead: `python -m jobs.runner.child`.
+when it has stopped, for a job whose environment could change what those imports did, or with the setting
+WORKBENCH_FORK_SERVER=off, the child is started the plain way instead: `python -m jobs.runner.child`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from jobs.runner.executors import Executor, JobEnd, strip_ansi
 from jobs.runner.fork_server import ForkedProcess, ForkServer, import_time_env
+from storage import settings
 
 LOG_TAIL_LINES = 20
 # Logs are read by people: no tqdm bars redrawn in place, no tokenizer fork warnings.
@@ -46,7 +47,8 @@ class RunningJob:
 
     @property
     def where(self) -> str:
-        return f"process {self.process.pid}"
+        forked = " (forked from the fork server)" if isinstance(self.process, ForkedProcess) else ""
+        return f"process {self.process.pid}{forked}"
 
     def start_reader(self) -> None:
         def pump() -> None:
@@ -135,6 +137,7 @@ class LocalExecutor(Executor[RunningJob]):
     """Each job in a child process of the worker (or of its fork server), which it dies with."""
 
     def __init__(self) -> None:
+        self.forks = settings.flag("WORKBENCH_FORK_SERVER")  # a wrong value stops the worker as it starts
         self.fork_server: ForkServer | None = None  # started with the first job, so an idle worker costs nothing
 
     def start(self, job_id: int) -> RunningJob:
@@ -176,6 +179,8 @@ class LocalExecutor(Executor[RunningJob]):
 
     def _fork(self, job_id: int) -> ForkedProcess | None:
         """The job's process forked from the fork server, or None where it must be started the plain way."""
+        if not self.forks:
+            return None
         env = {**os.environ, **CHILD_ENV}
         if self.fork_server is None or self.fork_server.gone:
             self.close()
