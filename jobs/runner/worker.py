@@ -34,7 +34,7 @@ PAUSE_STEP_S = 0.1  # how soon a paused loop sees a signal's stop flag
 
 class Worker:
     def __init__(self, concurrency: int = 1, burst: bool = False, poll_interval: float = 0.5,
-                 parent_pid: int | None = None, pipeline: str | None = None):
+                 parent_pid: int | None = None, pipeline: str | None = None, executor: Executor | None = None):
         if concurrency < 1:
             raise InvalidInput(f"concurrency must be at least 1, not {concurrency}", inputs=("concurrency",))
         self.concurrency = concurrency
@@ -44,7 +44,9 @@ class Worker:
         self.pipeline = pipeline  # claim only this pipeline's jobs (a search job runs its trials this way)
         self.server_lost = False
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.executor: Executor = get_executor(settings.get("WORKBENCH_EXECUTOR"))
+        # an executor given is shared with other workers (a search's, one per trial) and closed by its owner
+        self.owns_executor = executor is None
+        self.executor: Executor = executor or get_executor(settings.get("WORKBENCH_EXECUTOR"))
         self.running: dict[int, JobHandle] = {}
         self.cancel_sent_at: dict[int, float] = {}  # when each cancelled job was asked to stop (monotonic)
         self.heartbeat_s = settings.get("WORKBENCH_HEARTBEAT_S")
@@ -215,7 +217,8 @@ class Worker:
             queue.requeue(job_id, self.id, f"worker {self.id} stopped while the job ran ({why}); re-queued")
         self.running.clear()
         self.cancel_sent_at.clear()
-        self.executor.close()
+        if self.owns_executor:
+            self.executor.close()
         self.tracker.close()  # let it log the jobs it was given
         queue.worker_stopped(self.id)
         self._log(f"worker {self.id} stopped")

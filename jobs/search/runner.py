@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from jobs.decisions.compare import Rules
 from jobs.runner.context import JobCancelled, JobContext, JobResult
+from jobs.runner.executors import Executor, get_executor
 from jobs.runner.submit import Step, check_evaluation_params, check_pipeline, submit_pipeline
 from jobs.search import space as search_space
 from jobs.search import study as search_study
@@ -82,6 +83,7 @@ class Search:
         self.baseline_variant_id: int | None = None
         self.train_rate: float | None = None  # the baseline's fine-tune here, in examples/s (see space.distill_caps)
         self.latest_rows: list[TrialRow] = []  # as of the last refresh_best
+        self.executor: Executor | None = None  # set by run(): the executor its trials' workers share
         from jobs.decisions.wizard import _fusion_ok
         from jobs.runner.registry import get_kind
 
@@ -126,7 +128,7 @@ class Search:
 
     def _run_pipeline(self, pipeline: str, hopeless: Callable[[], str | None] | None = None) -> str | None:
         return run_pipeline(pipeline, out_of_time=self.out_of_time, cancelled=self.ctx.cancelled,
-                            shutting_down=self.shutting_down, hopeless=hopeless)
+                            shutting_down=self.shutting_down, hopeless=hopeless, executor=self.executor)
 
     def shutting_down(self) -> bool:
         """SIGTERM without a cancel: the worker running the search is stopping (it re-queues the search)."""
@@ -389,6 +391,7 @@ class Search:
     def run(self) -> JobResult:
         previous = signal.signal(signal.SIGTERM, self._on_sigterm) \
             if threading.current_thread() is threading.main_thread() else None
+        self.executor = get_executor(settings.get("WORKBENCH_EXECUTOR"))  # for every trial's worker
         try:
             return self._run()
         except ShuttingDown:
@@ -397,6 +400,7 @@ class Search:
             # left running, not finished: the worker re-queues it (a SystemExit skips the runner's failure handling)
             raise SystemExit(143) from None
         finally:
+            self.executor.close()
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
 
@@ -509,7 +513,7 @@ class Search:
         runners_up = f", {len(others)} runner{'s' if len(others) > 1 else ''}-up" if others else ""
         self.progress(f"measuring trial {chosen.number}{runners_up} and the baseline again, in one benchmark job")
         stopped = run_pipeline(asked["pipeline"], out_of_time=lambda: False, cancelled=self.ctx.cancelled,
-                               shutting_down=self.shutting_down)
+                               shutting_down=self.shutting_down, executor=self.executor)
         if stopped == "cancelled":
             raise JobCancelled(f"search job {self.ctx.job.id} cancelled")
         confirmation = read_confirmation(self.record, self.goal.cell, Rules.from_settings(),
