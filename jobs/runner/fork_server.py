@@ -1,13 +1,14 @@
 """A fork server for job processes: one process that imports the heavy libraries once and forks a child per job.
 
 Why: every job process used to import torch, transformers' BERT and scikit-learn before doing any work, 8-11 s on
-the 2-core EPYC here (4-6 s of it is BERT's modeling module alone), while many jobs (an evaluation, an export, a
+the 2-core EPYC here (2.4-3.6 s of it BERT's modeling module alone), while many jobs (an evaluation, an export, a
 quantization of a small model) then work for seconds. A child forked from this server has them imported already
 and starts in about 0.1 s. Each job still runs in its own process: a crash or an out-of-memory kill ends that job
-only, and its exit status comes back like a subprocess's.
+only, and its exit status comes back like a subprocess's. The server imports on CPU time no one else wants
+(see _import_on_idle_cpu), so it never slows a job, or a benchmark's timed calls, beside it.
 
 Why not multiprocessing's forkserver: there is one per Python process, started with that process's environment
-(tests and `serve` run workers for different data directories in one process), each child re-imports the
+(tests run workers for different data directories in one process), each child re-imports the
 parent's `__main__` script, and children are multiprocessing Processes that the worker's exit waits for. This
 server belongs to one executor, takes each job's environment and working directory with the request, and does
 nothing else.
@@ -212,7 +213,8 @@ class ForkedProcess:
 
 
 class ForkServer:
-    """The worker's handle on its fork server: `start` it, then `spawn` jobs once `ready`; `close` ends it."""
+    """The worker's handle on its fork server: making one starts the server (with the worker's environment then),
+    `spawn` forks a job once it is `ready`, `close` ends it."""
 
     def __init__(self, env: dict[str, str]) -> None:
         self.env = dict(env)
