@@ -121,6 +121,11 @@ def describe_exit(returncode: int, oom_before: int | None = None, oom_after: int
     return f"job process exited with code {returncode} without recording a result"
 
 
+def child_env() -> dict[str, str]:
+    """A job process's environment: the worker's as it is now, with CHILD_ENV (forked or started plainly)."""
+    return {**os.environ, **CHILD_ENV}
+
+
 def spawn_child(job_id: int) -> subprocess.Popen:
     """The job's own process, its output piped to us. It is given this process's pid to die with (the worker's,
     or a Ray worker's), so an orphan never runs beside its re-queued copy."""
@@ -129,7 +134,7 @@ def spawn_child(job_id: int) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        env={**os.environ, **CHILD_ENV},
+        env=child_env(),
     )
 
 
@@ -181,7 +186,7 @@ class LocalExecutor(Executor[RunningJob]):
         """The job's process forked from the fork server, or None where it must be started the plain way."""
         if not self.forks:
             return None
-        env = {**os.environ, **CHILD_ENV}
+        env = child_env()
         if self.fork_server is None or self.fork_server.gone:
             self.close()
             self.fork_server = ForkServer(env)
