@@ -54,13 +54,13 @@ def test_small_evaluations_are_stratified_and_seeded(tmp_path, home):
 
 
 def row(vid: int, p50: float, acc: float | None, job: int = 1, samples: int = 50, stable: bool = True,
-        other_cpu: float = 0.02, degenerate: bool = False, with_samples: bool = True) -> dict:
+        other_cpu: float = 0.02, degenerate: bool = False, with_samples: bool = True, resolution: float = 0.05) -> dict:
     return {"variant_id": vid, "label": f"#{vid}", "batch_size": 1, "seq_len": 128, "p50_ms": p50, "p90_ms": p50 * 1.1,
             "p95_ms": p50 * 1.2, "throughput_sps": 1000 / p50, "accuracy": acc, "job_id": job, "samples": samples,
             "samples_ms": samples_around(p50, samples) if with_samples else None, "stable": stable,
             "spread": 0.01 if stable else 0.2, "other_cpu_fraction": other_cpu, "steal_fraction": 0.0,
             "degenerate": degenerate, "degenerate_reason": "predicts 'negative' for 100% of the 64 examples"
-            if degenerate else None}
+            if degenerate else None, "resolution": resolution}
 
 
 def test_a_degenerate_variant_is_never_the_sweet_spot():
@@ -102,6 +102,57 @@ def test_unsound_cells_give_no_speedup_and_no_sweet_spot(bad, reason):
     if base_bad:
         undecided = decide([row(1, 30.0, 0.80, **base_bad), row(2, 10.0, 0.80)], 1, 128, baseline_id=1)
         assert undecided.sweet is None and undecided.undecided.startswith("the baseline's cell is not comparable")
+
+
+def test_a_speedup_within_the_benchmarks_resolution_is_a_tie_that_accuracy_breaks():
+    """Two cells 3 % apart, each measured within 1 %: the bootstrap interval (about 1.02-1.04) excludes 1, but the
+    benchmark cannot tell cells apart closer than its resolution (its rel_spread), so the more accurate one is the
+    sweet spot, and the page says why; with a 1 % resolution the faster one is."""
+    from jobs.decisions.compare import decide
+    from workbench.formatting import decision_table
+    from workbench.tabs.compare import summary_line
+
+    rows = [row(1, 30.0, 0.80), row(2, 10.0, 0.795), row(3, 10.3, 0.80)]
+    decision = decide(rows, 1, 128, baseline_id=1, max_drop_points=1.0)
+    assert decision.sweet.variant_id == 3 and decision.ratios[3]["level"] is False  # 2.9x the baseline: beyond
+    assert decision.tie.startswith("#3 is the sweet spot although #2 has the lower p95: at the median #2 ran 1.03x")
+    assert "not beyond the benchmark's 5% resolution" in decision.tie and "80.00% vs 79.50%" in decision.tie
+    assert summary_line(decision, 1.0).endswith("\n\n" + decision.tie + ".")
+    fine = decide([row(1, 30.0, 0.80), row(2, 10.0, 0.795, resolution=0.01), row(3, 10.3, 0.80, resolution=0.01)],
+                  1, 128, baseline_id=1, max_drop_points=1.0)
+    assert fine.sweet.variant_id == 2 and fine.tie is None  # a benchmark that resolves 1 %: 3 % is beyond it
+    clearly = decide([row(1, 30.0, 0.80), row(2, 8.0, 0.795), row(3, 10.3, 0.80)], 1, 128, baseline_id=1)
+    assert clearly.sweet.variant_id == 2 and clearly.tie is None
+    slo = decide(rows, 1, 128, baseline_id=1, max_drop_points=1.0, slo_ms=12.2)  # #3's p95 is 12.36 ms
+    assert slo.sweet.variant_id == 2 and slo.tie is None
+    strict = decide(rows, 1, 128, baseline_id=1, max_drop_points=0.1)  # #2 loses 0.5 points: out of the tolerance
+    assert strict.sweet.variant_id == 3 and strict.tie is None
+    # as fast as the baseline and less accurate: keep the baseline, and the table says the 1.02x is a tie
+    level = decide([row(1, 30.0, 0.80), row(2, 29.5, 0.79)], 1, 128, baseline_id=1)
+    assert level.sweet.variant_id == 1 and level.ratios[2]["level"] is True and "#1 is the sweet spot" in level.tie
+    speed = {r["variant"]: r["speedup (95% interval)"] for r in decision_table(level)}["#2"]
+    assert speed.startswith("1.02x (") and speed.endswith("; as fast, within the benchmark's 5% resolution)")
+    faster = {r["variant"]: r["speedup (95% interval)"] for r in decision_table(decision)}["#3"]
+    assert "resolution" not in faster
+
+
+def test_a_benchmarks_resolution_is_its_stop_rule(home):
+    from jobs import api
+    from jobs.bench.fingerprint import fingerprint
+    from storage import catalog, queue
+    from tests.test_compare import _measure, _variant
+
+    model, root = placeholder_model()
+    onnx = _variant(catalog, model.id, root.id, "m > export-onnx", runtime="onnxruntime")
+    here = fingerprint("cpu")
+    fine, plain = queue.enqueue("benchmark", {"rel_spread": 0.02}).id, benchmark_job()
+    for job in (fine, plain):
+        _measure(catalog, root.id, here, 100.0, job_id=job)
+        _measure(catalog, onnx.id, here, 97.0, job_id=job)
+    assert {r["resolution"] for r in api.comparison(run=fine).rows} == {0.02}
+    assert {r["resolution"] for r in api.comparison(run=plain).rows} == {0.05}
+    assert api.decide(api.comparison(run=fine).rows, 1, 128, baseline_id=root.id).ratios[onnx.id]["level"] is False
+    assert api.decide(api.comparison(run=plain).rows, 1, 128, baseline_id=root.id).ratios[onnx.id]["level"] is True
 
 
 def test_thresholds_come_from_settings(monkeypatch):

@@ -413,6 +413,15 @@ def test_verdict_lines():
     _, _, met, reach = _verdict(decision, decision.sweet, goal("cpu-amx", slo_ms=1), True)
     missed = recommendation_sentence(decision, decision.sweet, goal("cpu-amx", slo_ms=1), reach, True)
     assert not met and "no variant within the tolerance meets the 1 ms p95 SLO" in missed
+    # within the benchmark's resolution: "as fast", not "faster"; a tie broken by accuracy is said
+    level = decide([row(1, "#1 fp32", 30.0, 0.80), row(2, "#2 bf16", 29.5, 0.80)], 1, 128, baseline_id=1)
+    same = recommendation_sentence(level, level.sweet, goal("cpu-amx"), None, False)
+    assert same.startswith("Recommended: #2 bf16, as fast as the baseline #1 fp32 as far as the benchmark can tell "
+                           "(p50 at batch 1 x 128 1.02x, 95% interval ") and "within its 5% resolution)" in same
+    tied = decide([*rows[:2], row(4, "#4 int8", 9.8, 0.792)], 1, 128, baseline_id=1, max_drop_points=1.0)
+    assert tied.sweet.variant_id == 2 and "#2 bf16 is the sweet spot although #4 int8 has the lower p95" in tied.tie
+    said = recommendation_sentence(tied, tied.sweet, goal("cpu-amx"), None, False)
+    assert said.startswith("Recommended: #2 bf16, 3.0x faster") and said.endswith(tied.tie + ".")
 
 
 # ---- the whole run, with a real worker -------------------------------------------------------------------------

@@ -100,5 +100,10 @@ def speedups(baseline: Point, points: Sequence[Point], ratios: dict[int, dict[st
                      arrayminus=[ratios[p.variant_id]["speedup"] - ratios[p.variant_id]["low"] for p in ordered]),
     ))
     fig.add_hline(y=1.0, line_dash="dot", line_color="#888")
+    resolution = max((ratios[p.variant_id].get("resolution", 0.0) for p in ordered), default=0.0)
+    if resolution:  # bars whose whiskers reach into the band are as fast as the baseline, as far as it can tell
+        fig.add_hrect(y0=1 / (1 + resolution), y1=1 + resolution, fillcolor="#888", opacity=0.15, line_width=0,
+                      annotation_text=f"as fast: within the benchmark's {resolution:.0%} resolution",
+                      annotation_position="top left")
     fig.update_layout(title=f"Speedup over {baseline.label} (median ratio; whiskers: 95% bootstrap interval)", yaxis_title="x faster", **LAYOUT)
     return fig

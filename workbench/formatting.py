@@ -28,6 +28,19 @@ def playground_percent(value: float | None, digits: int = 1) -> str:
 # ---- the decision at one cell (Compare tab, wizard, report) ----------------------------------------------------
 
 
+def level_words(ratio: dict[str, Any]) -> str:
+    """'' for a speed-up beyond the benchmark's resolution; else what it means (jobs.decisions.compare.speedup)."""
+    if not ratio.get("level"):
+        return ""
+    return f"as fast, within the benchmark's {ratio['resolution']:.0%} resolution"
+
+
+def speedup_words(ratio: dict[str, Any]) -> str:
+    """'4.00x (3.95-4.05)', or '1.03x (1.01-1.06; as fast, within the benchmark's 5% resolution)'."""
+    level = level_words(ratio)
+    return f"{ratio['speedup']:.2f}x ({ratio['low']:.2f}-{ratio['high']:.2f}{'; ' + level if level else ''})"
+
+
 def decision_table(decision, currency: str = "USD") -> list[dict[str, Any]]:
     """One row per variant at the decision's cell (a jobs.decisions.compare.Decision): speedup with its interval
     (or why there is none), accuracy with its interval and validity, cost, frontier and sweet spot."""
@@ -37,7 +50,7 @@ def decision_table(decision, currency: str = "USD") -> list[dict[str, Any]]:
         ratio = decision.ratios.get(p.variant_id)
         cost = decision.costs.get(p.variant_id)
         if ratio:
-            speed = f"{ratio['speedup']:.2f}x ({ratio['low']:.2f}-{ratio['high']:.2f})"
+            speed = speedup_words(ratio)
         else:
             speed = f"not comparable: {decision.not_comparable.get(p.variant_id, 'no baseline')}"
         if p.accuracy is None:
@@ -110,6 +123,11 @@ def recommendation_sentence(decision, rec, goal, speedup_goal: str | None, misse
     if rec.variant_id == base.variant_id:
         summary = (f"Recommended: keep the baseline {rec.label}: no variant within {goal.max_drop_points:g} accuracy "
                    f"points was faster at {cell} (p95 {rec.latency_ms:.2f} ms)")
+    elif interval.get("level"):
+        summary = (f"Recommended: {rec.label}, as fast as the baseline {base.label} as far as the benchmark can tell "
+                   f"(p50 at {cell} {interval['speedup']:.2f}x, 95% interval {interval['low']:.2f}-"
+                   f"{interval['high']:.2f} from {interval['n_baseline']} and {interval['n_candidate']} calls, within "
+                   f"its {interval['resolution']:.0%} resolution){change}, p95 {rec.latency_ms:.2f} ms")
     else:
         summary = (f"Recommended: {rec.label}, {interval['speedup']:.1f}x faster than the baseline {base.label} (p50 at "
                    f"{cell}, 95% interval {interval['low']:.1f}-{interval['high']:.1f}x from {interval['n_baseline']} "
@@ -123,4 +141,6 @@ def recommendation_sentence(decision, rec, goal, speedup_goal: str | None, misse
     if goal.slo_ms:
         summary += (f"; no variant within the tolerance meets the {goal.slo_ms:g} ms p95 SLO, this is the fastest"
                     if misses_slo else f"; within the {goal.slo_ms:g} ms p95 SLO")
+    if decision.tie and rec is decision.sweet:
+        summary += f". {decision.tie[0].upper()}{decision.tie[1:]}"
     return summary + "."

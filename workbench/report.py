@@ -122,6 +122,8 @@ def build_report(comparison: Comparison, decision: Decision, settings: ReportSet
     summary = (f"Sweet spot at {api.cell_label(decision.batch_size, decision.seq_len)}: <b>{html.escape(sweet.label)}</b>, "
                f"p95 {sweet.latency_ms:.2f} ms, accuracy {sweet.accuracy:.2%}" if sweet else
                html.escape(decision.undecided or "No variant meets the latency SLO and the accuracy tolerance."))
+    if sweet and decision.tie:
+        summary += f". {html.escape(decision.tie[0].upper() + decision.tie[1:])}."
     fp = comparison.fingerprint
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse;font-size:12px}}

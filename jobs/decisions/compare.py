@@ -10,6 +10,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+# The benchmark kind's default rel_spread: a cell is called stable when its window medians agree within it, so two
+# cells closer than this are level as far as the benchmark can tell (see `beyond_resolution`).
+DEFAULT_RESOLUTION = 0.05
+
 
 @dataclass(frozen=True)
 class Point:
@@ -35,6 +39,40 @@ class Point:
     accuracy_high: float | None = None
     rough: bool = False
     traffic: str | None = None  # None: a grid cell; else what real traffic it served (jobs.bench.traffic.describe)
+    resolution: float = DEFAULT_RESOLUTION  # its benchmark job's rel_spread
+
+
+def point_of(m: Any, label: str = "", accuracy: float | None = None,
+             resolution: float = DEFAULT_RESOLUTION) -> Point:
+    """A stored measurement (storage.catalog's Measurement) as the decision rules read it."""
+    from jobs.bench.traffic import describe as describe_traffic
+
+    return Point(m.variant_id, label, m.p95_ms, accuracy, m.p50_ms, m.p90_ms, m.throughput_sps, job_id=m.job_id,
+                 samples=m.samples, stable=m.stable, spread=m.spread,
+                 other_cpu_fraction=m.load.get("other_cpu_fraction") if m.load else None,
+                 steal_fraction=m.load.get("steal_fraction") if m.load else None,
+                 samples_ms=tuple(m.samples_ms) if m.samples_ms else None, rough=m.rough,
+                 traffic=describe_traffic(m.traffic), resolution=resolution)
+
+
+def resolution_of(job: Any) -> float:
+    """A benchmark job's resolution: its stop rule's rel_spread (the default for no job, or one without it)."""
+    params = (job.params if job is not None else None) or {}
+    return float(params.get("rel_spread") or DEFAULT_RESOLUTION)
+
+
+def job_resolutions(job_ids: Sequence[int | None]) -> dict[int | None, float]:
+    """`resolution_of` each benchmark job, by id (None: measured outside a job)."""
+    from storage import queue
+    from storage.errors import NotFound
+
+    found: dict[int | None, float] = {}
+    for job_id in set(job_ids):
+        try:
+            found[job_id] = resolution_of(queue.get_job(job_id) if job_id is not None else None)
+        except NotFound:
+            found[job_id] = DEFAULT_RESOLUTION
+    return found
 
 
 REAL_TRAFFIC_LABEL = "real traffic (test split)"
@@ -128,16 +166,32 @@ def speedup_interval(baseline_ms: Sequence[float], candidate_ms: Sequence[float]
     return float(ratio(base, cand)), float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
-def speedup(baseline: Point, candidate: Point) -> dict[str, float]:
-    """p50 ratio with its bootstrap 95 % interval from the raw samples, and the sample counts behind it."""
+def beyond_resolution(low: float, high: float, resolution: float) -> bool:
+    """Whether a speedup interval says the two cells differ beyond doubt: it lies wholly above 1 + `resolution`
+    (faster) or wholly below 1 / (1 + `resolution`) (slower).
+
+    The interval alone is not enough: each cell is measured in one block of calls, and the calls of a block share
+    the machine's state (a neighbour's load, the clock), so the bootstrap, which takes them as independent, is too
+    sure. In an EPYC search's run-off two students with the same graph in the same runtime measured 1.04x apart
+    with an interval of 1.02-1.07; the benchmark itself calls a cell stable when its window medians agree within
+    its `rel_spread`, so nothing closer than that is told apart."""
+    return low > 1.0 + resolution or high < 1.0 / (1.0 + resolution)
+
+
+def speedup(baseline: Point, candidate: Point) -> dict[str, Any]:
+    """p50 ratio with its bootstrap 95 % interval from the raw samples, the sample counts behind it, and whether it
+    is beyond the benchmark's resolution (`level`: False when it is; True when the two are as fast as far as the
+    benchmark can tell)."""
     if not baseline.samples_ms or not candidate.samples_ms:
         raise ValueError("a speedup interval needs the raw samples of both cells")
     if baseline.traffic != candidate.traffic:
         raise ValueError("no speedup between a grid cell and a real-traffic cell, or between different traffic: "
                          f"{baseline.traffic or 'grid'} vs {candidate.traffic or 'grid'}")
     ratio, low, high = speedup_interval(baseline.samples_ms, candidate.samples_ms)
+    resolution = max(baseline.resolution, candidate.resolution)
     return {"speedup": ratio, "low": low, "high": high, "n_baseline": len(baseline.samples_ms),
-            "n_candidate": len(candidate.samples_ms)}
+            "n_candidate": len(candidate.samples_ms), "resolution": resolution,
+            "level": not beyond_resolution(low, high, resolution)}
 
 
 def sweet_spot(points: Sequence[Point], baseline_accuracy: float | None, max_drop_points: float,
@@ -151,6 +205,31 @@ def sweet_spot(points: Sequence[Point], baseline_accuracy: float | None, max_dro
         and (slo_ms is None or p.latency_ms <= slo_ms)
     ]
     return min(eligible, key=lambda p: p.latency_ms, default=None)
+
+
+def level_and_more_accurate(sweet: Point, points: Sequence[Point], baseline_accuracy: float | None,
+                            max_drop_points: float, slo_ms: float | None) -> tuple[Point, str | None]:
+    """The sweet spot once ties are broken: among the eligible `points` (as `sweet_spot` reads them) more accurate
+    than `sweet`, the most accurate one that `sweet` is not faster than beyond the benchmark's resolution (p50s,
+    same job; `beyond_resolution`), with why; else `sweet` and None. The search's run-off breaks ties the same
+    way (jobs.search.confirm): a speed-up the benchmark cannot tell from noise buys no accuracy points."""
+    if not sweet.samples_ms or sweet.accuracy is None:
+        return sweet, None
+    level = []
+    for p in points:
+        if p.variant_id == sweet.variant_id or not p.samples_ms or p.accuracy is None or p.accuracy <= sweet.accuracy \
+                or sweet_spot([p], baseline_accuracy, max_drop_points, slo_ms) is None:
+            continue
+        ratio, low, high = speedup_interval(p.samples_ms, sweet.samples_ms)
+        resolution = max(p.resolution, sweet.resolution)
+        if low <= 1.0 + resolution:
+            level.append((p, ratio, low, high, resolution))
+    if not level:
+        return sweet, None
+    p, ratio, low, high, resolution = max(level, key=lambda e: (e[0].accuracy, -e[0].latency_ms))
+    return p, (f"{p.label} is the sweet spot although {sweet.label} has the lower p95: at the median {sweet.label} "
+               f"ran {ratio:.2f}x as fast (95% interval {low:.2f}-{high:.2f}), not beyond the benchmark's "
+               f"{resolution:.0%} resolution, and {p.label} is more accurate ({p.accuracy:.2%} vs {sweet.accuracy:.2%})")
 
 
 def cost_per_million(throughput_sps: float, hourly_price: float) -> float | None:
@@ -247,6 +326,7 @@ def build_comparison(dataset_id: int | None = None, fingerprint_hash: str | None
                          "each variant's newest stable row). Runs are never mixed silently.")
     latest_eval = catalog.latest_evaluations()
     variants = {v.id: v for v in catalog.list_variants()}
+    resolutions = job_resolutions([m.job_id for m in newest.values()])
     rows = []
     for (variant_id, _, _), m in sorted(newest.items()):
         v = variants.get(variant_id)
@@ -268,7 +348,7 @@ def build_comparison(dataset_id: int | None = None, fingerprint_hash: str | None
             "load_time_s": m.load_time_s, "threads": m.threads, "stable": m.stable, "spread": m.spread,
             "other_cpu_fraction": m.load.get("other_cpu_fraction"), "steal_fraction": m.load.get("steal_fraction"),
             "loadavg_1m": m.load.get("loadavg_1m"), "rough": m.rough, "device": m.device, "job_id": m.job_id,
-            "samples_ms": m.samples_ms, "traffic": m.traffic,
+            "samples_ms": m.samples_ms, "traffic": m.traffic, "resolution": resolutions[m.job_id],
             "fingerprint": chosen.hash, "measured_at": m.created_at.isoformat(timespec="seconds"),
         })
     return Comparison(fingerprints, chosen, rows, " ".join(notes), runs, shown)
@@ -296,7 +376,7 @@ def cell_points(rows: Sequence[dict[str, Any]], batch_size: int, seq_len: int) -
             steal_fraction=r.get("steal_fraction"), samples_ms=tuple(samples) if samples else None,
             degenerate=bool(r.get("degenerate")), degenerate_reason=r.get("degenerate_reason"),
             accuracy_low=r.get("accuracy_low"), accuracy_high=r.get("accuracy_high"), rough=bool(r.get("rough")),
-            traffic=describe_traffic(r.get("traffic")))
+            traffic=describe_traffic(r.get("traffic")), resolution=r.get("resolution") or DEFAULT_RESOLUTION)
 
     return [point(r) for r in rows if r["batch_size"] == batch_size and r["seq_len"] == seq_len]
 
@@ -316,6 +396,7 @@ class Decision:
     costs: dict[int, float | None]
     not_comparable: dict[int, str] = field(default_factory=dict)  # variant id -> why it has no speedup
     undecided: str | None = None  # why there is no sweet spot, when there is none
+    tie: str | None = None  # why the sweet spot is not the variant with the lowest p95 (a tie broken by accuracy)
 
     @property
     def candidates(self) -> list[Point]:
@@ -365,7 +446,10 @@ def decide(rows: Sequence[dict[str, Any]], batch_size: int, seq_len: int, baseli
         left_out += [f"{p.label}: degenerate ({p.degenerate_reason})" for p in decision.candidates if p.degenerate]
         undecided = ("no comparable, non-degenerate variant is within the tolerance"
                      + (" and the SLO" if slo_ms else "") + (f" ({'; '.join(left_out)})" if left_out else ""))
-    return dataclasses.replace(decision, sweet=sweet, undecided=undecided)
+    tie = None
+    if sweet is not None:
+        sweet, tie = level_and_more_accurate(sweet, decision.candidates, baseline.accuracy, max_drop_points, slo_ms)
+    return dataclasses.replace(decision, sweet=sweet, undecided=undecided, tie=tie)
 
 
 def focus_variants(decision: Decision, limit: int = 12) -> list[int]:

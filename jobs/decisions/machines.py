@@ -21,7 +21,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobs.decisions.compare import Point, Rules, cell_label, cell_problems, not_comparable, speedup
+from jobs.decisions.compare import (
+    DEFAULT_RESOLUTION,
+    Rules,
+    cell_label,
+    cell_problems,
+    not_comparable,
+    point_of,
+    resolution_of,
+    speedup,
+)
 
 NO_CLASS = "no hardware class"
 
@@ -99,17 +108,6 @@ def _where(job) -> tuple[str | None, str | None]:
     return hardware_class, node
 
 
-def _point(m, label: str) -> Point:
-    from jobs.bench.traffic import describe as describe_traffic
-
-    return Point(m.variant_id, label, m.p95_ms, None, m.p50_ms, m.p90_ms, m.throughput_sps, job_id=m.job_id,
-                 samples=m.samples, stable=m.stable, spread=m.spread,
-                 other_cpu_fraction=m.load.get("other_cpu_fraction") if m.load else None,
-                 steal_fraction=m.load.get("steal_fraction") if m.load else None,
-                 samples_ms=tuple(m.samples_ms) if m.samples_ms else None, rough=m.rough,
-                 traffic=describe_traffic(m.traffic))
-
-
 def across_machines(dataset_id: int | None = None, batch_size: int | None = None, seq_len: int | None = None,
                     baseline_id: int | None = None, rules: Rules | None = None) -> AcrossMachines:
     """The cell (batch_size x seq_len; default: the one measured in the most columns) on every machine: one
@@ -122,6 +120,7 @@ def across_machines(dataset_id: int | None = None, batch_size: int | None = None
     measurements = catalog.list_measurements(dataset_id=dataset_id)
     jobs = {j: queue.get_job(j) for j in {m.job_id for m in measurements if m.job_id is not None}}
     where = {j: _where(job) for j, job in jobs.items()}
+    resolutions = {j: resolution_of(job) for j, job in jobs.items()}
     keyed = [(column_key(where.get(m.job_id, (None, None))[0], m.fingerprint_hash), m) for m in measurements]
     cells = sorted({(m.batch_size, m.seq_len) for m in measurements})
     if not cells:
@@ -151,7 +150,9 @@ def across_machines(dataset_id: int | None = None, batch_size: int | None = None
         baseline_id = variant_ids[0] if variant_ids else None
     values: dict[tuple[int, str], MachineCell] = {}
     for column in columns:
-        points = {m.variant_id: (m, _point(m, labels[m.variant_id])) for m in shown[column.key]}
+        points = {m.variant_id: (m, point_of(m, labels[m.variant_id],
+                                             resolution=resolutions.get(m.job_id, DEFAULT_RESOLUTION)))
+                  for m in shown[column.key]}
         base = points.get(baseline_id)
         for variant_id, (m, p) in points.items():
             ratio, why_not = None, None

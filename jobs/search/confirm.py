@@ -20,13 +20,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from jobs.decisions.compare import Rules, cell_problems, speedup_interval
+from jobs.decisions.compare import DEFAULT_RESOLUTION, Rules, cell_problems, speedup_interval
 from jobs.search.outcomes import cell_point
 from jobs.search.record import SearchRecord
 from storage import catalog, queue
 
 RUNOFF_SIZE = 3  # the pick and up to two runners-up: a minute or two of benchmark after the budget
-DEFAULT_RESOLUTION = 0.05  # the benchmark kind's default rel_spread
 
 
 @dataclass(frozen=True)
@@ -86,15 +85,13 @@ def runoff_winner(pick: Entrant, others: Sequence[Entrant], samples_ms: Mapping[
     latencies in the run-off's job, by trial; `resolution`: the benchmark's own (its `rel_spread`).
 
     One variant is faster than another beyond doubt when the bootstrap 95 % interval of the ratio of their p50s lies
-    wholly above 1 + `resolution`. The interval alone is not enough: each variant's cell is measured in one block,
-    and the samples of a block share the machine's state, so the bootstrap (which takes them as independent) is
-    too sure. In an EPYC run-off two students of one architecture in one runtime measured 1.04x apart (interval
-    1.02-1.07); the benchmark itself calls a cell stable when its window medians agree within `resolution`.
+    wholly above 1 + `resolution` (`jobs.decisions.compare.beyond_resolution`, which says why the interval alone is
+    not enough).
 
     The fastest is the runner-up faster than the pick beyond doubt (the largest ratio), else the pick. Then a tie
     goes to accuracy: an entrant the fastest is not faster than beyond doubt, that loses fewer points, wins (the
-    fewest). A cell with problems (busy, unstable, too few samples) neither wins nor is beaten: its figures are not
-    stood behind."""
+    fewest), as Compare's sweet spot breaks ties. A cell with problems (busy, unstable, too few samples) neither
+    wins nor is beaten: its figures are not stood behind."""
     if pick.problems or not samples_ms.get(pick.trial):
         return pick, ""
     sound = [e for e in others if not e.problems and samples_ms.get(e.trial)]

@@ -3,9 +3,10 @@ variant it made, that variant's evaluation, and the benchmark measurement at the
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
-from jobs.decisions.compare import Point
+from jobs.decisions.compare import Point, point_of
 from storage import catalog, queue
 from storage.entities import Evaluation, Job, Measurement
 
@@ -77,8 +78,4 @@ def evaluation_failed(outcome: Outcome) -> str | None:
 
 def cell_point(m: Measurement, variant_id: int, accuracy: float | None = None) -> Point:
     """A measurement as the decision rules read it (jobs.decisions.compare): figures, samples, stability, load."""
-    return Point(variant_id, "", m.p95_ms, accuracy, m.p50_ms, m.p90_ms, m.throughput_sps, job_id=m.job_id,
-                 samples=m.samples, stable=m.stable, spread=m.spread,
-                 other_cpu_fraction=m.load.get("other_cpu_fraction") if m.load else None,
-                 steal_fraction=m.load.get("steal_fraction") if m.load else None,
-                 samples_ms=tuple(m.samples_ms) if m.samples_ms else None)
+    return dataclasses.replace(point_of(m, accuracy=accuracy), variant_id=variant_id)

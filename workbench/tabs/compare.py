@@ -58,11 +58,16 @@ def summary_line(decision, max_drop) -> str:
     if sweet is None:
         return f"### Could not decide at {cell}: {decision.undecided}"
     ratio = decision.ratios.get(sweet.variant_id)
-    speed = (f", {ratio['speedup']:.2f}x faster than {decision.baseline.label} (95% interval {ratio['low']:.2f}-"
-             f"{ratio['high']:.2f}; {ratio['n_baseline']} and {ratio['n_candidate']} calls)"
-             if ratio and decision.baseline and sweet.variant_id != decision.baseline.variant_id else "")
+    speed = ""
+    if ratio and decision.baseline and sweet.variant_id != decision.baseline.variant_id:
+        how = (f"as fast as {decision.baseline.label} (within the benchmark's {ratio['resolution']:.0%} resolution: "
+               if ratio.get("level")
+               else f"faster than {decision.baseline.label} (")
+        speed = (f", {ratio['speedup']:.2f}x {how}95% interval {ratio['low']:.2f}-{ratio['high']:.2f}; "
+                 f"{ratio['n_baseline']} and {ratio['n_candidate']} calls)")
+    tie = f"\n\n{decision.tie[0].upper()}{decision.tie[1:]}." if decision.tie else ""
     return (f"### {SWEET_SPOT} Sweet spot at {cell}: **{sweet.label}**, p95 {sweet.latency_ms:.2f} ms, accuracy "
-            f"{sweet.accuracy:.2%}{speed}")
+            f"{sweet.accuracy:.2%}{speed}{tie}")
 
 
 def render(dataset: str | None, fingerprint: str | None, run: str | None, cell: str | None, baseline: str | None,

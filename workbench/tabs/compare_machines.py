@@ -12,6 +12,7 @@ from plotly.subplots import make_subplots
 from jobs import api
 from storage.errors import WorkbenchError
 from workbench.compare_charts import LAYOUT
+from workbench.formatting import speedup_words
 from workbench.ui import fail
 
 NOT_FACT = "not fact"  # how a busy, unstable or short cell is marked, in the table and on the chart
@@ -37,8 +38,7 @@ def cell_text(cell, what: str) -> str:
 def speedup_text(cell) -> str:
     if cell.speedup is None:
         return f"- ({cell.no_speedup})" if cell.no_speedup else "-"
-    s = cell.speedup
-    return f"{s['speedup']:.2f}x ({s['low']:.2f}-{s['high']:.2f})"
+    return speedup_words(cell.speedup)
 
 
 def machines_table(view) -> pd.DataFrame:
