@@ -113,3 +113,29 @@ def test_the_fork_server_can_be_turned_off_and_a_wrong_setting_stops_the_worker_
     monkeypatch.setenv("WORKBENCH_FORK_SERVER", "sometimes")
     with pytest.raises(InvalidInput, match="WORKBENCH_FORK_SERVER='sometimes': use on or off"):
         Worker(burst=True)
+
+
+def test_a_long_running_worker_starts_its_fork_server_before_its_first_job(home):
+    """`workbench worker` (and the worker `serve` starts) waits for jobs: its fork server starts with it, so even
+    its first job is forked once the server has imported; a burst worker starts one only with its first job."""
+    from tests.test_worker import start_worker_process
+
+    worker = start_worker_process()
+    try:
+        process = psutil.Process(worker.pid)
+
+        def fork_server() -> psutil.Process | None:
+            return next((p for p in process.children() if "jobs.runner.fork_server" in " ".join(p.cmdline())), None)
+
+        server = wait_for(fork_server, timeout=60, what="the worker's fork server, before any job is queued")
+
+        def forked_job():  # jobs claimed while it imports start the plain way; then they fork from it
+            result = finished(sleep_job(seconds=0).id, timeout=120).result
+            return result if result["parent"] != worker.pid else None
+
+        result = wait_for(forked_job, timeout=SERVER_READY_S, what="a job forked from the warm server")
+        assert result["parent"] == server.pid and result["torch_imported"]
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+    assert not psutil.pid_exists(server.pid) or server.status() == psutil.STATUS_ZOMBIE

@@ -233,4 +233,6 @@ def run_worker(concurrency: int = 1, burst: bool = False, poll_interval: float =
                     parent_pid=int(parent) if parent.isdigit() else None)
     signal.signal(signal.SIGTERM, worker.on_signal)
     signal.signal(signal.SIGINT, worker.on_signal)
+    if not burst:  # it waits for jobs: its first one should not wait for what the executor can prepare
+        worker.executor.warm_up()
     return worker.run()

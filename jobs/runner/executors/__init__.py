@@ -6,7 +6,8 @@ begins a job and returns a `JobHandle` (its `pid` is recorded on the job row, `w
 log); `poll` answers None while the job runs and a `JobEnd` once it has ended; `wait` is `poll` that may block
 for up to a timeout; `drain` hands over new log output, already passed through `strip_ansi`; `cancel` asks the
 job to stop and `kill` forces it (the worker calls it when a cancelled job is still running after its grace
-period, and when it shuts down). Where jobs run on other machines, `claimable_devices` says which devices the
+period, and when it shuts down); `warm_up` may prepare for the first job when a long-running worker
+starts. Where jobs run on other machines, `claimable_devices` says which devices the
 worker may claim jobs for, `places_hardware_classes` whether it claims jobs that name a hardware class, and
 `close` lets go of the cluster when the worker stops. Then name it in `EXECUTORS` below ("module:Class", imported only when chosen,
 so an executor's dependencies are needed only where it is used). Which one a worker uses is the
@@ -77,6 +78,10 @@ class Executor(ABC, Generic[Handle]):
     def claimable_devices(self, local_devices: list[str]) -> list[str]:
         """The devices of the machines it runs jobs on, which the worker claims jobs for: this machine's here."""
         return list(local_devices)
+
+    def warm_up(self) -> None:
+        """Called once when a long-running worker starts (not a burst worker), before it claims a job: prepare
+        what would otherwise delay the first job, without waiting for it."""
 
     def close(self) -> None:
         """Called once when the worker stops, after its jobs ended."""

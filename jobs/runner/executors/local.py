@@ -143,7 +143,8 @@ class LocalExecutor(Executor[RunningJob]):
 
     def __init__(self) -> None:
         self.forks = settings.flag("WORKBENCH_FORK_SERVER")  # a wrong value stops the worker as it starts
-        self.fork_server: ForkServer | None = None  # started with the first job, so an idle worker costs nothing
+        # started by `warm_up` (a long-running worker) or with the first job (a burst worker, which may run none)
+        self.fork_server: ForkServer | None = None
 
     def start(self, job_id: int) -> RunningJob:
         oom_at_start = oom_kills()
@@ -176,6 +177,13 @@ class LocalExecutor(Executor[RunningJob]):
 
     def kill(self, handle: RunningJob) -> None:
         handle.process.kill()
+
+    def warm_up(self) -> None:
+        """Start the fork server now, so that the first job of a long-running worker (`serve`'s) is forked too.
+        It imports on CPU time nobody else wants (see jobs/runner/fork_server.py), so an app that is starting or
+        a job that is running loses nothing to it; a job claimed before it is ready starts the plain way."""
+        if self.forks and self.fork_server is None:
+            self.fork_server = ForkServer(child_env())
 
     def close(self) -> None:
         if self.fork_server is not None:
