@@ -327,6 +327,30 @@ def test_mlflow_tracking_uri_overrides_and_tracking_can_be_off(lab, monkeypatch)
     assert api.get_job(quiet.id).status.value == "succeeded"
 
 
+def test_a_searchs_pipelines_share_one_tracker_that_logs_all_their_jobs(home, monkeypatch):
+    """A search runs each trial's pipeline with a burst worker of its own; they share the search's tracker, so
+    MLflow is imported once per search, not beside each trial (a re-measure's or the run-off's benchmark, the first
+    job of its pipeline, would be timed beside that import), and every job is still a run."""
+    from jobs.search.drive import run_pipeline
+    from jobs.tracking.runs import Tracker, tracking_uri
+    from storage import queue
+
+    monkeypatch.setenv("WORKBENCH_MLFLOW", "on")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracker, jobs, trackers = Tracker(), [], set()
+    for pipeline in ("search-1-trial-1", "search-1-trial-2"):
+        jobs += [queue.enqueue("test-sleep", {"seconds": 0}, pipeline=pipeline) for _ in range(2)]
+        assert run_pipeline(pipeline, out_of_time=lambda: False, cancelled=lambda: False,
+                            shutting_down=lambda: False, tracker=tracker) is None
+        assert tracker.process is not None and tracker.process.poll() is None  # its worker left it running
+        trackers.add(tracker.process.pid)
+    assert len(trackers) == 1
+    tracker.close()
+    for job in jobs:
+        assert queue.get_job(job.id).status.value == "succeeded"
+        assert run_of(tracking_uri(), job.id, "workbench").info.status == "FINISHED"
+
+
 def test_benchmark_cells_become_metrics_and_long_params_are_cut(lab):
     """What a run records, without MLflow: a finished benchmark job's cells; a parameter over MLflow's limit."""
     from jobs.tracking import runs as tracking

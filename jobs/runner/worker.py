@@ -34,7 +34,8 @@ PAUSE_STEP_S = 0.1  # how soon a paused loop sees a signal's stop flag
 
 class Worker:
     def __init__(self, concurrency: int = 1, burst: bool = False, poll_interval: float = 0.5,
-                 parent_pid: int | None = None, pipeline: str | None = None, executor: Executor | None = None):
+                 parent_pid: int | None = None, pipeline: str | None = None, executor: Executor | None = None,
+                 tracker: Tracker | None = None):
         if concurrency < 1:
             raise InvalidInput(f"concurrency must be at least 1, not {concurrency}", inputs=("concurrency",))
         self.concurrency = concurrency
@@ -44,8 +45,8 @@ class Worker:
         self.pipeline = pipeline  # claim only this pipeline's jobs (a search job runs its trials this way)
         self.server_lost = False
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        # an executor given is shared with other workers (a search's, one per trial) and closed by its owner
-        self.owns_executor = executor is None
+        # an executor or tracker given is shared with other workers (a search's, one per trial) and closed by its owner
+        self.owns_executor, self.owns_tracker = executor is None, tracker is None
         self.executor: Executor = executor or get_executor(settings.get("WORKBENCH_EXECUTOR"))
         self.running: dict[int, JobHandle] = {}
         self.cancel_sent_at: dict[int, float] = {}  # when each cancelled job was asked to stop (monotonic)
@@ -56,7 +57,7 @@ class Worker:
         self.info = detect()
         # the devices it claims jobs for: this machine's, or (Ray) those of the cluster its executor runs jobs on
         self.devices = self.executor.claimable_devices(self.info["devices"])
-        self.tracker = Tracker()  # logs each ended job as an MLflow run, in its own process
+        self.tracker = tracker or Tracker()  # logs each ended job as an MLflow run, in its own process
 
     # ---- lifecycle ----------------------------------------------------------------------------------------
 
@@ -219,7 +220,8 @@ class Worker:
         self.cancel_sent_at.clear()
         if self.owns_executor:
             self.executor.close()
-        self.tracker.close()  # let it log the jobs it was given
+        if self.owns_tracker:
+            self.tracker.close()  # let it log the jobs it was given
         queue.worker_stopped(self.id)
         self._log(f"worker {self.id} stopped")
 

@@ -18,6 +18,7 @@ from typing import Callable
 
 from jobs.runner.executors import Executor
 from jobs.runner.worker import Worker
+from jobs.tracking.runs import Tracker
 from storage import queue
 from storage.errors import Conflict
 
@@ -42,11 +43,13 @@ def cancel_pipeline(pipeline: str) -> None:
 
 def run_pipeline(pipeline: str, *, out_of_time: Callable[[], bool], cancelled: Callable[[], bool],
                  shutting_down: Callable[[], bool], hopeless: Callable[[], str | None] | None = None,
-                 executor: Executor | None = None) -> str | None:
+                 executor: Executor | None = None, tracker: Tracker | None = None) -> str | None:
     """Run the pipeline's jobs until all are finished. Returns None, or why it was stopped early ("budget spent",
     "cancelled", or what `hopeless` said: a trial that can no longer be within the goal); raises ShuttingDown when
-    the worker running the search stops. `executor`: the search's, shared by the workers of all its pipelines (the
-    local one's fork server then imports once per search, not once per trial); None: each worker starts its own."""
+    the worker running the search stops. `executor` and `tracker`: the search's, shared by the workers of all its
+    pipelines, so the local executor's fork server and the MLflow tracker each import once per search, not once per
+    trial (a pipeline whose first job is a benchmark, a re-measure or the run-off, would be timed beside that
+    import); None: each worker starts its own."""
     stopped: list[str] = []
 
     def check() -> None:
@@ -61,7 +64,8 @@ def run_pipeline(pipeline: str, *, out_of_time: Callable[[], bool], cancelled: C
             raise ShuttingDown()
         if all(j.status.finished for j in queue.pipeline_jobs(pipeline)):
             return stopped[0] if stopped else None
-        worker = Worker(concurrency=1, burst=True, poll_interval=0.3, pipeline=pipeline, executor=executor)
+        worker = Worker(concurrency=1, burst=True, poll_interval=0.3, pipeline=pipeline, executor=executor,
+                        tracker=tracker)
         done = threading.Event()
 
         def watch(worker: Worker = worker, done: threading.Event = done) -> None:

@@ -31,6 +31,7 @@ from jobs.search.goal import SearchGoal
 from jobs.search.outcomes import Outcome, evaluation_failed, evaluation_in, making_steps, read
 from jobs.search.record import CUT_BY_BUDGET, SearchRecord, TrialRecord, pipeline_name
 from jobs.search.status import DROP_EPSILON, TrialRow, best, front, trial_row, trial_rows, within_drop
+from jobs.tracking.runs import Tracker
 from storage import catalog, queue, settings
 from storage.entities import Dataset, Evaluation, Variant
 from storage.errors import InvalidInput
@@ -84,6 +85,7 @@ class Search:
         self.train_rate: float | None = None  # the baseline's fine-tune here, in examples/s (see space.distill_caps)
         self.latest_rows: list[TrialRow] = []  # as of the last refresh_best
         self.executor: Executor | None = None  # set by run(): the executor its trials' workers share
+        self.tracker: Tracker | None = None  # set by run(): the MLflow tracker they share
         from jobs.decisions.wizard import _fusion_ok
         from jobs.runner.registry import get_kind
 
@@ -128,7 +130,8 @@ class Search:
 
     def _run_pipeline(self, pipeline: str, hopeless: Callable[[], str | None] | None = None) -> str | None:
         return run_pipeline(pipeline, out_of_time=self.out_of_time, cancelled=self.ctx.cancelled,
-                            shutting_down=self.shutting_down, hopeless=hopeless, executor=self.executor)
+                            shutting_down=self.shutting_down, hopeless=hopeless, executor=self.executor,
+                            tracker=self.tracker)
 
     def shutting_down(self) -> bool:
         """SIGTERM without a cancel: the worker running the search is stopping (it re-queues the search)."""
@@ -392,6 +395,7 @@ class Search:
         previous = signal.signal(signal.SIGTERM, self._on_sigterm) \
             if threading.current_thread() is threading.main_thread() else None
         self.executor = get_executor(settings.get("WORKBENCH_EXECUTOR"))  # for every trial's worker
+        self.tracker = Tracker()
         try:
             return self._run()
         except ShuttingDown:
@@ -401,6 +405,7 @@ class Search:
             raise SystemExit(143) from None
         finally:
             self.executor.close()
+            self.tracker.close()  # it logs the last trials' jobs first
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
 
@@ -513,7 +518,7 @@ class Search:
         runners_up = f", {len(others)} runner{'s' if len(others) > 1 else ''}-up" if others else ""
         self.progress(f"measuring trial {chosen.number}{runners_up} and the baseline again, in one benchmark job")
         stopped = run_pipeline(asked["pipeline"], out_of_time=lambda: False, cancelled=self.ctx.cancelled,
-                               shutting_down=self.shutting_down, executor=self.executor)
+                               shutting_down=self.shutting_down, executor=self.executor, tracker=self.tracker)
         if stopped == "cancelled":
             raise JobCancelled(f"search job {self.ctx.job.id} cancelled")
         confirmation = read_confirmation(self.record, self.goal.cell, Rules.from_settings(),
