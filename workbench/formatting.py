@@ -142,5 +142,5 @@ def recommendation_sentence(decision, rec, goal, speedup_goal: str | None, misse
         summary += (f"; no variant within the tolerance meets the {goal.slo_ms:g} ms p95 SLO, this is the fastest"
                     if misses_slo else f"; within the {goal.slo_ms:g} ms p95 SLO")
     if decision.tie and rec is decision.sweet:
-        summary += f". {decision.tie[0].upper()}{decision.tie[1:]}"
+        summary += f". {decision.tie}"  # it starts with a label
     return summary + "."

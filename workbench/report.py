@@ -123,7 +123,7 @@ def build_report(comparison: Comparison, decision: Decision, settings: ReportSet
                f"p95 {sweet.latency_ms:.2f} ms, accuracy {sweet.accuracy:.2%}" if sweet else
                html.escape(decision.undecided or "No variant meets the latency SLO and the accuracy tolerance."))
     if sweet and decision.tie:
-        summary += f". {html.escape(decision.tie[0].upper() + decision.tie[1:])}."
+        summary += f". {html.escape(decision.tie)}."  # it starts with a label
     fp = comparison.fingerprint
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse;font-size:12px}}

@@ -65,7 +65,7 @@ def summary_line(decision, max_drop) -> str:
                else f"faster than {decision.baseline.label} (")
         speed = (f", {ratio['speedup']:.2f}x {how}95% interval {ratio['low']:.2f}-{ratio['high']:.2f}; "
                  f"{ratio['n_baseline']} and {ratio['n_candidate']} calls)")
-    tie = f"\n\n{decision.tie[0].upper()}{decision.tie[1:]}." if decision.tie else ""
+    tie = f"\n\n{decision.tie}." if decision.tie else ""  # it starts with a label
     return (f"### {SWEET_SPOT} Sweet spot at {cell}: **{sweet.label}**, p95 {sweet.latency_ms:.2f} ms, accuracy "
             f"{sweet.accuracy:.2%}{speed}{tie}")
 
