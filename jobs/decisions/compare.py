@@ -175,7 +175,12 @@ def beyond_resolution(low: float, high: float, resolution: float) -> bool:
     sure. In an EPYC search's run-off two students with the same graph in the same runtime measured 1.04x apart
     with an interval of 1.02-1.07; the benchmark itself calls a cell stable when its window medians agree within
     its `rel_spread`, so nothing closer than that is told apart."""
-    return low > 1.0 + resolution or high < 1.0 / (1.0 + resolution)
+    return faster_beyond_resolution(low, resolution) or high < 1.0 / (1.0 + resolution)
+
+
+def faster_beyond_resolution(low: float, resolution: float) -> bool:
+    """Whether a speedup interval whose low end is `low` says "faster beyond doubt" (see `beyond_resolution`)."""
+    return low > 1.0 + resolution
 
 
 def speedup(baseline: Point, candidate: Point) -> dict[str, Any]:
@@ -222,7 +227,7 @@ def level_and_more_accurate(sweet: Point, points: Sequence[Point], baseline_accu
             continue
         ratio, low, high = speedup_interval(p.samples_ms, sweet.samples_ms)
         resolution = max(p.resolution, sweet.resolution)
-        if low <= 1.0 + resolution:
+        if not faster_beyond_resolution(low, resolution):
             level.append((p, ratio, low, high, resolution))
     if not level:
         return sweet, None

@@ -20,7 +20,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from jobs.decisions.compare import DEFAULT_RESOLUTION, Rules, cell_problems, speedup_interval
+from jobs.decisions.compare import (
+    DEFAULT_RESOLUTION,
+    Rules,
+    cell_problems,
+    faster_beyond_resolution,
+    resolution_of,
+    speedup_interval,
+)
 from jobs.search.outcomes import cell_point
 from jobs.search.record import SearchRecord
 from storage import catalog, queue
@@ -99,7 +106,7 @@ def runoff_winner(pick: Entrant, others: Sequence[Entrant], samples_ms: Mapping[
     fastest, how, best_ratio = pick, "", 1.0
     for other in sound:
         ratio, low, high = speedup_interval(samples_ms[pick.trial], samples_ms[other.trial])
-        if low > 1.0 + resolution and ratio > best_ratio:
+        if faster_beyond_resolution(low, resolution) and ratio > best_ratio:
             fastest, best_ratio = other, ratio
             how = (f"trial {other.trial} ran {ratio:.2f}x as fast as trial {pick.trial} in the same job "
                    f"(95% interval {low:.2f}-{high:.2f}, beyond {beyond_noise})")
@@ -109,7 +116,7 @@ def runoff_winner(pick: Entrant, others: Sequence[Entrant], samples_ms: Mapping[
                 or entrant.drop_points >= fastest.drop_points:
             continue
         ratio, low, high = speedup_interval(samples_ms[entrant.trial], samples_ms[fastest.trial])
-        if low <= 1.0 + resolution:
+        if not faster_beyond_resolution(low, resolution):
             level.append((entrant, ratio, low, high))
     if level:
         entrant, ratio, low, high = min(level, key=lambda e: e[0].drop_points)
@@ -152,8 +159,7 @@ def read_confirmation(record: SearchRecord, cell: tuple[int, int], rules: Rules,
         problems = tuple(cell_problems(cell_point(m, variant_id), rules))
         entrants.append(Entrant(number, variant_id, m.p50_ms, baseline.p50_ms / m.p50_ms, problems, drop))
         samples[number] = m.samples_ms or ()
-    resolution = float((job.params or {}).get("rel_spread", DEFAULT_RESOLUTION))
-    winner, why = runoff_winner(entrants[0], entrants[1:], samples, resolution)
+    winner, why = runoff_winner(entrants[0], entrants[1:], samples, resolution_of(job))
     problems = tuple([f"trial {winner.trial}: {p}" for p in winner.problems]
                      + [f"baseline: {p}" for p in cell_problems(cell_point(baseline, baseline_id), rules)])
     return Confirmation(trial, "complete", job.id, winner.p50_ms, baseline.p50_ms, winner.speedup, problems,

@@ -179,10 +179,12 @@ class LocalExecutor(Executor[RunningJob]):
         handle.process.kill()
 
     def warm_up(self) -> None:
-        """Start the fork server now, so that the first job of a long-running worker (`serve`'s) is forked too.
+        """Start the fork server now, unless one is running, so that the first job of a long-running worker (`serve`'s)
+        is forked too; `_fork` calls it for a burst worker's first job and after a server died.
         It imports on CPU time nobody else wants (see jobs/runner/fork_server.py), so an app that is starting or
         a job that is running loses nothing to it; a job claimed before it is ready starts the plain way."""
-        if self.forks and self.fork_server is None:
+        if self.forks and (self.fork_server is None or self.fork_server.gone):
+            self.close()  # one that died: its children with it
             self.fork_server = ForkServer(child_env())
 
     def close(self) -> None:
@@ -194,11 +196,10 @@ class LocalExecutor(Executor[RunningJob]):
         """The job's process forked from the fork server, or None where it must be started the plain way."""
         if not self.forks:
             return None
-        env = child_env()
         if self.fork_server is None or self.fork_server.gone:
-            self.close()
-            self.fork_server = ForkServer(env)
+            self.warm_up()
             return None  # it imports for some seconds; this job does not wait for it
+        env = child_env()
         if not self.fork_server.ready or import_time_env(env) != import_time_env(self.fork_server.env):
             return None
         try:
