@@ -389,9 +389,11 @@ def report(status: Any, peaks: dict[str, tuple[float, str]], args: argparse.Name
               + ("sound trial within the goal" if chosen_by_search else "complete trial within the drop"))
         again = status.confirmation
         if again is not None and again.state == "complete":
-            print("  the run-off (one job, interleaved): " + ", ".join(
+            print(f"  the run-off (one job, interleaved; run-off job {again.runs}): " + ", ".join(
                 f"trial {e.trial} {e.speedup:.2f}x" if e.speedup else f"trial {e.trial} not measured"
                 for e in again.entrants) + (f"; {again.why}" if again.why else "; the search's pick stood"))
+            if again.noise:  # the search does not stand behind these ratios; neither does this report
+                print(f"  NOT SOUND, figures shown only: {'; '.join(again.noise)}")
     print("matmul peaks again, just before the timing (the best of both runs counts):")
     peaks = best_peaks(peaks, matmul_peaks())
     with tempfile.TemporaryDirectory(prefix="search-targets-") as tmp:

@@ -280,6 +280,7 @@ def test_the_best_is_measured_again_with_its_runners_up_and_the_baseline_in_one_
     one job of their own, interleaved: the speed-up it ends with is a same-run ratio, shown beside the best, and a
     runner-up replaces the pick only when that job shows it faster beyond doubt."""
     from jobs.search.confirm import RUNOFF_SIZE
+    from jobs.search.runner import REMEASURES
     from jobs.search.status import best
     from workbench.search_words import best_sentence
 
@@ -299,6 +300,10 @@ def test_the_best_is_measured_again_with_its_runners_up_and_the_baseline_in_one_
     assert [(e.trial, e.variant_id) for e in again.entrants] == expected
     job = api.get_job(again.job_id)
     assert job.kind == "benchmark" and job.status.value == "succeeded"
+    runoffs = [j for j in api.list_jobs() if j.pipeline == f"search-{searched['job'].id}-confirm"]
+    assert again.runs == len(runoffs) and job.id == max(j.id for j in runoffs)  # the newest is the one read
+    # measured again only while a cell was unsound by noise, REMEASURES more times at most
+    assert again.runs == 1 + REMEASURES if again.noise else again.runs <= 1 + REMEASURES
     assert sorted(job.result["variants"]) == sorted([v for _, v in expected] + [status.baseline.variant_id])
     assert again.job_id not in [i for t in [status.baseline, *status.trials] for i in t.job_ids]
     winner = next(e for e in again.entrants if e.trial == again.picked)
@@ -359,6 +364,39 @@ def test_a_runner_up_wins_the_run_off_only_when_faster_beyond_doubt():
     assert after_runoff(rows[2], rows, done).number == 3  # a run-off of another pick does not decide this one
     assert after_runoff(rows[0], [*rows[:3], row(4, 13, 5.5, eligible=False)], done).number == 1
     assert after_runoff(None, rows, done) is None
+
+
+def test_a_run_off_unsound_by_noise_says_what_to_measure_again_and_its_sentence_which_job_it_is():
+    """A run-off cell unsound only by how it was measured (the pick's, a runner-up's or the baseline's) is noise the
+    search measures again; a runner-up that was not measured at all is not, nor is a run-off still running."""
+    from jobs.search.confirm import NOT_MEASURED, Confirmation, Entrant
+    from workbench.search_words import confirmation_sentence
+
+    def runoff(entrants=(), baseline=(), runs=1, state="complete"):
+        problems = tuple(f"trial 1: {p}" for e in entrants if e.trial == 1 for p in e.problems) \
+            + tuple(f"baseline: {p}" for p in baseline)
+        return Confirmation(1, state, 9, 10.0, 47.0, 4.7, problems, winner=1, runs=runs,
+                            entrants=(Entrant(1, 11, 10.0, 4.7), *entrants), baseline_problems=baseline)
+
+    assert runoff().noise == () and runoff().sound
+    unstable = runoff(baseline=("unstable: window medians 6% apart",))
+    assert unstable.noise == ("baseline: unstable: window medians 6% apart",) and not unstable.sound
+    busy_runner_up = runoff([Entrant(3, 13, 9.0, 5.2, ("machine busy (other processes and steal took 30% of the CPU)",))])
+    assert busy_runner_up.noise == ("trial 3: machine busy (other processes and steal took 30% of the CPU)",)
+    assert busy_runner_up.sound  # the winner's figure stands; the runner-up could neither win nor be beaten
+    assert runoff([Entrant(3, 13, problems=(NOT_MEASURED,))]).noise == ()
+    assert runoff(baseline=("unstable",), state="running").noise == ()
+
+    def said(confirmation):
+        return confirmation_sentence(type("Status", (), {"confirmation": confirmation})())
+
+    assert said(runoff()) == "Measured again in one job with the baseline: 4.7x (10.00 vs 47.00 ms p50)."
+    assert said(runoff(runs=2)) == ("Measured again in one job with the baseline: 4.7x (10.00 vs 47.00 ms p50) in "
+                                    "run-off job 2 (the earlier had cells unsound by noise).")
+    assert said(runoff(baseline=("unstable",), runs=3)).endswith("in run-off job 3 (the earlier had cells unsound by "
+                                                                 "noise), not sound: baseline: unstable.")
+    assert said(Confirmation(1, "running", 9, runs=2)) == ("Measuring trial 1 and the baseline again in one job in "
+                                                           "run-off job 2 (the earlier had cells unsound by noise)…")
 
 
 def test_front_and_best_equal_brute_force_on_many_random_trials():

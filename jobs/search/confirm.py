@@ -11,7 +11,12 @@ it; the same-run timing afterwards put the two level. Measuring only the pick ag
 measuring the runners-up with it can also say which one is faster.
 
 It runs after the search stopped, even when the budget is spent: one benchmark of a few variants at one cell, each
-cell capped by the benchmark's max_seconds, so it overruns the budget by a minute or two at most.
+cell capped by the benchmark's max_seconds, so it overruns the budget by a minute or two. When a cell of it is unsound
+only by how it was measured (a busy machine, an unstable cell, too few samples), the search runs it again, as it
+measures a trial again, at most REMEASURES more times; the newest job is the one read. On the EPYC here the first
+run-off of a 60-minute search put the winner at 5.24x while the baseline's cell was unstable (window medians 6 %
+apart, p95 67 ms against a p50 of 47): a figure the search rightly did not stand behind, and one measured again has a
+chance to be sound.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from jobs.search.record import SearchRecord
 from storage import catalog, queue
 
 RUNOFF_SIZE = 3  # the pick and up to two runners-up: a minute or two of benchmark after the budget
+NOT_MEASURED = "not measured at the goal's cell"  # a failure of the cell, not noise: measuring again will not mend it
 
 
 @dataclass(frozen=True)
@@ -60,10 +66,21 @@ class Confirmation:
     winner: int | None = None  # the run-off's pick: the search's unless a runner-up was faster beyond doubt
     entrants: tuple[Entrant, ...] = ()
     why: str = ""  # how the winner beat the search's pick, in words
+    baseline_problems: tuple[str, ...] = ()
+    runs: int = 1  # run-off jobs so far: more than one when an earlier one had a cell unsound by noise
 
     @property
     def sound(self) -> bool:
         return self.state == "complete" and self.speedup is not None and not self.problems
+
+    @property
+    def noise(self) -> tuple[str, ...]:
+        """What makes a cell of this run-off unsound only by how it was measured, by entrant and baseline: measured
+        again, it may be sound. A runner-up's counts too, as it can neither win nor be beaten while it is unsound."""
+        if self.state != "complete":
+            return ()
+        return tuple([f"trial {e.trial}: {p}" for e in self.entrants for p in e.problems if p != NOT_MEASURED]
+                     + [f"baseline: {p}" for p in self.baseline_problems])
 
     @property
     def picked(self) -> int:
@@ -138,29 +155,33 @@ def read_confirmation(record: SearchRecord, cell: tuple[int, int], rules: Rules,
     entered = [(int(t), int(v), drops.get(int(t))) for t, v in asked.get("runoff") or [(trial, asked["variant_id"])]]
     jobs = [j for j in queue.pipeline_jobs(asked["pipeline"]) if j.kind == "benchmark"]
     if not jobs or not jobs[-1].status.finished:
-        return Confirmation(trial, "running", jobs[-1].id if jobs else None,
+        return Confirmation(trial, "running", jobs[-1].id if jobs else None, runs=max(len(jobs), 1),
                             entrants=tuple(Entrant(t, v, drop_points=d) for t, v, d in entered))
     job = jobs[-1]
     if job.status.value != "succeeded":
-        return Confirmation(trial, "failed", job.id, reason=f"its benchmark job {job.status.value}: {job.message}")
+        return Confirmation(trial, "failed", job.id, reason=f"its benchmark job {job.status.value}: {job.message}",
+                            runs=len(jobs))
     baseline_id = int(asked["baseline_variant_id"])
     cells = {m.variant_id: m for m in catalog.list_measurements(variant_ids=[v for _, v, _ in entered] + [baseline_id])
              if m.job_id == job.id and (m.batch_size, m.seq_len) == cell}
     if entered[0][1] not in cells or baseline_id not in cells:
-        return Confirmation(trial, "failed", job.id, reason="its benchmark measured nothing at the goal's cell for "
-                                                            "the best or the baseline; see its log")
+        return Confirmation(trial, "failed", job.id, runs=len(jobs),
+                            reason="its benchmark measured nothing at the goal's cell for the best or the baseline; "
+                                   "see its log")
     baseline = cells[baseline_id]
     entrants, samples = [], {}
     for number, variant_id, drop in entered:
         m = cells.get(variant_id)
         if m is None:
-            entrants.append(Entrant(number, variant_id, problems=("not measured at the goal's cell",), drop_points=drop))
+            entrants.append(Entrant(number, variant_id, problems=(NOT_MEASURED,), drop_points=drop))
             continue
         problems = tuple(cell_problems(cell_point(m, variant_id), rules))
         entrants.append(Entrant(number, variant_id, m.p50_ms, baseline.p50_ms / m.p50_ms, problems, drop))
         samples[number] = m.samples_ms or ()
     winner, why = runoff_winner(entrants[0], entrants[1:], samples, resolution_of(job))
+    baseline_problems = tuple(cell_problems(cell_point(baseline, baseline_id), rules))
     problems = tuple([f"trial {winner.trial}: {p}" for p in winner.problems]
-                     + [f"baseline: {p}" for p in cell_problems(cell_point(baseline, baseline_id), rules)])
+                     + [f"baseline: {p}" for p in baseline_problems])
     return Confirmation(trial, "complete", job.id, winner.p50_ms, baseline.p50_ms, winner.speedup, problems,
-                        winner=winner.trial, entrants=tuple(entrants), why=why)
+                        winner=winner.trial, entrants=tuple(entrants), why=why, baseline_problems=baseline_problems,
+                        runs=len(jobs))

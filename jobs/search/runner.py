@@ -502,8 +502,9 @@ class Search:
 
     def confirm(self, chosen: TrialRow) -> str:
         """The run-off (jobs/search/confirm.py): the best trial's variant, its runners-up within the drop and the
-        baseline's in one benchmark job, interleaved, after the budget if need be; a restart re-attaches to the job
-        already queued. The record's best becomes the run-off's winner. Returns it in words."""
+        baseline's in one benchmark job, interleaved, after the budget if need be, and again while a cell of it is
+        unsound only by noise (REMEASURES more times at most); a restart re-attaches to the job already queued. The
+        record's best becomes the run-off's winner. Returns it in words."""
         asked = self.record.confirmation
         if not asked or asked["trial"] != chosen.number:
             entrants = confirm_candidates(chosen, within_drop(self.latest_rows, self.goal.max_drop_points))
@@ -512,20 +513,31 @@ class Search:
             self.record.confirmation = asked
             self.save()  # recorded before its job is queued, as a trial is
         others = [v for _, v in asked.get("runoff", [])[1:]]
-        if not queue.pipeline_jobs(asked["pipeline"]):
-            self._enqueue_benchmark(asked["pipeline"], asked["variant_id"], None,
-                                    compare_with=(asked["baseline_variant_id"], *others))
         runners_up = f", {len(others)} runner{'s' if len(others) > 1 else ''}-up" if others else ""
         self.progress(f"measuring trial {chosen.number}{runners_up} and the baseline again, in one benchmark job")
-        stopped = run_pipeline(asked["pipeline"], out_of_time=lambda: False, cancelled=self.ctx.cancelled,
-                               shutting_down=self.shutting_down, executor=self.executor, tracker=self.tracker)
-        if stopped == "cancelled":
-            raise JobCancelled(f"search job {self.ctx.job.id} cancelled")
-        confirmation = read_confirmation(self.record, self.goal.cell, Rules.from_settings(),
-                                         {r.number: r.drop_points for r in self.latest_rows})
+
+        def runoff_job() -> None:
+            self._enqueue_benchmark(asked["pipeline"], asked["variant_id"], None,
+                                    compare_with=(asked["baseline_variant_id"], *others))
+
+        while True:
+            if not queue.pipeline_jobs(asked["pipeline"]):
+                runoff_job()
+            stopped = run_pipeline(asked["pipeline"], out_of_time=lambda: False, cancelled=self.ctx.cancelled,
+                                   shutting_down=self.shutting_down, executor=self.executor, tracker=self.tracker)
+            if stopped == "cancelled":
+                raise JobCancelled(f"search job {self.ctx.job.id} cancelled")
+            confirmation = read_confirmation(self.record, self.goal.cell, Rules.from_settings(),
+                                             {r.number: r.drop_points for r in self.latest_rows})
+            if stopped or confirmation is None or not confirmation.noise or confirmation.runs > REMEASURES:
+                break
+            self.progress(f"the run-off: measuring again ({'; '.join(confirmation.noise)})")
+            runoff_job()
         if confirmation is None or confirmation.state != "complete":
             return f"not measured again in one job: {confirmation.reason if confirmation else 'no job'}"
         words = f"{confirmation.speedup:.2f}x in one job with the baseline"
+        if confirmation.runs > 1:
+            words += f" (run-off job {confirmation.runs}: the earlier had cells unsound by noise)"
         if confirmation.why:
             self.record.best = confirmation.picked
             self.save()
