@@ -474,3 +474,14 @@ def pipeline_jobs(pipeline: str) -> list[Job]:
     """Every job queued with one pipeline tag (its steps and the evaluations of what they made), oldest first."""
     with session_scope() as s:
         return [from_row(Job, r) for r in s.scalars(select(SqlJob).where(SqlJob.pipeline == pipeline).order_by(SqlJob.id))]
+
+
+def made_from(kind: str, variant_id: int, dataset_id: int | None) -> list[Job]:
+    """Succeeded jobs of `kind` that took `variant_id` (and `dataset_id`) and made a variant still in the catalog,
+    newest first: what a step with the same params would make again."""
+    with session_scope() as s:
+        q = (select(SqlJob).where(SqlJob.kind == kind, SqlJob.variant_id == variant_id,
+                                  SqlJob.status == JobStatus.SUCCEEDED, SqlJob.produced_variant_id.is_not(None),
+                                  SqlJob.dataset_id.is_(None) if dataset_id is None else SqlJob.dataset_id == dataset_id)
+             .order_by(SqlJob.id.desc()))
+        return [from_row(Job, r) for r in s.scalars(q)]

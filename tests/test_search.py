@@ -136,7 +136,8 @@ def test_the_search_ran_real_trials(searched):
     distilled = api.get_job(fresh.job_ids[0])
     assert distilled.kind == "distill" and distilled.produced_variant_id
     for trial in later:  # the same distillation is not made twice
-        assert trial.reused == {"trial": fresh.number, "steps": 1, "variant_id": distilled.produced_variant_id}, trial
+        assert trial.reused == {"trial": fresh.number, "steps": 1, "variant_id": distilled.produced_variant_id,
+                                "pipeline": fresh.pipeline}, trial
         assert trial.state == "pruned", trial
         if trial.reused_whole:  # its whole recipe is that distillation: ruled out by the fresh trial's evaluation
             assert trial.job_ids == [] and trial.variant_id == distilled.produced_variant_id, trial
@@ -236,6 +237,37 @@ def test_a_cell_unsound_by_noise_is_measured_again_and_never_made_a_fact(searche
         assert row.only_noisy and any(p.startswith("too few samples") for p in row.problems)
     assert status.best is None and status.front == []
     assert "measuring again (too few samples" in api.job_log(job.id)
+
+
+def test_a_search_run_again_starts_from_what_an_earlier_search_made(searched):
+    """The same model, data and steps in a new search: its trials start from the variants the first search's jobs
+    made (the same kind, params, input, dataset and evaluation), so nothing is distilled or quantized twice, and a
+    trial whose student the first search's evaluation rules out is stopped without running."""
+    api, first = searched["api"], searched["after"]
+    job = api.submit_search("bare", "toy", max_drop_points=MAX_DROP, batch_size=1, seq_len=32, budget_s=BUDGET_S,
+                            space={"student": ["none", "small-4x256"], "backend": ["pytorch-int8"]}, quick=True,
+                            n_trials=2)
+    run_cli("worker", "--burst")
+    assert api.get_job(job.id).status.value == "succeeded", api.job_log(job.id)[-3000:]
+    again = api.search_status(job.id)
+    made_before = {t.params["student"]: t for t in first.trials if t.params["backend"] == "pytorch-int8"}
+    assert sorted(t.params["student"] for t in again.trials) == ["none", "small-4x256"]
+    for trial in again.trials:
+        earlier = made_before[trial.params["student"]]
+        reused = trial.reused
+        assert reused is not None and reused["trial"] is None and reused["pipeline"].startswith(
+            f"search-{searched['job'].id}-"), trial
+        maker = api.get_job(reused["job"])
+        assert maker.status.value == "succeeded" and maker.produced_variant_id == reused["variant_id"]
+        made_here = [api.get_job(i) for i in trial.job_ids if api.get_job(i).kind not in ("evaluate", "benchmark")]
+        if trial.params["student"] == "none":  # full depth in int8: the first search's variant, evaluated here
+            assert reused["steps"] == 1 and trial.reused_whole and made_here == [], trial
+            assert reused["variant_id"] == earlier.variant_id and trial.variant_id == earlier.variant_id
+            assert trial.state == "complete" and trial.accuracy == pytest.approx(earlier.accuracy)
+        else:  # its student was made (and ruled out) by the first search: stopped before quantizing it
+            assert reused["steps"] == 1 and maker.kind == "distill" and trial.state == "pruned", trial
+            assert all(j.status.value == "cancelled" for j in made_here)
+    assert "made already by job" in api.job_log(job.id)
 
 
 def test_compare_shows_a_search_read_only_with_the_wizards_figures(searched):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from jobs.search.record import made_by
 from workbench.ui import esc
 
 RUNTIME_NAMES = {"pytorch": "PyTorch", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "tensorrt": "TensorRT"}
@@ -223,7 +224,7 @@ def trial_rows(status: Any) -> list[dict[str, Any]]:
         reused = getattr(trial, "reused", None)
         if reused:
             which = "all its steps" if getattr(trial, "reused_whole", False) else f"its first {reused['steps']} step(s)"
-            recipe += f" ({which} reused from trial {reused['trial']})"
+            recipe += f" ({which} made already by {made_by(reused)})"
         rows.append({
             "trial": f"{marks} {trial.number}".strip(), "state": f"{STATE_ICONS.get(trial.state, '')} {trial.state}",
             "recipe": recipe, "params": params_words(trial.params),

@@ -51,9 +51,13 @@ def students_within(rows: list[TrialRow], hopeless: Callable[[Evaluation], str |
     does not rule out (`hopeless(evaluation)` gives why it would, or None), whatever the trial did with them after."""
     shapes: list[dict[str, str]] = []
     for row in rows:
-        if row.params.get("student", "none") == "none" or row.reused or not row.pipeline:
-            continue  # a reused student counts once, in the trial that made it
-        jobs = queue.pipeline_jobs(row.pipeline)
+        if row.params.get("student", "none") == "none" or not row.pipeline:
+            continue
+        if row.reused and row.reused.get("trial") is not None:
+            continue  # a student reused within the search counts once, in the trial that made it
+        # made outside this search: read where it was made (a student that pipeline reused in turn is not found)
+        pipeline = (row.reused or {}).get("pipeline") or row.pipeline
+        jobs = queue.pipeline_jobs(pipeline)
         made = making_steps(jobs)
         if not made or made[0].kind != "distill" or made[0].status.value != "succeeded":
             continue

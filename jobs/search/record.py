@@ -31,6 +31,11 @@ def reused_whole(reused: dict[str, int] | None, steps: list[dict[str, Any]]) -> 
     return bool(reused) and reused["steps"] == len(steps)
 
 
+def made_by(reused: dict[str, Any]) -> str:
+    """Who made a trial's reused steps: 'trial 2', or 'job 283, outside this search'."""
+    return f"trial {reused['trial']}" if reused.get("trial") is not None else f"job {reused['job']}, outside this search"
+
+
 @dataclass
 class TrialRecord:
     number: int
@@ -41,9 +46,10 @@ class TrialRecord:
     state: str = "running"
     finished_s: float | None = None
     reason: str | None = None  # why it was pruned or failed
-    # {"trial", "steps", "variant_id"}: its first `steps` steps (possibly all) were an earlier trial's, whose variant
-    # it started from (its pipeline holds only the steps after them)
-    reused: dict[str, int] | None = None
+    # {"trial", "steps", "variant_id", "pipeline"}: its first `steps` steps (possibly all) were an earlier trial's (or
+    # jobs' outside this search: "trial" None, "job" the last), whose variant it started from (its pipeline holds only
+    # the steps after them); "pipeline": where that variant was made (absent in records of older versions)
+    reused: dict[str, Any] | None = None
 
     @property
     def duration_s(self) -> float | None:

@@ -27,9 +27,10 @@ from jobs.search.confirm import candidates as confirm_candidates
 from jobs.search.confirm import pipeline_name as confirm_pipeline
 from jobs.search.confirm import read_confirmation
 from jobs.search.drive import ShuttingDown, run_pipeline
+from jobs.search.elsewhere import made_elsewhere
 from jobs.search.goal import SearchGoal
 from jobs.search.outcomes import Outcome, evaluation_failed, evaluation_in, making_steps, read
-from jobs.search.record import CUT_BY_BUDGET, SearchRecord, TrialRecord, pipeline_name
+from jobs.search.record import CUT_BY_BUDGET, SearchRecord, TrialRecord, made_by, pipeline_name
 from jobs.search.status import DROP_EPSILON, TrialRow, best, front, trial_row, trial_rows, within_drop
 from jobs.tracking.runs import Tracker
 from storage import catalog, queue, settings
@@ -244,6 +245,13 @@ class Search:
             return f"loses {drop:.2f} accuracy points, more than the {self.goal.max_drop_points:g} allowed"
         return None
 
+    def _reused_from(self, trial: TrialRecord) -> list[Any]:
+        """The jobs of the pipeline that made the variant `trial` starts from (an earlier trial's, or one outside this
+        search), where its evaluation is when it was evaluated."""
+        reused = trial.reused or {}
+        pipeline = reused.get("pipeline") or self.record.trial(reused["trial"]).pipeline  # older records: a trial's
+        return queue.pipeline_jobs(pipeline)
+
     def _made_prefixes(self, other: TrialRecord) -> dict[int, int]:
         """Prefix length -> the variant an earlier trial made after that many of its steps (succeeded steps only)."""
         offset = other.reused["steps"] if other.reused else 0
@@ -254,19 +262,32 @@ class Search:
             made[index] = job.produced_variant_id
         return made
 
-    def reusable(self, trial: TrialRecord) -> dict[str, int] | None:
+    def reusable(self, trial: TrialRecord) -> dict[str, Any] | None:
         """The longest prefix of this trial's steps (all of them, at best) that an earlier trial already made, as
-        {"trial", "steps", "variant_id"}: a distillation or a pruning with its recovery is minutes on a small CPU,
-        and the same steps from the same start make the same variant, so a trial that differs only later starts
-        from it, and one whose whole recipe was made already only evaluates and benchmarks it."""
-        found: dict[str, int] | None = None
+        {"trial", "steps", "variant_id", "pipeline"}, or jobs outside this search (jobs/search/elsewhere.py; then
+        "trial" is None and "job" the last of them): a distillation or a pruning with its recovery is minutes on a
+        small CPU, and the same steps from the same start make the same variant, so a trial that differs only later
+        starts from it, and one whose whole recipe was made already only evaluates and benchmarks it."""
+        found: dict[str, Any] | None = None
         for other in self.record.trials:
             if other.number >= trial.number:
                 continue
             for length, variant_id in self._made_prefixes(other).items():
                 if 0 < length <= len(trial.steps) and other.steps[:length] == trial.steps[:length] \
                         and (found is None or length > found["steps"]):
-                    found = {"trial": other.number, "steps": length, "variant_id": variant_id}
+                    found = {"trial": other.number, "steps": length, "variant_id": variant_id,
+                             "pipeline": other.pipeline}
+        if found is None or found["steps"] < len(trial.steps):  # more of it made outside this search?
+            try:
+                plan = check_pipeline([Step(s["kind"], dict(s["params"])) for s in trial.steps],
+                                      variant=self.baseline_variant_id, dataset=self.dataset.id)
+            except InvalidInput:
+                return found  # its submission says why
+            made = [(kind.name, params) for kind, params in zip(plan.kinds, plan.params, strict=True)]
+            outside = made_elsewhere(self.baseline_variant_id, made, self.dataset.id, self.evaluation,
+                                     pipeline_name(self.ctx.job.id, None).removesuffix("base"))
+            if outside is not None and (found is None or outside["steps"] > found["steps"]):
+                found = outside
         return found
 
     def hopeless_midway(self, trial: TrialRecord, baseline: TrialRow) -> Callable[[], str | None]:
@@ -281,8 +302,7 @@ class Search:
             out = []
             if trial.reused:
                 if offset - 1 not in found:
-                    earlier = queue.pipeline_jobs(self.record.trial(trial.reused["trial"]).pipeline)
-                    found[offset - 1] = evaluation_in(earlier, trial.reused["variant_id"])
+                    found[offset - 1] = evaluation_in(self._reused_from(trial), trial.reused["variant_id"])
                 out.append((offset - 1, trial.steps[offset - 1]["kind"], found[offset - 1]))
             jobs = queue.pipeline_jobs(trial.pipeline)
             for index, job in enumerate(making_steps(jobs), start=offset):
@@ -315,16 +335,16 @@ class Search:
         if trial.reused:
             start, steps = trial.reused["variant_id"], trial.steps[trial.reused["steps"]:]
             words = "all its steps" if trial.reused_whole else f"its first {trial.reused['steps']} step(s)"
-            self.progress(f"trial {trial.number}: {words} are trial {trial.reused['trial']}'s; "
-                          f"starting from its variant #{start}")
+            self.progress(f"trial {trial.number}: {words} were made already by {made_by(trial.reused)}; "
+                          f"starting from variant #{start}")
         self.save()  # the reuse is recorded before the jobs: a restart reads the pipeline as the steps after it
         if trial.reused_whole:
-            earlier = queue.pipeline_jobs(self.record.trial(trial.reused["trial"]).pipeline)
-            known = evaluation_in(earlier, start)
+            known = evaluation_in(self._reused_from(trial), start)
             verdict = self._hopeless(known, baseline) if known is not None else None
             if verdict:
-                trial.state, trial.reason = "pruned", f"{verdict} (its variant #{start}, as evaluated in trial " \
-                                                      f"{trial.reused['trial']})"
+                where = f"trial {trial.reused['trial']}" if trial.reused.get("trial") is not None \
+                    else f"pipeline {trial.reused['pipeline']}"
+                trial.state, trial.reason = "pruned", f"{verdict} (its variant #{start}, as evaluated in {where})"
             else:
                 self._enqueue_evaluation(trial.pipeline, catalog.get_variant(start))
             return

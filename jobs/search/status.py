@@ -46,7 +46,7 @@ class TrialRow:
     finished_s: float | None = None
     fingerprint: str | None = None
     noise: tuple[str, ...] = ()  # the problems a new measurement may clear: busy, unstable, too few samples
-    reused: dict[str, int] | None = None  # {"trial", "steps", "variant_id"}: steps made by an earlier trial
+    reused: dict[str, Any] | None = None  # steps made by an earlier trial or outside the search (TrialRecord.reused)
 
     @property
     def reused_whole(self) -> bool:
