@@ -189,6 +189,38 @@ def test_listing_jobs_reads_no_logs(home):
     assert [j.id for j in queue.list_jobs()] == [job.id]
 
 
+def test_the_jobs_that_made_a_variant_from_another_are_found_by_kind_input_and_dataset(home):
+    """`made_from` (what a search reads to start from steps made outside it): succeeded jobs of one kind that took
+    one variant and one dataset (or none) and made a variant, newest first; nothing failed, of another kind, input
+    or dataset."""
+    from storage import catalog, queue
+    from storage.orm import JobStatus
+    from tests.support.rows import placeholder_dataset, placeholder_model
+
+    model, root = placeholder_model()
+    data, other_data = placeholder_dataset("d"), placeholder_dataset("e")
+
+    def ran(kind, dataset, status=JobStatus.SUCCEEDED, makes=True, source=root):
+        job = queue.enqueue(kind, {"student": "half-layers"}, model_id=model.id, variant_id=source.id,
+                            dataset_id=dataset.id if dataset else None)
+        assert queue.claim_next("w", ["cpu"]).id == job.id
+        made = catalog.create_variant(model_id=model.id, parent_id=source.id, name=f"made by {job.id}",
+                                      artifact_dir="/nonexistent", runtime="pytorch", precision="fp32", recipe={},
+                                      files=[], sha256=str(job.id), size_bytes=1) if makes else None
+        assert queue.finish(job.id, status, produced_variant_id=made.id if made else None)
+        return job.id, made
+
+    older, student = ran("distill", data)
+    newer, _ = ran("distill", data)
+    ran("distill", other_data), ran("prune", data), ran("distill", data, JobStatus.FAILED, makes=False)
+    ran("distill", data, makes=False), ran("distill", data, source=student)
+    without_data, _ = ran("distill", None)
+    assert [j.id for j in queue.made_from("distill", root.id, data.id)] == [newer, older]
+    assert [j.params for j in queue.made_from("distill", root.id, data.id)] == [{"student": "half-layers"}] * 2
+    assert [j.id for j in queue.made_from("distill", root.id, None)] == [without_data]
+    assert queue.made_from("quantize", root.id, data.id) == []
+
+
 # ---- migrations: run once, verified elsewhere ------------------------------------------------------------------
 
 
