@@ -8,6 +8,7 @@ killed once a trial is complete and replaced by a new one; the tests read what i
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -270,6 +271,52 @@ def test_a_search_run_again_starts_from_what_an_earlier_search_made(searched):
     assert "made already by job" in api.job_log(job.id)
 
 
+def test_steps_made_elsewhere_are_a_chain_of_jobs_that_made_what_the_trial_would(home):
+    """`made_elsewhere` on catalog rows: the longest chain of succeeded jobs from the start variant with the trial's
+    kinds and params, on its data, in a pipeline that evaluated as the search does; not this search's own, not a job
+    of no pipeline, not a step bound to the machine that ran it; where a job ran is not part of what it made."""
+    from jobs.search.elsewhere import made_elsewhere
+    from storage import catalog, queue
+    from storage.orm import JobStatus
+    from tests.support.rows import placeholder_dataset, placeholder_model
+
+    model, root = placeholder_model()
+    data = placeholder_dataset()
+    scoring = {"split": "test", "max_examples": 0, "batch_size": 32, "tolerance_points": 0.5}
+    distill = ("distill", {"student": "half-layers", "epochs": 2, "lora_target_modules": ("query", "value")})
+    quantize = ("quantize", {"method": "ort-dynamic-int8", "reduce_range": "on", "op_types": ()})
+
+    def ran(step, source, pipeline, evaluation=scoring, **extra):
+        kind, params = step
+        job = queue.enqueue(kind, {**json.loads(json.dumps(params)), **extra}, model_id=model.id, variant_id=source.id,
+                            dataset_id=data.id, pipeline=pipeline, evaluation=evaluation)
+        assert queue.claim_next("w", ["cpu"]).id == job.id
+        made = catalog.create_variant(model_id=model.id, parent_id=source.id, name=f"made by {job.id}",
+                                      artifact_dir="/nonexistent", runtime="pytorch", precision="fp32", recipe={},
+                                      files=[], sha256=str(job.id), size_bytes=1)
+        assert queue.finish(job.id, JobStatus.SUCCEEDED, produced_variant_id=made.id)
+        return job.id, made
+
+    def found(steps, evaluation=scoring):
+        return made_elsewhere(root.id, steps, data.id, evaluation, "search-9-")
+
+    assert found([distill, quantize]) is None
+    ran(distill, root, None)  # a single job (the Optimize tab's): no pipeline holds its variant's evaluation
+    ran(distill, root, "search-9-t1")  # this search's own: an earlier trial's, found by the search itself
+    ran(distill, root, "search-5-t2", evaluation={**scoring, "max_examples": 200})  # scored on fewer examples
+    assert found([distill, quantize]) is None
+    made, student = ran(distill, root, "search-5-t2", ran_on={"node": "10.0.0.2"})  # Ray notes where it ran
+    assert found([distill, quantize]) == {"trial": None, "steps": 1, "variant_id": student.id, "job": made,
+                                          "pipeline": "search-5-t2"}
+    assert found([distill], {**scoring, "tolerance_points": 1.0})["job"] == made  # a tolerance only flags
+    quantized, int8 = ran(quantize, student, "search-5-t3")
+    assert found([distill, quantize]) == {"trial": None, "steps": 2, "variant_id": int8.id, "job": quantized,
+                                          "pipeline": "search-5-t3"}
+    auto = ("quantize", {**quantize[1], "reduce_range": "auto"})  # resolved on the CPU that ran it
+    ran(auto, student, "search-5-t4")
+    assert found([distill, auto])["steps"] == 1
+
+
 def test_compare_shows_a_search_read_only_with_the_wizards_figures(searched):
     """Compare's Searches section (what viewers get; the wizard is editors'): the newest search unless one is picked,
     with the same budget line, best sentence and trial rows as the wizard's Search step."""
@@ -334,8 +381,8 @@ def test_the_best_is_measured_again_with_its_runners_up_and_the_baseline_in_one_
     assert job.kind == "benchmark" and job.status.value == "succeeded"
     runoffs = [j for j in api.list_jobs() if j.pipeline == f"search-{searched['job'].id}-confirm"]
     assert again.runs == len(runoffs) and job.id == max(j.id for j in runoffs)  # the newest is the one read
-    # measured again only while a cell was unsound by noise, REMEASURES more times at most
-    assert again.runs == 1 + REMEASURES if again.noise else again.runs <= 1 + REMEASURES
+    # measured again only while the winner's or the baseline's cell was unsound by noise, REMEASURES more times at most
+    assert again.runs == 1 + REMEASURES if again.problems else again.runs <= 1 + REMEASURES
     assert sorted(job.result["variants"]) == sorted([v for _, v in expected] + [status.baseline.variant_id])
     assert again.job_id not in [i for t in [status.baseline, *status.trials] for i in t.job_ids]
     winner = next(e for e in again.entrants if e.trial == again.picked)
@@ -398,9 +445,10 @@ def test_a_runner_up_wins_the_run_off_only_when_faster_beyond_doubt():
     assert after_runoff(None, rows, done) is None
 
 
-def test_a_run_off_unsound_by_noise_says_what_to_measure_again_and_its_sentence_which_job_it_is():
-    """A run-off cell unsound only by how it was measured (the pick's, a runner-up's or the baseline's) is noise the
-    search measures again; a runner-up that was not measured at all is not, nor is a run-off still running."""
+def test_a_run_off_unsound_by_noise_says_which_cells_and_its_sentence_which_job_it_is():
+    """A run-off cell unsound only by how it was measured (the pick's, a runner-up's or the baseline's) is noise; a
+    runner-up that was not measured at all is not, nor is a run-off still running. Only the winner's and the
+    baseline's make the figure unsound (`problems`, what the search measures again for)."""
     from jobs.search.confirm import NOT_MEASURED, Confirmation, Entrant
     from workbench.search_words import confirmation_sentence
 
@@ -415,7 +463,7 @@ def test_a_run_off_unsound_by_noise_says_what_to_measure_again_and_its_sentence_
     assert unstable.noise == ("baseline: unstable: window medians 6% apart",) and not unstable.sound
     busy_runner_up = runoff([Entrant(3, 13, 9.0, 5.2, ("machine busy (other processes and steal took 30% of the CPU)",))])
     assert busy_runner_up.noise == ("trial 3: machine busy (other processes and steal took 30% of the CPU)",)
-    assert busy_runner_up.sound  # the winner's figure stands; the runner-up could neither win nor be beaten
+    assert busy_runner_up.sound and not busy_runner_up.problems  # the winner's figure stands: no new job
     assert runoff([Entrant(3, 13, problems=(NOT_MEASURED,))]).noise == ()
     assert runoff(baseline=("unstable",), state="running").noise == ()
 

@@ -11,9 +11,9 @@ it; the same-run timing afterwards put the two level. Measuring only the pick ag
 measuring the runners-up with it can also say which one is faster.
 
 It runs after the search stopped, even when the budget is spent: one benchmark of a few variants at one cell, each
-cell capped by the benchmark's max_seconds, so it overruns the budget by a minute or two. When a cell of it is unsound
-only by how it was measured (a busy machine, an unstable cell, too few samples), the search runs it again, as it
-measures a trial again, at most REMEASURES more times; the newest job is the one read. On the EPYC here the first
+cell capped by the benchmark's max_seconds, so it overruns the budget by a minute or two. When the winner's or the
+baseline's cell is unsound only by how it was measured (a busy machine, an unstable cell, too few samples), the search
+runs it again, as it measures a trial again, at most REMEASURES more times; the newest job is the one read. On the EPYC here the first
 run-off of a 60-minute search put the winner at 5.24x while the baseline's cell was unstable (window medians 6 %
 apart, p95 67 ms against a p50 of 47): a figure the search rightly did not stand behind, and one measured again has a
 chance to be sound.
@@ -75,8 +75,9 @@ class Confirmation:
 
     @property
     def noise(self) -> tuple[str, ...]:
-        """What makes a cell of this run-off unsound only by how it was measured, by entrant and baseline: measured
-        again, it may be sound. A runner-up's counts too, as it can neither win nor be beaten while it is unsound."""
+        """What makes any cell of this run-off unsound only by how it was measured, by entrant and baseline, for a
+        report to print beside its ratios (the search measures again only for `problems`, the winner's and the
+        baseline's: a runner-up's noise is not worth a job that could leave those unsound where they were sound)."""
         if self.state != "complete":
             return ()
         return tuple([f"trial {e.trial}: {p}" for e in self.entrants for p in e.problems if p != NOT_MEASURED]

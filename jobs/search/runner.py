@@ -245,21 +245,27 @@ class Search:
             return f"loses {drop:.2f} accuracy points, more than the {self.goal.max_drop_points:g} allowed"
         return None
 
-    def _reused_from(self, trial: TrialRecord) -> list[Any]:
-        """The jobs of the pipeline that made the variant `trial` starts from (an earlier trial's, or one outside this
-        search), where its evaluation is when it was evaluated."""
+    def _reused_pipeline(self, trial: TrialRecord) -> str | None:
+        """The pipeline that made the variant `trial` starts from (an earlier trial's, or one outside this search)."""
         reused = trial.reused or {}
-        pipeline = reused.get("pipeline") or self.record.trial(reused["trial"]).pipeline  # older records: a trial's
-        return queue.pipeline_jobs(pipeline)
+        if reused.get("pipeline"):
+            return reused["pipeline"]
+        return self.record.trial(reused["trial"]).pipeline if reused.get("trial") is not None else None  # older records
 
-    def _made_prefixes(self, other: TrialRecord) -> dict[int, int]:
-        """Prefix length -> the variant an earlier trial made after that many of its steps (succeeded steps only)."""
+    def _reused_from(self, trial: TrialRecord) -> list[Any]:
+        """The jobs of `_reused_pipeline`, where the variant's evaluation is when it was evaluated there."""
+        pipeline = self._reused_pipeline(trial)
+        return queue.pipeline_jobs(pipeline) if pipeline else []
+
+    def _made_prefixes(self, other: TrialRecord) -> dict[int, tuple[int, str]]:
+        """Prefix length -> the variant an earlier trial had after that many of its steps (succeeded steps only) and
+        the pipeline that made it: the one it reused the first from, then its own."""
         offset = other.reused["steps"] if other.reused else 0
-        made = {offset: other.reused["variant_id"]} if other.reused else {}
+        made = {offset: (other.reused["variant_id"], self._reused_pipeline(other))} if other.reused else {}
         for index, job in enumerate(making_steps(queue.pipeline_jobs(other.pipeline)), start=offset + 1):
             if job.status.value != "succeeded" or not job.produced_variant_id:
                 break
-            made[index] = job.produced_variant_id
+            made[index] = (job.produced_variant_id, other.pipeline)
         return made
 
     def reusable(self, trial: TrialRecord) -> dict[str, Any] | None:
@@ -272,11 +278,10 @@ class Search:
         for other in self.record.trials:
             if other.number >= trial.number:
                 continue
-            for length, variant_id in self._made_prefixes(other).items():
+            for length, (variant_id, pipeline) in self._made_prefixes(other).items():
                 if 0 < length <= len(trial.steps) and other.steps[:length] == trial.steps[:length] \
                         and (found is None or length > found["steps"]):
-                    found = {"trial": other.number, "steps": length, "variant_id": variant_id,
-                             "pipeline": other.pipeline}
+                    found = {"trial": other.number, "steps": length, "variant_id": variant_id, "pipeline": pipeline}
         if found is None or found["steps"] < len(trial.steps):  # more of it made outside this search?
             try:
                 plan = check_pipeline([Step(s["kind"], dict(s["params"])) for s in trial.steps],
@@ -522,9 +527,9 @@ class Search:
 
     def confirm(self, chosen: TrialRow) -> str:
         """The run-off (jobs/search/confirm.py): the best trial's variant, its runners-up within the drop and the
-        baseline's in one benchmark job, interleaved, after the budget if need be, and again while a cell of it is
-        unsound only by noise (REMEASURES more times at most); a restart re-attaches to the job already queued. The
-        record's best becomes the run-off's winner. Returns it in words."""
+        baseline's in one benchmark job, interleaved, after the budget if need be, and again while the winner's or the
+        baseline's cell is unsound by noise (REMEASURES more times at most); a restart re-attaches to the job already
+        queued. The record's best becomes the run-off's winner. Returns it in words."""
         asked = self.record.confirmation
         if not asked or asked["trial"] != chosen.number:
             entrants = confirm_candidates(chosen, within_drop(self.latest_rows, self.goal.max_drop_points))
@@ -549,9 +554,12 @@ class Search:
                 raise JobCancelled(f"search job {self.ctx.job.id} cancelled")
             confirmation = read_confirmation(self.record, self.goal.cell, Rules.from_settings(),
                                              {r.number: r.drop_points for r in self.latest_rows})
-            if stopped or confirmation is None or not confirmation.noise or confirmation.runs > REMEASURES:
+            # again while the figure it ends with is unsound by noise; a runner-up's noise alone is not worth a job
+            # that could leave the pick's or the baseline's cell unsound where they were sound
+            if stopped or confirmation is None or confirmation.state != "complete" or not confirmation.problems \
+                    or confirmation.runs > REMEASURES:
                 break
-            self.progress(f"the run-off: measuring again ({'; '.join(confirmation.noise)})")
+            self.progress(f"the run-off: measuring again ({'; '.join(confirmation.problems)})")
             runoff_job()
         if confirmation is None or confirmation.state != "complete":
             return f"not measured again in one job: {confirmation.reason if confirmation else 'no job'}"
