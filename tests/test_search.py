@@ -315,6 +315,9 @@ def test_steps_made_elsewhere_are_a_chain_of_jobs_that_made_what_the_trial_would
     auto = ("quantize", {**quantize[1], "reduce_range": "auto"})  # resolved on the CPU that ran it
     ran(auto, student, "search-5-t4")
     assert found([distill, auto])["steps"] == 1
+    torch_int8 = ("quantize", {"method": "torch-dynamic-int8", "reduce_range": "auto"})  # takes no reduce_range
+    ran(torch_int8, student, "search-5-t5")
+    assert found([distill, torch_int8])["steps"] == 2
 
 
 def test_compare_shows_a_search_read_only_with_the_wizards_figures(searched):

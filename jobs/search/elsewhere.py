@@ -20,15 +20,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from jobs.kinds.quantize import ONNX_METHODS
 from jobs.runner.params import RAN_ON
 from storage import queue
 
 
 def machine_bound(kind: str, params: dict[str, Any]) -> bool:
     """A step whose output depends on the machine that ran it, which may not be this one (a Ray cluster's nodes
-    differ): a TensorRT engine is built for its GPU; `reduce_range=auto` resolves on the CPU at hand; ONNX Runtime's
-    'all' level may save a graph tied to that CPU's kernels."""
-    return kind == "build-tensorrt" or params.get("reduce_range") == "auto" \
+    differ): a TensorRT engine is built for its GPU; ONNX Runtime quantization's `reduce_range=auto` resolves on the
+    CPU at hand (other methods take no reduce_range); ONNX Runtime's 'all' level may save a graph tied to that CPU's
+    kernels."""
+    return kind == "build-tensorrt" \
+        or (kind == "quantize" and params.get("method") in ONNX_METHODS and params.get("reduce_range") == "auto") \
         or (kind == "export-onnx" and params.get("optimization") == "all")
 
 
