@@ -166,10 +166,6 @@ def best_sentence(status: Any) -> str:
     return f"{sentence}. {again}" if again else sentence
 
 
-def _which_runoff(c: Any) -> str:
-    return f" in run-off job {c.runs} (the earlier had cells unsound by noise)" if c.runs > 1 else ""
-
-
 def confirmation_sentence(status: Any) -> str:
     """The run-off once the search stopped (the best, its runners-up and the baseline in one job): 'Measured again
     in one job with the baseline: 3.9x (3.45 vs 13.41 ms p50).', led by how a runner-up beat the search's pick, with
@@ -179,10 +175,10 @@ def confirmation_sentence(status: Any) -> str:
         return ""
     if c.state == "running":
         runners_up = ", its runners-up" if len(c.entrants) > 1 else ""
-        return f"Measuring trial {c.trial}{runners_up} and the baseline again in one job{_which_runoff(c)}…"
+        return f"Measuring trial {c.trial}{runners_up} and the baseline again in one job{c.which_job}…"
     if c.state != "complete":
         return f"Not measured again in one job with the baseline: {c.reason}"
-    figures = f"{c.speedup:.1f}x ({c.best_p50_ms:.2f} vs {c.baseline_p50_ms:.2f} ms p50){_which_runoff(c)}"
+    figures = f"{c.speedup:.1f}x ({c.best_p50_ms:.2f} vs {c.baseline_p50_ms:.2f} ms p50){c.which_job}"
     lead = f"Picked in the run-off: {c.why}. " if c.why else ""
     if c.problems:
         return f"{lead}Measured again in one job with the baseline: {figures}, not sound: {'; '.join(c.problems)}."

@@ -13,10 +13,10 @@ measuring the runners-up with it can also say which one is faster.
 It runs after the search stopped, even when the budget is spent: one benchmark of a few variants at one cell, each
 cell capped by the benchmark's max_seconds, so it overruns the budget by a minute or two. When the winner's or the
 baseline's cell is unsound only by how it was measured (a busy machine, an unstable cell, too few samples), the search
-runs it again, as it measures a trial again, at most REMEASURES more times; the newest job is the one read. On the EPYC here the first
-run-off of a 60-minute search put the winner at 5.24x while the baseline's cell was unstable (window medians 6 %
-apart, p95 67 ms against a p50 of 47): a figure the search rightly did not stand behind, and one measured again has a
-chance to be sound.
+runs it again, as it measures a trial again, at most REMEASURES more times; the newest job is the one read. On the
+EPYC here the first run-off of a 60-minute search put the winner at 5.24x while the baseline's cell was unstable
+(window medians 6 % apart, p95 67 ms against a p50 of 47): a figure the search rightly did not stand behind, and one
+measured again has a chance to be sound.
 """
 
 from __future__ import annotations
@@ -82,6 +82,11 @@ class Confirmation:
             return ()
         return tuple([f"trial {e.trial}: {p}" for e in self.entrants for p in e.problems if p != NOT_MEASURED]
                      + [f"baseline: {p}" for p in self.baseline_problems])
+
+    @property
+    def which_job(self) -> str:
+        """' in run-off job 2 (the earlier had cells unsound by noise)' once it was measured again, else ''."""
+        return f" in run-off job {self.runs} (the earlier had cells unsound by noise)" if self.runs > 1 else ""
 
     @property
     def picked(self) -> int:

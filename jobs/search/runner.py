@@ -563,9 +563,7 @@ class Search:
             runoff_job()
         if confirmation is None or confirmation.state != "complete":
             return f"not measured again in one job: {confirmation.reason if confirmation else 'no job'}"
-        words = f"{confirmation.speedup:.2f}x in one job with the baseline"
-        if confirmation.runs > 1:
-            words += f" (run-off job {confirmation.runs}: the earlier had cells unsound by noise)"
+        words = f"{confirmation.speedup:.2f}x in one job with the baseline{confirmation.which_job}"
         if confirmation.why:
             self.record.best = confirmation.picked
             self.save()
