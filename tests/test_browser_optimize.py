@@ -62,7 +62,7 @@ def test_build_a_pipeline_in_the_optimize_tab_and_see_evaluated_variants(page, t
     before = len(api.list_jobs())
     page.locator("#param-finetune-epochs input").fill("-1")
     page.locator("#launch-job").click()
-    page.locator("#optimize-status").get_by_text("❌").wait_for(timeout=30_000)
+    page.locator("#optimize-status").get_by_text("✗").wait_for(timeout=30_000)
     assert "epochs must be 0 (auto) or positive" in page.locator("#optimize-status").inner_text()
     assert len(api.list_jobs()) == before
 

@@ -95,7 +95,7 @@ def test_predict_one_text_then_a_batch_in_the_predictor_tab(page, served, tmp_pa
     # an empty text is refused with the core's message
     page.locator("#predict-text textarea").fill("")
     page.locator("#predict-text textarea").press("Enter")
-    assert "the text is empty" in wait_text(page, "predict-result", "❌")
+    assert "the text is empty" in wait_text(page, "predict-result", "✗")
 
     # an example from the dataset fills the text box
     choose(page, "predict-example", "[")
@@ -104,7 +104,7 @@ def test_predict_one_text_then_a_batch_in_the_predictor_tab(page, served, tmp_pa
     # many lines at once, with a table and a CSV to download
     page.locator("#batch-lines textarea").fill("what a wonderful day\nthe meeting is at noon\nworst service ever")
     page.locator("#batch-button").click()
-    status = wait_text(page, "batch-status", "✅ 3 texts")
+    status = wait_text(page, "batch-status", "✓ 3 texts")
     assert "ms per text" in status
     assert row_count(page, "batch-table") == 3
     assert [r[0] for r in table_rows(page, "batch-table")] == ["what a wonderful day", "the meeting is at noon",
@@ -118,7 +118,7 @@ def test_predict_one_text_then_a_batch_in_the_predictor_tab(page, served, tmp_pa
     bad.write_bytes("text\ncaf\xe9 au lait\n".encode("latin-1"))
     upload_file(page, "batch-upload", bad)  # uploaded: used instead of the lines
     page.locator("#batch-button").click()
-    assert "not UTF-8" in wait_text(page, "batch-status", "❌")
+    assert "not UTF-8" in wait_text(page, "batch-status", "✗")
     print(f"predictor tab in {time.monotonic() - started:.0f}s")
 
 
@@ -136,7 +136,7 @@ def test_compare_two_variants_on_a_text_a_split_and_in_a_traffic_split(page, ser
     page.locator("#ab-compare").click()
     page.locator("#ab-chart .js-plotly-plot").wait_for(timeout=WAIT)
     verdict = wait_text(page, "ab-verdict", "agree")
-    assert "✅ agree" in verdict or "⚠ disagree" in verdict
+    assert "✓ agree" in verdict or "⚠ disagree" in verdict
     for side in ("a", "b"):
         assert re.search(r"\d+\.\d % · \d+\.\d ms · 6 tokens", text_of(page, f"ab-result-{side}"))
 
@@ -182,7 +182,7 @@ def test_compare_two_variants_on_a_text_a_split_and_in_a_traffic_split(page, ser
     choose(page, "ab-sim-dataset", "toy")
     page.locator("#ab-sim-requests input").fill("60")
     page.locator("#ab-simulate").click()
-    assert "60 simulated requests" in wait_text(page, "ab-sim-status", "✅")
+    assert "60 simulated requests" in wait_text(page, "ab-sim-status", "✓")
     page.locator("#ab-arms-chart .js-plotly-plot").wait_for(timeout=WAIT)
     assert sum(int(r[2]) for r in arms().values()) == 61
     page.screenshot(path=str(tmp_path / "ab.png"), full_page=True)

@@ -407,7 +407,7 @@ def test_a_registry_alias_works_wherever_a_variant_id_does(home, tmp_path, minil
 
         assert ("tiny@production → #%d (v2)" % b.id, "tiny@production") in predictor.known_choices()["variants"]
         shown, _chart, _loaded = predictor.predict("tiny@staging", text)
-        assert not shown.startswith("❌"), shown
+        assert not shown.startswith("✗"), shown
 
         cli = json.loads(run_cli("predict", "tiny@production", text, "--json").stdout)
         assert cli[0]["probabilities"] == pytest.approx(api.predict(b.id, text).probabilities)

@@ -781,13 +781,13 @@ def test_export_as_space_from_the_variants_tab(home, tmp_path, minilm_dir):
 
     variant = _tiny(tmp_path, minilm_dir)
     status, download = export_space_zip(str(variant.id), "mit")
-    assert status.startswith("✅") and download["visible"], status
+    assert status.startswith("✓") and download["visible"], status
     with zipfile.ZipFile(download["value"]) as archive:
         names = set(archive.namelist())
         readme = archive.read("README.md").decode()
     assert {"app.py", "requirements.txt", "README.md", "model/config.json", "model/model.safetensors"} <= names
     assert _front_matter(readme)["license"] == "mit"
-    assert export_space_zip(None, "mit")[0].startswith("❌")
+    assert export_space_zip(None, "mit")[0].startswith("✗")
 
 
 @pytest.mark.slow

@@ -538,7 +538,7 @@ def test_recent_runs_are_listed_and_reopened_by_id_link_or_address(lab, monkeypa
     assert ticking[5].active and "data-state='running'" in ticking[0]
     ended = tab.follow(tab.Followed(first.pipeline))
     assert not ended[5].active and "The run stopped" in ended[1] and ended[6]["choices"][1][1] == first.pipeline
-    assert tab.reopen("nope")[2].startswith("❌ no wizard run")
+    assert tab.reopen("nope")[2].startswith("✗ no wizard run")
     assert tab.open_from_url(SimpleNamespace(query_params={"run": second.pipeline}))[0].pipeline == second.pipeline
     assert all(update == {"__type__": "update"} for update in tab.open_from_url(SimpleNamespace(query_params={})))
 

@@ -50,7 +50,7 @@ def test_the_search_goal_is_checked_and_said_in_words(toy):
         args = {"model": "1", "budget": 5, **bad}
         goal, _, _, status = wizard_search.to_search(args["model"], "1", "cpu-amx", 0.5, 1, 128, "grid",
                                                      args["budget"], False)
-        assert goal is None and status.startswith("❌") and why in status
+        assert goal is None and status.startswith("✗") and why in status
 
 
 # ---- the rule-based path on real traffic ------------------------------------------------------------------------
@@ -243,7 +243,7 @@ def test_a_search_launched_followed_and_a_trial_rerun(toy, tmp_path, minilm_dir)
     started = time.monotonic()
     goal, *_ = wizard_search.to_search("head", "toy", "cpu-amx", 50, 1, 32, "grid", 2, True)
     job_id, message, budget, *_, timer, searches = wizard_search.launch_search(goal)
-    assert message.startswith("✅ launched search job") and timer.active and searches["value"] == str(job_id)
+    assert message.startswith("✓ launched search job") and timer.active and searches["value"] == str(job_id)
     queued = api.get_job(job_id)
     assert queued.kind == "search" and queued.params["budget_s"] == 120.0 and queued.params["quick"] is True
     line, best, chart, table, trials, timer = wizard_search.follow_search(job_id)
@@ -272,16 +272,16 @@ def test_a_search_launched_followed_and_a_trial_rerun(toy, tmp_path, minilm_dir)
     assert len(table["value"]) == 1 and "PyTorch dynamic int8" in table["value"]["recipe"][0]
     assert trials["choices"][0][1] == "1"
     reopened = wizard_search.open_search(str(job.id))
-    assert reopened[0] == job.id and reopened[1].startswith("✅ reopened")
+    assert reopened[0] == job.id and reopened[1].startswith("✓ reopened")
 
     trial = status.trials[0]
     assert trial.variant_id, trial
     before = {j.id for j in api.list_jobs()}
     rerun = wizard_search.launch_rerun(job.id, "1")
-    assert rerun.startswith("✅ re-running trial 1"), rerun
+    assert rerun.startswith("✓ re-running trial 1"), rerun
     new = sorted((j for j in api.list_jobs() if j.id not in before), key=lambda j: j.id)
     # the variant's whole recipe, from the model's original: the fine-tune, then the trial's int8
     assert [j.kind for j in new if j.kind != "evaluate"] == ["finetune", "quantize"]
     assert new[0].pipeline not in (trial.pipeline, None)
-    assert wizard_search.launch_rerun(job.id, "7") == "❌ search job %d has no trial 7" % job.id
+    assert wizard_search.launch_rerun(job.id, "7") == "✗ search job %d has no trial 7" % job.id
     print(f"one-trial search followed and re-run in {time.monotonic() - started:.0f}s")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from jobs.api import cell_label
-from workbench.ui import esc
+from workbench.ui import OK, WARNING, esc
 
 SWEET_SPOT = "★"
 NOT_EVALUATED = "not evaluated"
@@ -78,8 +78,8 @@ def decision_table(decision, currency: str = "USD") -> list[dict[str, Any]]:
 def agreement_line(side) -> str:
     """Markdown for two predictions of one text (a jobs.playground.ab.SideBySide): do they agree, on what."""
     if side.agree:
-        return f"✅ agree: both say **{esc(side.a.label)}**"
-    return f"⚠ disagree: A says **{esc(side.a.label)}**, B says **{esc(side.b.label)}**"
+        return f"{OK} agree: both say **{esc(side.a.label)}**"
+    return f"{WARNING} disagree: A says **{esc(side.a.label)}**, B says **{esc(side.b.label)}**"
 
 
 def significance_sentence(verdict) -> str:

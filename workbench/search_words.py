@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from jobs.search.record import made_by
-from workbench.ui import esc
+from workbench.ui import FAILED, OK, PRUNED, RUNNING, esc
 
 RUNTIME_NAMES = {"pytorch": "PyTorch", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "tensorrt": "TensorRT"}
 # quantize methods: the runtime they leave the variant on and the precision they give it
@@ -18,7 +18,7 @@ QUANTIZE_WORDS = {
 }
 STUDENT_WORDS = {"half-layers": "1/2 depth", "third-layers": "1/3 depth", "quarter-layers": "1/4 depth",
                  "small-4x256": "small 4x256 student"}
-STATE_ICONS = {"running": "🔄", "complete": "✅", "pruned": "✂️", "failed": "❌"}
+STATE_ICONS = {"running": RUNNING, "complete": OK, "pruned": PRUNED, "failed": FAILED}
 BEST, FRONT = "★", "◆"
 
 

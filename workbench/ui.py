@@ -8,13 +8,19 @@ from typing import Any, Callable
 
 from storage.errors import WorkbenchError
 
+# Status marks from the symbols every UI font carries (DejaVu Sans, which Debian's Chromium falls back on, has
+# them all), never colour emoji: without an emoji font installed, ✅ ❌ ⏳ 🔄 ⛔ are drawn as empty boxes, and a
+# status column of boxes says nothing. tests/test_ui_glyphs.py keeps colour emoji out of the UI's sources.
+OK, FAILED, WARNING, INFO = "✓", "✗", "⚠", "ℹ"
+QUEUED, RUNNING, CANCELLED, PRUNED = "○", "↻", "⊘", "✂"
+
 
 def ok(message: str) -> str:
-    return f"✅ {message}"
+    return f"{OK} {message}"
 
 
 def fail(message: str) -> str:
-    return f"❌ {message}"
+    return f"{FAILED} {message}"
 
 
 def attempt(action: Callable[[], str]) -> str:

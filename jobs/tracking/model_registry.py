@@ -52,7 +52,7 @@ def check_version(version: Any) -> str:
 
 
 def _mlflow_errors(fn):
-    """MLflow's own refusals become one-line workbench errors (exit 2 in the CLI, a ❌ line in the UI)."""
+    """MLflow's own refusals become one-line workbench errors (exit 2 in the CLI, a ✗ line in the UI)."""
 
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):

@@ -14,7 +14,7 @@ from workbench import playground_charts, roles
 from workbench.choices import experiment_choices
 from workbench.formatting import agreement_line, playground_percent, significance_sentence
 from workbench.tabs.predictor import PRIVATE, keep, known_choices, prediction_markdown, ref_label, values
-from workbench.ui import Refresh, esc, fail, ok
+from workbench.ui import FAILED, OK, Refresh, esc, fail, ok
 
 SPLITS = ["test", "validation"]
 SORTS = {  # "Sort by" choice -> key of a Disagreement, largest first
@@ -282,8 +282,8 @@ def build() -> Refresh:
         send_button = gr.Button("Send request", variant="primary", scale=1, elem_id="ab-send")
     routed = gr.Markdown(elem_id="ab-routed")
     with gr.Row() as feedback_row:
-        correct = gr.Button("👍 Correct", elem_id="ab-correct")
-        wrong = gr.Button("👎 Wrong", elem_id="ab-wrong")
+        correct = gr.Button(f"{OK} Correct", elem_id="ab-correct")
+        wrong = gr.Button(f"{FAILED} Wrong", elem_id="ab-wrong")
     feedback_status = gr.Markdown(elem_id="ab-feedback")
     last_request = gr.State(None)
     with gr.Row(equal_height=True) as simulate_row:

@@ -80,7 +80,7 @@ def metrics_view(deployment, previous, editor: bool = True):
     try:
         now = api.deployment_metrics(deployment.id)
     except WorkbenchError as exc:
-        return f"⚠️ No metrics from deployment {deployment.id}: {esc(exc)}", None, None
+        return f"⚠ No metrics from deployment {deployment.id}: {esc(exc)}", None, None
     same_server = previous is not None and previous[0] == deployment.id
     rate = now.requests_per_s(previous[1] if same_server else None)
     latency = now.predict_latency

@@ -13,16 +13,16 @@ from jobs import api
 from storage.errors import WorkbenchError
 from workbench import drift_charts
 from workbench.drift_format import report_lines
-from workbench.ui import esc
+from workbench.ui import INFO, OK, WARNING, esc
 
 PRIVATE = dict(api_visibility="private")
 DEFAULT_WINDOW = 1000
 BANNER_STYLES = {
-    "alarm": ("#fdecea", "#b3261e", "⚠️"),
-    "watch": ("#fff4e5", "#8a5300", "👀"),
-    "ok": ("#e8f5e9", "#1b5e20", "✅"),
+    "alarm": ("#fdecea", "#b3261e", WARNING),
+    "watch": ("#fff4e5", "#8a5300", "◐"),
+    "ok": ("#e8f5e9", "#1b5e20", OK),
 }
-INFO_STYLE = ("#f1f3f4", "#3c4043", "ℹ️")
+INFO_STYLE = ("#f1f3f4", "#3c4043", INFO)
 NO_PICK = "Pick a deployment above to see whether its traffic drifts from its reference."
 
 

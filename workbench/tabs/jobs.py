@@ -46,7 +46,7 @@ def workers_line() -> str:
     counts = api.job_counts()
     queue_text = " · ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "empty"
     if not workers:
-        return f"⚠️ **No worker is running**: jobs stay queued. Start one with `workbench worker`. Queue: {queue_text}"
+        return f"⚠ **No worker is running**: jobs stay queued. Start one with `workbench worker`. Queue: {queue_text}"
     names = ", ".join(f"{w.id} ({'/'.join(w.devices)})" for w in workers)
     return f"**Workers:** {names} · **Queue:** {queue_text}"
 

@@ -8,7 +8,7 @@ import pandas as pd
 from jobs import api
 from workbench import roles
 from workbench.choices import named_choices
-from workbench.ui import Refresh, attempt, builtin_picker, mb
+from workbench.ui import Refresh, attempt, builtin_picker, fail, mb
 
 COLUMNS = ["id", "name", "architecture", "parameters", "task", "size", "source"]
 
@@ -101,7 +101,7 @@ def build() -> Refresh:
 
     @roles.editor_only("upload a model")
     def add_uploaded_model(upload_: str | None, name_: str, pickle: bool):
-        return after_add(_add(upload_, name_, pickle) if upload_ else "❌ choose a file to upload first")
+        return after_add(_add(upload_, name_, pickle) if upload_ else fail("choose a file to upload first"))
 
     add_builtin.click(add_builtin_model, [builtin, name, allow_pickle], [status, table, pick])
     add_path.click(add_model_from_path, [path, name, allow_pickle], [status, table, pick])

@@ -42,7 +42,7 @@ def _step_name(s) -> str:
 
 
 def degenerate_badge(reason: str | None) -> str:
-    return f"<span class='flag-badge degenerate-badge' title='{esc(reason or '')}'>⛔ degenerate: {esc(reason or '')}</span>"
+    return f"<span class='flag-badge degenerate-badge' title='{esc(reason or '')}'>⊘ degenerate: {esc(reason or '')}</span>"
 
 
 def _accuracy_cell(s) -> str:

@@ -24,15 +24,15 @@ from workbench import compare_charts, roles
 from workbench.choices import named_choices
 from workbench.formatting import SWEET_SPOT, decision_table, wizard_summary
 from workbench.tabs import wizard_search
-from workbench.ui import Refresh, esc, fail, ok
+from workbench.ui import CANCELLED, FAILED, OK, QUEUED, RUNNING, Refresh, esc, fail, ok
 
 REFRESH_S = 2.0
 PRIVATE = dict(api_visibility="private")  # UI events, not API endpoints
-STATUS_ICONS = {"queued": "⏳", "running": "🔄", "succeeded": "✅", "failed": "❌", "cancelled": "⛔"}
-RUN_ICONS = {"queued": "⏳", "running": "🔄", "done": "✅", "failed": "❌"}
+STATUS_ICONS = {"queued": QUEUED, "running": RUNNING, "succeeded": OK, "failed": FAILED, "cancelled": CANCELLED}
+RUN_ICONS = {"queued": QUEUED, "running": RUNNING, "done": OK, "failed": FAILED}
 # Put the followed run in the page's address (so a reload reopens it), or take it out (start over); nothing when the
-# launch or the reopening failed (its status line starts with ❌). It runs in the browser before `in_address`.
-SET_URL_JS = """(run, status) => { if (!(status || '').startsWith('❌')) {
+# launch or the reopening failed (its status line starts with FAILED). It runs in the browser before `in_address`.
+SET_URL_JS = """(run, status) => { if (!(status || '').startsWith('""" + FAILED + """')) {
   const url = new URL(window.location.href);
   if (run) { url.searchParams.set('run', run); } else { url.searchParams.delete('run'); }
   window.history.replaceState(window.history.state, '', url); }
