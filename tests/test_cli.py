@@ -72,6 +72,24 @@ def test_bad_input_exits_non_zero_with_one_line_and_writes_nothing(cli_home, arg
     assert stored_files(cli_home) == []
 
 
+def test_listing_commands_import_no_data_or_ml_library(cli_home):
+    """A listing answers without pandas, pyarrow, scikit-learn, torch or transformers: each costs every CLI call
+    from half a second to seconds, and only commands that read a table or run a model need them."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    heavy = ("pandas", "pyarrow", "sklearn", "torch", "transformers", "onnxruntime")
+    code = ("import sys\nfrom workbench.cli import main\n"
+            "for argv in (['models', 'list'], ['datasets', 'list'], ['jobs', 'list'], ['variants', 'list']):\n"
+            "    assert main(argv + ['--json']) == 0\n"
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout[-2000:]
+
+
 def test_every_command_has_help(cli_home):
     for args in (["serve"], ["worker"], ["models", "add"], ["models", "list"], ["models", "show"], ["datasets", "add"],
                  ["datasets", "list"], ["datasets", "show"], ["jobs", "submit"], ["jobs", "list"], ["jobs", "show"],

