@@ -213,7 +213,7 @@ def test_the_best_sentence_says_the_same_job_measurement_and_whether_it_is_sound
     # a sound run-off's same-job figure leads; the trial's own benchmark (another job than the baseline's) follows
     assert best_sentence(replace(sound, confirmation=replace(sound.confirmation, best_p50_ms=4.5, speedup=2.8))) == \
         "trial 1: ONNX Runtime static int8, 1/2 depth, graph optimization basic — 2.8x faster (4.50 vs 12.40 ms " \
-        "p50) measured again in one job with the baseline, 0.3 points lost; its trial's own benchmark: 3.1x."
+        "p50) measured again in one job with the baseline, 0.3 points lost; the trial benchmark said 3.1x."
     busy = replace(sound, confirmation=replace(sound.confirmation, problems=("baseline: busy machine",)))
     assert best_sentence(busy).endswith("3.1x (4.00 vs 12.40 ms p50), not sound: baseline: busy machine.")
     running = replace(status, confirmation=Confirmation(1, "running", 12))
@@ -225,7 +225,7 @@ def test_the_best_sentence_says_the_same_job_measurement_and_whether_it_is_sound
                                               why="trial 3 ran 1.20x as fast as trial 1 in the same job (95% interval "
                                                   "1.10-1.30)"))
     assert best_sentence(won).endswith("3.1x faster (4.00 vs 12.40 ms p50) measured again in one job with the "
-                                       "baseline, 0.3 points lost; its trial's own benchmark: 3.1x. Picked in the "
+                                       "baseline, 0.3 points lost; the trial benchmark said 3.1x. Picked in the "
                                        "run-off: trial 3 ran 1.20x as fast as trial 1 in the same job (95% interval "
                                        "1.10-1.30).")
     failed = replace(status, confirmation=Confirmation(1, "failed", 12, reason="its benchmark job failed: boom"))

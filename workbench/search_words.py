@@ -167,7 +167,7 @@ def best_sentence(status: Any) -> str:
         return f"No trial within the goal yet ({done} of {len(status.trials)} trials finished)."
     c = getattr(status, "confirmation", None)
     if c is not None and c.sound:
-        own = f"; its trial's own benchmark: {best.speedup:.1f}x" if best.speedup is not None else ""
+        own = f"; the trial benchmark said {best.speedup:.1f}x" if best.speedup is not None else ""
         sentence = (f"trial {best.number}: {trial_recipe(best)} — {_runoff_figures(c, 'faster')} measured again in "
                     f"one job with the baseline, {_drop(best)}{own}.")
         return f"{sentence} Picked in the run-off: {c.why}." if c.why else sentence
