@@ -669,15 +669,46 @@ def test_a_distillation_trains_on_what_this_machine_can_train_in_its_share_of_th
     hour = 3600.0
     assert space.distill_caps(hour)["max_train_examples"] == 28_800
     epochs = space.distill_caps(hour)["epochs"]
-    slow = space.distill_caps(hour, 15.0)["max_train_examples"]
-    assert slow == int(space.DISTILL_SHARE * hour * 15.0 / epochs) < 28_800
-    assert slow * epochs / 15.0 <= space.DISTILL_SHARE * hour  # it fits in its share at that speed
+    slow = space.distill_caps(hour, 15.0)["max_train_examples"]  # a half-depth student from the logits
+    cost = space.distill_cost("half-layers", epochs)
+    assert slow == int(space.DISTILL_SHARE * hour * 15.0 / cost) < 28_800
+    assert slow * cost / 15.0 <= space.DISTILL_SHARE * hour  # it fits in its share at that speed
+    # a shallower student costs less a text, so it gets more of the data; the teacher's hidden states cost more
+    third = space.distill_caps(hour, 15.0, "third-layers")["max_train_examples"]
+    hidden = space.distill_caps(hour, 15.0, "third-layers", intermediate=True)["max_train_examples"]
+    assert hidden < third and slow < third < 28_800
+    assert space.distill_cost("third-layers", epochs) < cost < space.distill_cost("half-layers", epochs, True)
     assert space.distill_caps(hour, 1000.0)["max_train_examples"] == 28_800  # a fast machine: the usual cap
     assert space.distill_caps(60.0, 0.1)["max_train_examples"] == 2000  # never below the floor
     goal = SearchGoal(max_drop_points=1, budget_s=hour)
-    point = {"student": "half-layers", "intermediate": "off", "prune": "none", "backend": "pytorch-fp32"}
-    distill = space.steps(point, goal, quick=False, fusion_ok=True, train_rate=15.0)[0]
-    assert distill["kind"] == "distill" and distill["params"]["max_train_examples"] == slow
+    for student, intermediate, expected in (("half-layers", "off", slow), ("third-layers", "off", third),
+                                            ("third-layers", "on", hidden)):
+        point = {"student": student, "intermediate": intermediate, "prune": "none", "backend": "pytorch-fp32"}
+        distill = space.steps(point, goal, quick=False, fusion_ok=True, train_rate=15.0)[0]
+        assert distill["kind"] == "distill" and distill["params"]["max_train_examples"] == expected
+
+
+def test_a_search_opens_with_the_wizards_recipe_then_the_shallowest_student():
+    """The first two trials, before the sampler chooses: the wizard's recipe for this CPU, then the shallowest
+    student made from the teacher's layers, from its logits, on that recipe's runtime; both points of the space."""
+    from jobs.search import space
+
+    for quick in (False, True):
+        built = space.default_space("cpu", quick=quick)
+        valid = {space.key(p) for p in space.points(built)}
+        wizard = space.wizard_point(built, "cpu")
+        opening = space.opening_points(built, "cpu")
+        student = opening[-1]
+        assert student == space.student_point(built, "cpu") and space.key(student) in valid
+        assert student["student"] == ("half-layers" if quick else "third-layers")  # the shallowest in the space
+        assert student["intermediate"] == "off" and student["prune"] == "none"
+        assert opening == ([wizard] if wizard else []) + [student]
+        runs_as = wizard or space.baseline_point(built)
+        assert {k: v for k, v in student.items() if k != "intermediate"} == {**runs_as, "student": student["student"]}
+    # a space without a student made from the teacher's layers has no student opening
+    no_students = space.build_space("cpu", False, {"student": ["none", "small-4x256"]})
+    assert space.student_point(no_students, "cpu") is None
+    assert space.opening_points(no_students, "cpu") == [p for p in [space.wizard_point(no_students, "cpu")] if p]
 
 
 def test_a_real_traffic_search_measures_a_truncated_variant_at_its_shorter_length(tmp_path, monkeypatch, minilm_dir):

@@ -440,8 +440,12 @@ class Search:
         self.train_rate = search_space.training_rate(variant.info if variant else None)
         if self.record.quick:
             return
-        caps = search_space.distill_caps(self.goal.budget_s, self.train_rate)["max_train_examples"]
-        self.progress(f"a distillation trains on at most {caps:,} examples: "
+        students = [s for s in self.record.space.get("student", ()) if s != "none"]
+        caps = ", ".join(f"{search_space.distill_caps(self.goal.budget_s, self.train_rate, s)['max_train_examples']:,}"
+                         f" examples ({s})" for s in students)
+        if not caps:
+            return
+        self.progress(f"a distillation from the teacher's logits trains on at most {caps}: "
                       + (f"this machine fine-tuned the baseline at {self.train_rate:.1f} examples/s, and one "
                          f"distillation may take {search_space.DISTILL_SHARE:.0%} of the budget" if self.train_rate
                          else "the baseline was not fine-tuned here, so its speed is not known"))
@@ -478,9 +482,9 @@ class Search:
             outcomes[search_space.key(trial.params)] = told
         valid = {search_space.key(p) for p in search_space.points(space)}  # read once: the space never changes
         total = len(valid)
-        first = search_space.wizard_point(space, self.goal.device) if not record.trials else None
-        if first is not None:
-            study.enqueue_trial(first)  # the wizard's recipe for this machine is the first trial
+        for opening in search_space.opening_points(space, self.goal.device):
+            if search_space.key(opening) not in outcomes:  # the wizard's recipe, then the shallowest student
+                study.enqueue_trial(opening)
         reason = None
         while reason is None:
             reason = self.stop_reason(self.refresh_best())

@@ -26,6 +26,15 @@ HIDDEN_WEIGHT = 1.0  # the intermediate-layer term's weight (TinyBERT's: its MSE
 # the way to large speed-ups and is reused by every later trial that starts with it, but two of them (1/2 and 1/3
 # depth) must still fit with room for the quick quantization trials.
 DISTILL_SHARE = 0.4
+# What one training text costs a distillation, in steps of the baseline's full fine-tune on the same machine (forward
+# and backward through every layer, its validation included), from the 2-core AMD EPYC here, whose full fine-tune ran
+# 20.9 texts/s: the teacher's logits over the texts, once (a forward pass only: 30,526 texts in 9.5 minutes, 0.39 of
+# a step, beside other work), and each epoch the student's own step, about 0.1 (embeddings, tokens, the loss) plus
+# 0.9 x its share of the teacher's layers (a third-depth student: 30,526 texts in 600 s an epoch, 0.41 of a step).
+# Learning the teacher's hidden states runs the teacher forward at every step too.
+TEACHER_PASS = 0.4
+STUDENT_DEPTH = {"half-layers": 1 / 2, "third-layers": 1 / 3}  # small-4x256 is costed as a half-depth student
+SHALLOWEST_FIRST = ("third-layers", "half-layers")  # the students made from the teacher's own layers, fastest first
 RECOVERY = ("none", "finetune")  # after structured pruning: a short fine-tune that wins back accuracy
 ORT_LEVELS = ("none", "basic", "extended", "all")
 REDUCE_RANGE = ("auto", "off", "on")
@@ -199,9 +208,16 @@ def training_caps(budget_s: float) -> dict[str, int]:
     return {"max_train_examples": int(max(2000, 3 * budget_s)), "max_val_examples": 1000, "epochs": 2}
 
 
-def distill_caps(budget_s: float, train_rate: float | None = None) -> dict[str, int]:
+def distill_cost(student: str, epochs: int, intermediate: bool = False) -> float:
+    """What a distillation costs per training text, in full fine-tune steps (TEACHER_PASS, STUDENT_DEPTH)."""
+    step = 0.1 + 0.9 * STUDENT_DEPTH.get(student, 1 / 2) + (TEACHER_PASS if intermediate else 0.0)
+    return TEACHER_PASS + epochs * step
+
+
+def distill_caps(budget_s: float, train_rate: float | None = None, student: str = "half-layers",
+                 intermediate: bool = False) -> dict[str, int]:
     """A distillation's caps: about eight examples per second of budget, more than a recovery fine-tune's three,
-    and no more than this machine can train in DISTILL_SHARE of the budget.
+    and no more than this machine can train `student` on in DISTILL_SHARE of the budget.
 
     A student is made once and reused by every later trial that starts with it, and it is data-hungry: on the
     tweet-sentiment split here a half-depth MiniLM student distilled on 10,800 texts lost 0.63 points against its
@@ -211,12 +227,16 @@ def distill_caps(budget_s: float, train_rate: float | None = None) -> dict[str, 
     Machines differ: the 2-core AMD EPYC here fine-tunes about three times slower than that Xeon, and eight examples
     per second of budget would be a distillation the budget cuts short, which leaves no student at all. So with
     `train_rate` (training examples per second of a full-depth fine-tune epoch on this machine, its validation
-    included: `training_rate`) the data is also capped at what DISTILL_SHARE of the budget trains. A half-depth
-    distillation step (the full teacher's forward pass, the student's forward and backward) costs about 0.8 of a
-    full fine-tune step, so the cap errs on the short side."""
+    included: `training_rate`) the data is also capped at what DISTILL_SHARE of the budget trains, at the student's
+    own cost (`distill_cost`): a shallower student trains faster, so it gets more of the data it needs for the
+    same time. On that EPYC, in a 60-minute budget, a third-depth student gets about 25,000 texts and a half-depth
+    one about 20,000 (a cost of 1.2 and 1.5 steps a text over two epochs), where one cost for every depth gave both
+    15,041; a third-depth student distilled on all 30,526 texts there was 0.39 points better than its teacher
+    after its second epoch (the best of three)."""
     caps = {**training_caps(budget_s), "max_train_examples": int(max(2000, 8 * budget_s))}
     if train_rate:
-        affordable = int(DISTILL_SHARE * budget_s * train_rate / caps["epochs"])
+        cost = distill_cost(student, caps["epochs"], intermediate)
+        affordable = int(DISTILL_SHARE * budget_s * train_rate / cost)
         caps["max_train_examples"] = max(2000, min(caps["max_train_examples"], affordable))
     return caps
 
@@ -243,10 +263,11 @@ def steps(point: dict[str, str], goal: Any, *, quick: bool, fusion_ok: bool,
     from jobs.runner.registry import get_kind
 
     caps = {} if quick else training_caps(goal.budget_s)  # a recovery fine-tune's
-    student_caps = {} if quick else distill_caps(goal.budget_s, train_rate)
     made: list[tuple[str, dict[str, Any]]] = []
     if point["student"] != "none":
-        hidden = {"hidden_weight": HIDDEN_WEIGHT} if point.get("intermediate") == "on" else {}
+        on = point.get("intermediate") == "on"
+        student_caps = {} if quick else distill_caps(goal.budget_s, train_rate, point["student"], on)
+        hidden = {"hidden_weight": HIDDEN_WEIGHT} if on else {}
         made.append(("distill", {"student": point["student"], **hidden, **student_caps}))
     ratio = PRUNINGS[point["prune"]]
     if ratio is not None:
@@ -317,3 +338,31 @@ def wizard_point(space: dict[str, tuple[str, ...]], device: str) -> dict[str, st
     if any(value not in space.get(name, ()) for name, value in point.items()):
         return None
     return point
+
+
+def student_point(space: dict[str, tuple[str, ...]], device: str) -> dict[str, str] | None:
+    """The search's second trial: the shallowest student in `space` made from the teacher's own layers, from its
+    logits only, run as the wizard's recipe runs (as the baseline runs when that recipe is not in the space); None
+    when the space has no such student.
+
+    A student is the way to large speed-ups and a search's costliest step, and the shallowest one is both the
+    cheapest to train and the fastest to run: within the drop, no deeper student beats it on the same runtime, and
+    outside it the sampler learns that from one trial. Left to the sampler's random start-up trials the depth was a
+    coin toss, and a 60-minute budget on a 2-core CPU affords two students at most: on the AMD EPYC here a search
+    made a half-depth student (4.4x at batch 1 in ONNX Runtime int8), where a third-depth one distilled on the whole
+    split ran 6.4x within the drop. Its logits only: learning the teacher's hidden states costs a teacher pass a
+    step (TEACHER_PASS), and the sampler may still try it."""
+    student = next((s for s in SHALLOWEST_FIRST if s in space.get("student", ())), None)
+    if student is None:
+        return None
+    point = wizard_point(space, device) or baseline_point(space)
+    hidden = _choices(space, BY_NAME["intermediate"])
+    point = {**point, "student": student, "intermediate": "off" if "off" in hidden else hidden[0]}
+    valid = {key(p) for p in points(space)}
+    return point if key(point) in valid else None
+
+
+def opening_points(space: dict[str, tuple[str, ...]], device: str) -> list[dict[str, str]]:
+    """The trials a search starts with, in order, before its sampler chooses: the wizard's recipe, then the
+    shallowest student (`student_point`)."""
+    return [p for p in (wizard_point(space, device), student_point(space, device)) if p is not None]
