@@ -14,7 +14,7 @@ from workbench import playground_charts, roles
 from workbench.choices import experiment_choices
 from workbench.formatting import agreement_line, playground_percent, significance_sentence
 from workbench.tabs.predictor import PRIVATE, keep, known_choices, prediction_markdown, ref_label, values
-from workbench.ui import FAILED, OK, Refresh, esc, fail, ok
+from workbench.ui import FAILED, OK, WARNING, Refresh, esc, fail, ok
 
 SPLITS = ["test", "validation"]
 SORTS = {  # "Sort by" choice -> key of a Disagreement, largest first
@@ -179,7 +179,7 @@ def send(experiment: str | None, user: str | None, text: str | None):
     line = (f"user {esc(r.user_id)} → arm {r.arm} (variant #{r.variant_id}): **{esc(p.label)}** "
             f"{p.confidence * 100:.0f} %, {p.latency_ms:.1f} ms (request #{r.id}). Was it right?")
     if p.truncated:
-        line += f"\n\n<span class='truncation-warning'>⚠ {esc(p.truncation_note)}</span>"
+        line += f"\n\n<span class='truncation-warning'>{WARNING} {esc(p.truncation_note)}</span>"
     return (line, r.id, "", *arms_view(experiment))
 
 

@@ -16,7 +16,7 @@ from workbench.choices import ref_choices, variant_choices
 from workbench.tabs import deploy_canary, deploy_drift, deploy_export, deploy_loadtest
 from workbench.tabs.jobs import STATUS_COLORS as JOB_COLORS
 from workbench.tabs.predictor import alias_choices, default_variant, keep, values
-from workbench.ui import Refresh, attempt, esc, fail
+from workbench.ui import WARNING, Refresh, attempt, esc, fail
 
 REFRESH_S = 2.0
 LOG_TAIL_CHARS = 20_000
@@ -80,7 +80,7 @@ def metrics_view(deployment, previous, editor: bool = True):
     try:
         now = api.deployment_metrics(deployment.id)
     except WorkbenchError as exc:
-        return f"⚠ No metrics from deployment {deployment.id}: {esc(exc)}", None, None
+        return f"{WARNING} No metrics from deployment {deployment.id}: {esc(exc)}", None, None
     same_server = previous is not None and previous[0] == deployment.id
     rate = now.requests_per_s(previous[1] if same_server else None)
     latency = now.predict_latency

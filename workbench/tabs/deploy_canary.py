@@ -13,7 +13,7 @@ import gradio as gr
 from jobs import api
 from storage.errors import WorkbenchError
 from workbench import roles
-from workbench.ui import attempt, esc, fail
+from workbench.ui import WARNING, attempt, esc, fail
 
 PRIVATE = dict(api_visibility="private")  # UI events, not API endpoints
 REFRESH_S = 3.0
@@ -39,7 +39,7 @@ def arms_html(deployment, rows, scrape_error: str | None = None) -> str:
         f"<tr data-arm='{r.arm}'><td>{r.arm}</td><td>#{r.variant_id}</td><td>{r.share_percent:g} %</td>"
         f"<td>{r.requests:g}</td><td>{r.errors:g}</td><td>{_ms(r.p95_s)}</td><td>{esc(_accuracy(r))}</td></tr>"
         for r in rows)
-    note = f"<p>⚠ No live figures: {esc(scrape_error)}</p>" if scrape_error else ""
+    note = f"<p>{WARNING} No live figures: {esc(scrape_error)}</p>" if scrape_error else ""
     return (f"{note}<table class='jobs-table' id='canary-arms-table' data-deployment-id='{deployment.id}'>"
             f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 

@@ -12,7 +12,7 @@ from jobs import api
 from storage.errors import WorkbenchError
 from workbench import loadtest_charts, roles
 from workbench.choices import named_choices
-from workbench.ui import attempt, esc, fail
+from workbench.ui import WARNING, attempt, esc, fail
 
 PROGRESS_S = 3.0
 PRIVATE = dict(api_visibility="private")
@@ -31,7 +31,7 @@ def levels_table(levels) -> str:
     for lv in levels:
         errors = ", ".join(f"{k}: {v}" for k, v in sorted(lv["errors"].items())) or "none"
         load = lv["load"]
-        busy = f"⚠ busy: others took {load.get('other_cpu_fraction', 0):.0%}" if lv["busy"] else \
+        busy = f"{WARNING} busy: others took {load.get('other_cpu_fraction', 0):.0%}" if lv["busy"] else \
             f"others {load.get('other_cpu_fraction', 0):.0%}"
         lines.append(f"| {lv['concurrency']} | {lv['sent']} | {lv['ok']} | {errors} | {lv['requests_per_s']:.1f} | "
                      f"{lv['texts_per_s']:.1f} | {_figure(lv['p50_ms'])} | {_figure(lv['p95_ms'])} | "
@@ -57,7 +57,8 @@ def load_test_view(ref: str | None):
                f"{best['concurrency']}. Client-side latency; the load generator ran on this machine too.")
     busy = [str(lv["concurrency"]) for lv in levels if lv["busy"]]
     if busy:
-        summary += f"  \n⚠ The machine was busy at concurrency {', '.join(busy)}: those figures are not trustworthy."
+        summary += (f"  \n{WARNING} The machine was busy at concurrency {', '.join(busy)}: "
+                    "those figures are not trustworthy.")
     chart = loadtest_charts.latency_vs_throughput(
         [(f"deployment {first['deployment_id']}", levels)],
         title=f"Deployment {first['deployment_id']}: latency against throughput ({job})")

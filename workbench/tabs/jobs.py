@@ -10,7 +10,7 @@ from jobs import api
 from storage.errors import WorkbenchError
 from workbench import cluster_view, roles
 from workbench.choices import NONE, job_choices, named_choices, variant_choices
-from workbench.ui import Refresh, attempt, esc, fail
+from workbench.ui import WARNING, Refresh, attempt, esc, fail
 
 REFRESH_S = 1.5
 # The log box is re-sent on every refresh, so it holds the end of the log (where a job says why it stopped).
@@ -46,7 +46,8 @@ def workers_line() -> str:
     counts = api.job_counts()
     queue_text = " · ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "empty"
     if not workers:
-        return f"⚠ **No worker is running**: jobs stay queued. Start one with `workbench worker`. Queue: {queue_text}"
+        return (f"{WARNING} **No worker is running**: jobs stay queued. Start one with `workbench worker`. "
+                f"Queue: {queue_text}")
     names = ", ".join(f"{w.id} ({'/'.join(w.devices)})" for w in workers)
     return f"**Workers:** {names} · **Queue:** {queue_text}"
 

@@ -13,7 +13,7 @@ from jobs import api
 from storage.errors import WorkbenchError
 from workbench import roles
 from workbench.choices import NONE, named_choices, variant_choices
-from workbench.ui import Refresh, attempt, esc, fail, ok
+from workbench.ui import WARNING, Refresh, attempt, esc, fail, ok
 
 FIELDS_PER_ROW = 3
 NO_STEPS = "*No steps yet: pick a job kind, set its parameters and click **Add step to pipeline**.*"
@@ -51,7 +51,8 @@ def kind_note(name: str | None) -> str:
             f"<span class='kind-needs'>Takes a variant{needs}; runs on {esc(info['device'])}{yields}.</span></div>")
     reason = api.kind_availability().get(info["name"])
     if reason:
-        note += f"<div class='kind-unavailable' id='kind-unavailable'>⚠ {esc(info['name'])} is {esc(reason)}</div>"
+        note += (f"<div class='kind-unavailable' id='kind-unavailable'>{WARNING} {esc(info['name'])} is "
+                 f"{esc(reason)}</div>")
     return note
 
 

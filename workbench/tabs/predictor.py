@@ -14,7 +14,7 @@ from jobs import api
 from storage.errors import WorkbenchError
 from workbench import playground_charts
 from workbench.choices import named_choices, variant_choices
-from workbench.ui import Refresh, esc, fail, mb, ok
+from workbench.ui import WARNING, Refresh, esc, fail, mb, ok
 
 EXAMPLES = 20  # examples offered per dataset
 EXAMPLE_LABEL_CHARS = 110
@@ -85,7 +85,7 @@ def prediction_markdown(p) -> str:
     """'**positive** 86.1 % · 4.3 ms · 12 tokens', and a warning line when the text was truncated."""
     line = f"**{esc(p.label)}** {p.confidence * 100:.1f} % · {p.latency_ms:.1f} ms · {p.tokens} tokens"
     if p.truncated:
-        line += f"\n\n<span class='truncation-warning'>⚠ {esc(p.truncation_note)}</span>"
+        line += f"\n\n<span class='truncation-warning'>{WARNING} {esc(p.truncation_note)}</span>"
     return line
 
 

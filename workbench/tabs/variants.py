@@ -15,7 +15,7 @@ from storage.errors import WorkbenchError
 from workbench import charts, roles
 from workbench.choices import variant_choices
 from workbench.formatting import NOT_EVALUATED, percent
-from workbench.ui import Refresh, esc, fail, mb, ok
+from workbench.ui import WARNING, Refresh, esc, fail, mb, ok
 
 REFRESH_S = 3.0
 COLUMNS = ("id", "variant", "runtime", "precision", "size", "accuracy", "Δ vs parent", "agreement", "flag")
@@ -34,7 +34,7 @@ def _short(points: float) -> str:
 
 
 def flag_text(drop: float | None) -> str:
-    return f"⚠ {_short(drop or 0.0)} pts below parent"
+    return f"{WARNING} {_short(drop or 0.0)} pts below parent"
 
 
 def _step_name(s) -> str:
@@ -315,7 +315,8 @@ def promote_selected(selected: str | None, alias: str | None, force: bool = Fals
             if "degenerate" in str(exc):
                 raise type(exc)(f"{exc}: tick 'Promote even if degenerate' to confirm") from None
             raise
-        warning = f" ⚠ promoted although degenerate: {move['degenerate']}" if move.get("degenerate") else ""
+        warning = f" {WARNING} promoted although degenerate: {move['degenerate']}" if move.get("degenerate") \
+            else ""
         if not move["changed"]:
             return f"{name} {move['alias']} already points at v{version}{warning}"
         was = f" (was v{move['previous']})" if move["previous"] else ""
