@@ -170,10 +170,15 @@ def best_sentence(status: Any) -> str:
         own = f"; the trial benchmark said {best.speedup:.1f}x" if best.speedup is not None else ""
         sentence = (f"trial {best.number}: {trial_recipe(best)} — {_runoff_figures(c, 'faster')} measured again in "
                     f"one job with the baseline, {_drop(best)}{own}.")
-        return f"{sentence} Picked in the run-off: {c.why}." if c.why else sentence
+        return f"{sentence} {_picked(c)}" if c.why else sentence
     sentence = f"trial {best.number}: {trial_recipe(best)} — {_speed(best)}, {_drop(best)}"
     again = confirmation_sentence(status)
     return f"{sentence}. {again}" if again else sentence
+
+
+def _picked(c: Any) -> str:
+    """How a runner-up beat the search's own pick in the run-off: 'Picked in the run-off: …', or ''."""
+    return f"Picked in the run-off: {c.why}." if c.why else ""
 
 
 def _runoff_figures(c: Any, what: str = "") -> str:
@@ -194,7 +199,7 @@ def confirmation_sentence(status: Any) -> str:
         return f"Measuring trial {c.trial}{runners_up} and the baseline again in one job{c.which_job}…"
     if c.state != "complete":
         return f"Not measured again in one job with the baseline: {c.reason}"
-    lead = f"Picked in the run-off: {c.why}. " if c.why else ""
+    lead = f"{_picked(c)} " if c.why else ""
     if c.problems:
         return f"{lead}Measured again in one job with the baseline: {_runoff_figures(c)}, not sound: " \
             f"{'; '.join(c.problems)}."
