@@ -214,6 +214,12 @@ def test_the_best_sentence_says_the_same_job_measurement_and_whether_it_is_sound
     assert best_sentence(replace(sound, confirmation=replace(sound.confirmation, best_p50_ms=4.5, speedup=2.8))) == \
         "trial 1: ONNX Runtime static int8, 1/2 depth, graph optimization basic — 2.8x faster (4.50 vs 12.40 ms " \
         "p50) measured again in one job with the baseline, 0.3 points lost; the trial benchmark said 3.1x."
+    # slower than the baseline reads as slower, not as '0.6x faster'
+    slower = replace(sound, best=replace(sound.best, speedup=0.8),
+                     confirmation=replace(sound.confirmation, best_p50_ms=20.0, speedup=0.62))
+    assert "— 1.6x slower (20.00 vs 12.40 ms p50) measured again" in best_sentence(slower)
+    assert best_sentence(slower).endswith("the trial benchmark said 0.8x.")
+    assert "— 1.2x slower, 0.3 points lost" in best_sentence(replace(status, best=replace(status.best, speedup=0.8)))
     busy = replace(sound, confirmation=replace(sound.confirmation, problems=("baseline: busy machine",)))
     assert best_sentence(busy).endswith("3.1x (4.00 vs 12.40 ms p50), not sound: baseline: busy machine.")
     running = replace(status, confirmation=Confirmation(1, "running", 12))

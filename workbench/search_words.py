@@ -143,8 +143,13 @@ def out_reason(trial: Any, status: Any) -> str | None:
     return None
 
 
+def _faster(speedup: float) -> str:
+    """'3.1x faster', or '1.7x slower' below the baseline's speed (where '0.6x faster' would read as a gain)."""
+    return f"{speedup:.1f}x faster" if speedup >= 1 else f"{1 / speedup:.1f}x slower"
+
+
 def _speed(trial: Any) -> str:
-    return f"{trial.speedup:.1f}x faster" if trial.speedup is not None else "speed not measured yet"
+    return _faster(trial.speedup) if trial.speedup is not None else "speed not measured yet"
 
 
 def _drop(trial: Any) -> str:
@@ -168,7 +173,7 @@ def best_sentence(status: Any) -> str:
     c = getattr(status, "confirmation", None)
     if c is not None and c.sound:
         own = f"; the trial benchmark said {best.speedup:.1f}x" if best.speedup is not None else ""
-        sentence = (f"trial {best.number}: {trial_recipe(best)} — {_runoff_figures(c, 'faster')} measured again in "
+        sentence = (f"trial {best.number}: {trial_recipe(best)} — {_runoff_figures(c, in_words=True)} measured again in "
                     f"one job with the baseline, {_drop(best)}{own}.")
         return f"{sentence} {_picked(c)}" if c.why else sentence
     sentence = f"trial {best.number}: {trial_recipe(best)} — {_speed(best)}, {_drop(best)}"
@@ -181,10 +186,11 @@ def _picked(c: Any) -> str:
     return f"Picked in the run-off: {c.why}." if c.why else ""
 
 
-def _runoff_figures(c: Any, what: str = "") -> str:
-    """'3.9x faster (3.45 vs 13.41 ms p50)', with the run-off job it came from when an earlier one was redone."""
-    return f"{c.speedup:.1f}x{' ' + what if what else ''} ({c.best_p50_ms:.2f} vs {c.baseline_p50_ms:.2f} ms p50)" \
-        f"{c.which_job}"
+def _runoff_figures(c: Any, in_words: bool = False) -> str:
+    """'3.9x (3.45 vs 13.41 ms p50)' ('3.9x faster (…)' `in_words`), with the run-off job it came from when an
+    earlier one was redone."""
+    ratio = _faster(c.speedup) if in_words else f"{c.speedup:.1f}x"
+    return f"{ratio} ({c.best_p50_ms:.2f} vs {c.baseline_p50_ms:.2f} ms p50){c.which_job}"
 
 
 def confirmation_sentence(status: Any) -> str:
