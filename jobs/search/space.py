@@ -26,13 +26,15 @@ HIDDEN_WEIGHT = 1.0  # the intermediate-layer term's weight (TinyBERT's: its MSE
 # the way to large speed-ups and is reused by every later trial that starts with it, but two of them (1/2 and 1/3
 # depth) must still fit with room for the quick quantization trials.
 DISTILL_SHARE = 0.4
-# What one training text costs a distillation, in steps of the baseline's full fine-tune on the same machine (forward
-# and backward through every layer, its validation included), from the 2-core AMD EPYC here, whose full fine-tune ran
-# 20.9 texts/s: the teacher's logits over the texts, once (a forward pass only: 30,526 texts in 9.5 minutes, 0.39 of
-# a step, beside other work), and each epoch the student's own step, about 0.1 (embeddings, tokens, the loss) plus
-# 0.9 x its share of the teacher's layers (a third-depth student: 30,526 texts in 600 s an epoch, 0.41 of a step).
-# Learning the teacher's hidden states runs the teacher forward at every step too.
-TEACHER_PASS = 0.4
+# What one training text costs a distillation, in steps of the baseline's full fine-tune on the same machine
+# (forward and backward through every layer, its validation included), fitted on a 2-core AMD EPYC with
+# AVX-512 here whose full fine-tune ran 49.2 texts/s (28,800 texts, two epochs, one search): the teacher's
+# logits over the texts, once (a forward pass: 0.49 of a step with a third-depth student, 0.44 with a
+# half-depth one), and each epoch the student's own step, about 0.15 (embeddings, tokens, the loss,
+# validation) plus 0.9 x its share of the teacher's layers (a third-depth epoch 0.44, a half-depth one 0.57);
+# learning the teacher's hidden states runs the teacher forward at every step too (0.70 more: a third-depth
+# epoch with them took 662 s, 256 s without).
+TEACHER_PASS, STEP_BASE, TEACHER_STEP = 0.5, 0.15, 0.7
 STUDENT_DEPTH = {"half-layers": 1 / 2, "third-layers": 1 / 3}  # small-4x256 is costed as a half-depth student
 SHALLOWEST_FIRST = ("third-layers", "half-layers")  # the students made from the teacher's own layers, fastest first
 RECOVERY = ("none", "finetune")  # after structured pruning: a short fine-tune that wins back accuracy
@@ -210,7 +212,7 @@ def training_caps(budget_s: float) -> dict[str, int]:
 
 def distill_cost(student: str, epochs: int, intermediate: bool = False) -> float:
     """What a distillation costs per training text, in full fine-tune steps (TEACHER_PASS, STUDENT_DEPTH)."""
-    step = 0.1 + 0.9 * STUDENT_DEPTH.get(student, 1 / 2) + (TEACHER_PASS if intermediate else 0.0)
+    step = STEP_BASE + 0.9 * STUDENT_DEPTH.get(student, 1 / 2) + (TEACHER_STEP if intermediate else 0.0)
     return TEACHER_PASS + epochs * step
 
 
@@ -224,15 +226,17 @@ def distill_caps(budget_s: float, train_rate: float | None = None, student: str 
     teacher (77.57 % vs 78.20 %), and on all 30,526 it gained 0.68 (78.88 %), two epochs each (one run each, 2-core
     Xeon). The price is time: about 25 minutes for that student alone on that machine (an epoch took 700 s).
 
-    Machines differ: the 2-core AMD EPYC here fine-tunes about three times slower than that Xeon, and eight examples
-    per second of budget would be a distillation the budget cuts short, which leaves no student at all. So with
-    `train_rate` (training examples per second of a full-depth fine-tune epoch on this machine, its validation
-    included: `training_rate`) the data is also capped at what DISTILL_SHARE of the budget trains, at the student's
-    own cost (`distill_cost`): a shallower student trains faster, so it gets more of the data it needs for the
-    same time. On that EPYC, in a 60-minute budget, a third-depth student gets about 25,000 texts and a half-depth
-    one about 20,000 (a cost of 1.2 and 1.5 steps a text over two epochs), where one cost for every depth gave both
-    15,041; a third-depth student distilled on all 30,526 texts there was 0.39 points better than its teacher
-    after its second epoch (the best of three)."""
+    Machines differ: a 2-core AMD EPYC with AVX2 here fine-tuned about three times slower than that Xeon, and
+    eight examples per second of budget would be a distillation the budget cuts short, which leaves no student
+    at all. So with `train_rate` (training examples per second of a full-depth fine-tune epoch on this
+    machine, its validation included: `training_rate`) the data is also capped at what DISTILL_SHARE of the
+    budget trains, at the student's own cost (`distill_cost`): a shallower student trains faster, so it gets
+    more of the data it needs for the same time. At the AVX2 EPYC's 20.9 texts/s, in a 60-minute budget, a
+    third-depth student gets about 21,500 texts and a half-depth one about 17,700 (1.4 and 1.7 steps a text
+    over two epochs), where one cost for every depth gave both 15,041; a third-depth student distilled there
+    on all 30,526 texts was 0.39 points better than its teacher after its second epoch (the best of three).
+    The EPYC with AVX-512 trains 49.2 texts/s: eight a second of budget (28,800) is the cap there, and a
+    third-depth student on them took 13.5 minutes."""
     caps = {**training_caps(budget_s), "max_train_examples": int(max(2000, 8 * budget_s))}
     if train_rate:
         cost = distill_cost(student, caps["epochs"], intermediate)
