@@ -63,7 +63,13 @@ def test_the_wizard_from_goal_to_recommended_variant(page, tmp_path):
     quantize = table.locator("tr[data-kind='quantize']").inner_text()
     assert "ort-dynamic-int8" in quantize and "VNNI" in quantize
     recipe_text = page.locator("#wizard-recipe").inner_text()
-    assert "already classifies toy" in recipe_text and "not cpu-avx512-vnni" in recipe_text  # honest about the machine
+    assert "already classifies toy" in recipe_text
+    # honest about the machine: a target other than this machine's class is named as not this one (machines here
+    # differ: an AMD EPYC with AVX-512 VNNI is that class itself)
+    from jobs.decisions.wizard import detected_target
+    from jobs.runtimes.devices import detect
+
+    assert ("not cpu-avx512-vnni" in recipe_text) == (detected_target(detect()) != "cpu-avx512-vnni"), recipe_text
     page.screenshot(path=str(tmp_path / "recipe.png"), full_page=True)
     page.locator("#wizard-next-4").click()
 
