@@ -699,7 +699,7 @@ def test_a_search_opens_with_the_wizards_recipe_then_the_shallowest_student():
         wizard = space.wizard_point(built, "cpu")
         opening = space.opening_points(built, "cpu")
         student = opening[-1]
-        assert student == space.student_point(built, "cpu") and space.key(student) in valid
+        assert student == space.student_point(built, wizard) and space.key(student) in valid
         assert student["student"] == ("half-layers" if quick else "third-layers")  # the shallowest in the space
         assert student["intermediate"] == "off" and student["prune"] == "none"
         assert opening == ([wizard] if wizard else []) + [student]
@@ -707,7 +707,7 @@ def test_a_search_opens_with_the_wizards_recipe_then_the_shallowest_student():
         assert {k: v for k, v in student.items() if k != "intermediate"} == {**runs_as, "student": student["student"]}
     # a space without a student made from the teacher's layers has no student opening
     no_students = space.build_space("cpu", False, {"student": ["none", "small-4x256"]})
-    assert space.student_point(no_students, "cpu") is None
+    assert space.student_point(no_students, space.wizard_point(no_students, "cpu")) is None
     assert space.opening_points(no_students, "cpu") == [p for p in [space.wizard_point(no_students, "cpu")] if p]
 
 

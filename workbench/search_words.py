@@ -173,8 +173,9 @@ def best_sentence(status: Any) -> str:
     c = getattr(status, "confirmation", None)
     if c is not None and c.sound:
         own = f"; the trial benchmark said {best.speedup:.1f}x" if best.speedup is not None else ""
-        sentence = (f"trial {best.number}: {trial_recipe(best)} — {_runoff_figures(c, in_words=True)} measured again in "
-                    f"one job with the baseline, {_drop(best)}{own}.")
+        figures = _runoff_figures(c, in_words=True)
+        sentence = (f"trial {best.number}: {trial_recipe(best)} — {figures} measured again in one job with the "
+                    f"baseline, {_drop(best)}{own}.")
         return f"{sentence} {_picked(c)}" if c.why else sentence
     sentence = f"trial {best.number}: {trial_recipe(best)} — {_speed(best)}, {_drop(best)}"
     again = confirmation_sentence(status)
@@ -182,8 +183,8 @@ def best_sentence(status: Any) -> str:
 
 
 def _picked(c: Any) -> str:
-    """How a runner-up beat the search's own pick in the run-off: 'Picked in the run-off: …', or ''."""
-    return f"Picked in the run-off: {c.why}." if c.why else ""
+    """How a runner-up beat the search's own pick in the run-off (`c.why`): 'Picked in the run-off: …'."""
+    return f"Picked in the run-off: {c.why}."
 
 
 def _runoff_figures(c: Any, in_words: bool = False) -> str:

@@ -441,8 +441,9 @@ class Search:
         if self.record.quick:
             return
         students = [s for s in self.record.space.get("student", ()) if s != "none"]
-        caps = ", ".join(f"{search_space.distill_caps(self.goal.budget_s, self.train_rate, s)['max_train_examples']:,}"
-                         f" examples ({s})" for s in students)
+        budget, rate = self.goal.budget_s, self.train_rate
+        caps = ", ".join(f"{search_space.distill_caps(budget, rate, s)['max_train_examples']:,} "
+                         f"examples ({s})" for s in students)
         if not caps:
             return
         self.progress(f"a distillation from the teacher's logits trains on at most {caps}: "

@@ -344,10 +344,10 @@ def wizard_point(space: dict[str, tuple[str, ...]], device: str) -> dict[str, st
     return point
 
 
-def student_point(space: dict[str, tuple[str, ...]], device: str) -> dict[str, str] | None:
+def student_point(space: dict[str, tuple[str, ...]], wizard: dict[str, str] | None) -> dict[str, str] | None:
     """The search's second trial: the shallowest student in `space` made from the teacher's own layers, from its
-    logits only, run as the wizard's recipe runs (as the baseline runs when that recipe is not in the space); None
-    when the space has no such student.
+    logits only, run as `wizard` (the wizard's recipe as a point: `wizard_point`) runs, or as the baseline
+    runs when that is None; None when the space has no such student.
 
     A student is the way to large speed-ups and a search's costliest step, and the shallowest one is both the
     cheapest to train and the fastest to run: within the drop, no deeper student beats it on the same runtime, and
@@ -355,11 +355,11 @@ def student_point(space: dict[str, tuple[str, ...]], device: str) -> dict[str, s
     coin toss, and a 60-minute budget on a 2-core CPU affords two students at most: on the AMD EPYC here a search
     made a half-depth student (4.4x at batch 1 in ONNX Runtime int8), where a third-depth one distilled on the whole
     split ran 6.4x within the drop. Its logits only: learning the teacher's hidden states costs a teacher pass a
-    step (TEACHER_PASS), and the sampler may still try it."""
+    step (TEACHER_STEP), and the sampler may still try it."""
     student = next((s for s in SHALLOWEST_FIRST if s in space.get("student", ())), None)
     if student is None:
         return None
-    point = wizard_point(space, device) or baseline_point(space)
+    point = wizard or baseline_point(space)
     hidden = _choices(space, BY_NAME["intermediate"])
     point = {**point, "student": student, "intermediate": "off" if "off" in hidden else hidden[0]}
     valid = {key(p) for p in points(space)}
@@ -369,4 +369,5 @@ def student_point(space: dict[str, tuple[str, ...]], device: str) -> dict[str, s
 def opening_points(space: dict[str, tuple[str, ...]], device: str) -> list[dict[str, str]]:
     """The trials a search starts with, in order, before its sampler chooses: the wizard's recipe, then the
     shallowest student (`student_point`)."""
-    return [p for p in (wizard_point(space, device), student_point(space, device)) if p is not None]
+    wizard = wizard_point(space, device)
+    return [p for p in (wizard, student_point(space, wizard)) if p is not None]
